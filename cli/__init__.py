@@ -1,0 +1,1 @@
+"""Command-line entry points: ``qaft`` (PyTorch side) and ``qaft-run`` (runtime)."""

@@ -1,0 +1,27 @@
+"""What both command-line tools share: turning expected failures into one-line errors."""
+
+from __future__ import annotations
+
+import functools
+import sys
+
+import click
+
+from qaft.runtime.errors import QaftError
+
+
+def fail_cleanly(fn):
+    """Runs a command; a known failure prints ``error: …`` and exits 1, no traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (QaftError, FileNotFoundError, ValueError) as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+    return wrapper

@@ -1,0 +1,277 @@
+"""``qaft``: training, evaluation, import and analysis (PyTorch side)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from qaft.cli.common import fail_cleanly
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Train, finetune, evaluate and export qaft image codecs."""
+
+
+@main.command()
+@click.option(
+    "--data", required=True, type=click.Path(file_okay=False), help="Folder of training images."
+)
+@click.option(
+    "--lmbda", required=True, type=float, help="Rate-distortion trade-off λ (MSE on 0-255)."
+)
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder.")
+@click.option("--N", "N", default=128, show_default=True, help="Channels of the transforms.")
+@click.option("--M", "M", default=192, show_default=True, help="Channels of the latent y.")
+@click.option(
+    "--stand-in",
+    type=click.Choice(["noise", "ste", "mixed"]),
+    default="mixed",
+    show_default=True,
+    help="Differentiable stand-in for quantization.",
+)
+@click.option("--steps", default=100_000, show_default=True)
+@click.option("--batch", default=16, show_default=True)
+@click.option("--crop", default=128, show_default=True)
+@click.option("--lr", default=1e-4, show_default=True)
+@click.option(
+    "--lr-decay-at",
+    default="0.8,0.95",
+    show_default=True,
+    help="Fractions of --steps where the learning rate drops 10x.",
+)
+@click.option("--seed", default=0, show_default=True)
+@click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
+)
+@click.option(
+    "--amp",
+    type=click.Choice(["bf16", "none"]),
+    default="bf16",
+    show_default=True,
+    help="Run the networks under bf16 autocast (entropy models stay fp32).",
+)
+@click.option("--init-from", type=click.Path(dir_okay=False), help="Warm start from a model file.")
+@click.option(
+    "--val-data",
+    type=click.Path(file_okay=False),
+    help="Validation images, coded to real files (default: ../shared/data/kodak if present).",
+)
+@click.option(
+    "--val-every", default=2000, show_default=True, help="Steps between validations (0: never)."
+)
+@click.option("--val-images", default=6, show_default=True, help="Validation images used (0: all).")
+@click.option("--threads", default=0, help="Torch threads (0: default).")
+@click.option("--log-every", default=50, show_default=True, help="Steps between log lines.")
+@click.option("--ckpt-every", default=250, show_default=True, help="Steps between checkpoints.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@fail_cleanly
+def train(resume: bool, lr_decay_at: str, **kw) -> None:
+    """Stage 1: train a mean-scale hyperprior end to end."""
+    from qaft.training.evaluate import default_kodak, make_validator
+    from qaft.training.train import TrainConfig
+    from qaft.training.train import train as run_training
+
+    kw["lr_decay_at"] = tuple(float(v) for v in lr_decay_at.split(",") if v)
+    if kw["val_data"] is None:
+        kw["val_data"] = default_kodak()
+    cfg = TrainConfig(**kw)
+    validator = (
+        make_validator(cfg.val_data, cfg.val_images) if cfg.val_data and cfg.val_every else None
+    )
+    final = run_training(cfg, resume=resume, validate=validator, progress=sys.stderr.isatty())
+    click.echo(f"wrote {final}")
+
+
+def _load_codec(model: str | None, ckpt: str | None, device: str = "cpu"):
+    """A PyTorch-backed codec for a zoo name or a model file, and a label for it."""
+    from qaft.training.backend import codec_from_loaded
+    from qaft.training.checkpoint import load_model
+    from qaft.training.zoo import model_path
+
+    path = model_path(model) if model else ckpt
+    loaded = load_model(path, device)
+    return codec_from_loaded(loaded, device), loaded, (model or str(ckpt))
+
+
+def _images_or_fail(data: str | None):
+    from qaft.training.data import list_images
+    from qaft.training.evaluate import default_kodak
+
+    folder = data or default_kodak()
+    if folder is None:
+        raise FileNotFoundError(
+            "no images given: pass a folder (../shared/data/kodak is used when present)"
+        )
+    return list_images(folder)
+
+
+@main.command("eval")
+@click.option("--model", "models", multiple=True, help="Bundled model name (repeatable).")
+@click.option(
+    "--ckpt",
+    "ckpts",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="Model file (repeatable).",
+)
+@click.option(
+    "--data", type=click.Path(file_okay=False), help="Images (default: Kodak if present)."
+)
+@click.option("--quantizer", type=click.Choice(["sq"]), default="sq", show_default=True)
+@click.option(
+    "--json", "json_out", type=click.Path(dir_okay=False), help="Write results JSON here."
+)
+@click.option("--name", default="qaft", show_default=True, help="Curve name in the JSON.")
+@click.option("--max-images", default=0, help="Only the first N images (0: all).")
+@fail_cleanly
+def eval_cmd(models, ckpts, data, quantizer, json_out, name, max_images) -> None:
+    """Rate-distortion of models on a folder, coding real files (one point per model)."""
+    import json
+
+    from qaft.training.evaluate import evaluate_codec, results_json, summarize
+
+    if not models and not ckpts:
+        raise click.UsageError("give at least one --model or --ckpt")
+    images = _images_or_fail(data)
+    if max_images:
+        images = images[:max_images]
+    points = []
+    for m, c in [(m, None) for m in models] + [(None, c) for c in ckpts]:
+        codec, loaded, label = _load_codec(m, c)
+        res = evaluate_codec(codec, images, quantizer, progress=sys.stderr.isatty())
+        s = summarize(res)
+        click.echo(
+            f"{label:>24}  {s['bpp']:.4f} bpp  {s['psnr']:.3f} dB  "
+            f"MS-SSIM {s['ms_ssim']:.4f}  enc {s['encoding_time'] * 1e3:.0f} ms  "
+            f"dec {s['decoding_time'] * 1e3:.0f} ms"
+        )
+        points.append(
+            {
+                "summary": s,
+                "images": res,
+                "model": {
+                    "label": label,
+                    **{k: loaded.meta.get(k) for k in ("lmbda", "stage", "finetuned_for", "steps")},
+                },
+            }
+        )
+    points.sort(key=lambda p: p["summary"]["bpp"])
+    if json_out:
+        desc = f"qaft {quantizer} on {len(images)} images of {Path(images[0]).parent}, real files"
+        Path(json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_out).write_text(json.dumps(results_json(name, desc, points), indent=2))
+        click.echo(f"wrote {json_out}")
+
+
+@main.command()
+@click.argument("anchor", type=click.Path(exists=True, dir_okay=False))
+@click.argument("test", type=click.Path(exists=True, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@fail_cleanly
+def bdrate(anchor, test, as_json) -> None:
+    """BD-rate of TEST against ANCHOR (results JSON files; negative: TEST is better)."""
+    import json
+
+    from qaft.training.bdrate import bd_rate, load_curve
+
+    a, t = load_curve(anchor), load_curve(test)
+    out = {"anchor": a["name"], "test": t["name"], "bd_rate": bd_rate(a, t)}
+    if "ms-ssim" in a and "ms-ssim" in t:
+        out["bd_rate_ms_ssim"] = bd_rate(a, t, "ms-ssim")
+    if as_json:
+        click.echo(json.dumps(out))
+    else:
+        click.echo(f"BD-rate of {t['name']} against {a['name']}: {out['bd_rate']:+.2f}% (PSNR-RGB)")
+        if "bd_rate_ms_ssim" in out:
+            click.echo(f"{'':>{len('BD-rate')}} {out['bd_rate_ms_ssim']:+.2f}% (MS-SSIM)")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+def models(as_json) -> None:
+    """List the bundled models."""
+    import json
+
+    from qaft.training.zoo import list_models
+
+    entries = list_models()
+    if as_json:
+        click.echo(json.dumps(entries, indent=2))
+        return
+    for e in entries:
+        click.echo(
+            f"{e['name']:<10} quality {e['quality']}  λ={e['lmbda']:<8} stage {e['stage']}"
+            f"  finetuned_for={e['finetuned_for']}  {e['path']}"
+        )
+
+
+@main.command()
+@click.option(
+    "--images", type=click.Path(file_okay=False), help="Folder (default: Kodak if present)."
+)
+@click.option("--model", default=None, help="Bundled model (default: the zoo's default).")
+@click.option(
+    "--out",
+    default="demo-out",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Where the .qaft files and decoded PNGs go.",
+)
+@fail_cleanly
+def demo(images, model, out) -> None:
+    """Compress a folder to .qaft files, decode them to PNG and print a table."""
+    from qaft.runtime import codec as C
+    from qaft.runtime.image import load_rgb, save_png
+    from qaft.runtime.metrics import psnr
+    from qaft.training.zoo import DEFAULT_MODEL
+
+    files = _images_or_fail(images)
+    codec, _, label = _load_codec(model or DEFAULT_MODEL, None)
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    click.echo(f"model {label}, {len(files)} images -> {out_dir}/")
+    click.echo(
+        f"{'image':<20}{'size':>11}{'bytes':>9}{'bpp':>8}{'PSNR dB':>9}{'enc ms':>8}{'dec ms':>8}"
+    )
+    rows = []
+    for f in files:
+        img = load_rgb(f)
+        t0 = time.perf_counter()
+        enc = C.encode(codec, img)
+        (out_dir / f"{f.stem}.qaft").write_bytes(enc.data)
+        t1 = time.perf_counter()
+        dec = C.decode(codec, (out_dir / f"{f.stem}.qaft").read_bytes())
+        save_png(dec.image, out_dir / f"{f.stem}.png")
+        t2 = time.perf_counter()
+        h, w = img.shape[:2]
+        row = (len(enc.data) * 8 / (h * w), psnr(img, dec.image), (t1 - t0) * 1e3, (t2 - t1) * 1e3)
+        rows.append(row)
+        click.echo(
+            f"{f.name:<20}{f'{w}x{h}':>11}{len(enc.data):>9}{row[0]:>8.3f}{row[1]:>9.2f}"
+            f"{row[2]:>8.0f}{row[3]:>8.0f}"
+        )
+    mean = [sum(r[i] for r in rows) / len(rows) for i in range(4)]
+    click.echo(
+        f"{'mean':<20}{'':>11}{'':>9}{mean[0]:>8.3f}{mean[1]:>9.2f}{mean[2]:>8.0f}{mean[3]:>8.0f}"
+    )
+
+
+@main.command()
+@click.option(
+    "--run",
+    "run_dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Run folder of `qaft train`.",
+)
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Model file to write.")
+@fail_cleanly
+def snapshot(run_dir, out) -> None:
+    """Write a model file from a run's latest checkpoint (the run may still be going)."""
+    from qaft.training.train import snapshot as take
+
+    click.echo(f"wrote {take(run_dir, out)}")

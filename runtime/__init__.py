@@ -1,0 +1,1 @@
+"""qaft runtime: bitstreams, entropy coding and quantizers, with NumPy only (no PyTorch)."""

@@ -1,0 +1,189 @@
+"""Image <-> ``.qaft`` bytes, for any backend that runs the four networks.
+
+The same code serves the PyTorch path (evaluation during training) and the exported
+runtime: a backend only has to implement :class:`Networks` on NumPy arrays.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from qaft.runtime import container
+from qaft.runtime.entropy import coder
+from qaft.runtime.entropy.tables import scale_to_level
+from qaft.runtime.errors import QaftError
+from qaft.runtime.model_tables import ModelTables
+from qaft.runtime.quantizers import QUANTIZER_IDS, QUANTIZER_NAMES, scalar
+
+#: g_a downsamples by 16 and h_a by 4 more: inputs are padded to a multiple of this.
+PAD_MULTIPLE = 64
+
+
+class Networks(Protocol):
+    """The four transforms of a hyperprior codec, on float32 NCHW arrays."""
+
+    def analysis(self, x: np.ndarray) -> np.ndarray: ...  # image in [0, 1] -> y
+
+    def hyper_analysis(self, y: np.ndarray) -> np.ndarray: ...  # y -> z
+
+    def hyper_synthesis(self, z_hat: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def synthesis(self, y_hat: np.ndarray) -> np.ndarray: ...  # y_hat -> image in [0, 1]
+
+
+class ModelMismatchError(QaftError):
+    """A stream written by another model than the one decoding it."""
+
+
+@dataclass
+class Codec:
+    """A model ready to code: its networks, its frozen tables and its fingerprint."""
+
+    networks: Networks
+    tables: ModelTables
+    fingerprint: bytes
+
+
+@dataclass
+class Encoded:
+    """A compressed image and what the encoder knows about it."""
+
+    data: bytes
+    y_indices: np.ndarray
+    z_indices: np.ndarray
+    timings: dict[str, float] = field(default_factory=dict)
+    reconstruction: np.ndarray | None = None  # what the decoder will output, if asked for
+
+
+def _pad(image: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 -> (1, 3, H', W') float32 in [0, 1], edge-padded to PAD_MULTIPLE."""
+    h, w = image.shape[:2]
+    ph, pw = -h % PAD_MULTIPLE, -w % PAD_MULTIPLE
+    padded = np.pad(image, ((0, ph), (0, pw), (0, 0)), mode="edge")
+    return (padded.transpose(2, 0, 1)[None].astype(np.float32) / 255.0).astype(np.float32)
+
+
+def to_uint8(x_hat: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(1, 3, H', W') in [0, 1] -> cropped (H, W, 3) uint8."""
+    img = np.clip(x_hat[0, :, :height, :width], 0.0, 1.0) * 255.0
+    return np.rint(img).astype(np.uint8).transpose(1, 2, 0).copy()
+
+
+def _z_table_ids(shape: tuple[int, ...]) -> np.ndarray:
+    """Every element of z uses its channel's table."""
+    return np.broadcast_to(np.arange(shape[1]).reshape(1, -1, 1, 1), shape)
+
+
+def _code_z(codec: Codec, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    medians = codec.tables.z_medians.reshape(1, -1, 1, 1)
+    z_idx = np.rint(z - medians).astype(np.int32)
+    return z_idx, (z_idx + medians).astype(np.float32)
+
+
+def encode(
+    codec: Codec, image: np.ndarray, quantizer: str = "sq", reconstruct: bool = False
+) -> Encoded:
+    """Compresses an (H, W, 3) uint8 image into the bytes of a ``.qaft`` file.
+
+    With ``reconstruct`` the encoder also runs the synthesis on its own indices, giving the
+    image any decoder of the file must produce (an encode-side check, at extra cost).
+    """
+    if quantizer not in QUANTIZER_IDS:
+        raise QaftError(f"unknown quantizer {quantizer!r}; choose from {sorted(QUANTIZER_IDS)}")
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise QaftError(f"expected an (H, W, 3) uint8 image, got {image.shape} {image.dtype}")
+    h, w = image.shape[:2]
+    t: dict[str, float] = {}
+    t0 = time.perf_counter()
+    x = _pad(image)
+    y = codec.networks.analysis(x)
+    z = codec.networks.hyper_analysis(y)
+    t["analysis"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    z_idx, z_hat = _code_z(codec, z)
+    scales, means = codec.networks.hyper_synthesis(z_hat)
+    t["hyper_synthesis"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    y_idx = scalar.quantize(y, means)
+    t["quantization"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    z_code = coder.encode(z_idx, _z_table_ids(z_idx.shape), codec.tables.z_tables)
+    levels = scale_to_level(scales, codec.tables.scale_levels)
+    y_code = coder.encode(y_idx, levels, codec.tables.y_tables)
+    header = container.Header(QUANTIZER_IDS[quantizer], codec.fingerprint, h, w)
+    data = container.pack(
+        header, [z_code.stream, z_code.escapes_bytes(), y_code.stream, y_code.escapes_bytes()]
+    )
+    t["entropy_encode"] = time.perf_counter() - t0
+    rec = None
+    if reconstruct:
+        rec = to_uint8(codec.networks.synthesis(scalar.reconstruct(y_idx, means)), h, w)
+    return Encoded(data, y_idx, z_idx, t, rec)
+
+
+@dataclass
+class Decoded:
+    """A decompressed image and the indices the decoder recovered."""
+
+    image: np.ndarray
+    y_indices: np.ndarray
+    z_indices: np.ndarray
+    header: container.Header
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def decode(codec: Codec, data: bytes) -> Decoded:
+    """Decompresses the bytes of a ``.qaft`` file to an (H, W, 3) uint8 image."""
+    t: dict[str, float] = {}
+    t0 = time.perf_counter()
+    header, sections = container.unpack(data)
+    if header.fingerprint != codec.fingerprint:
+        raise ModelMismatchError(
+            f"the stream was written by model {header.fingerprint.hex()}, "
+            f"not by this one ({codec.fingerprint.hex()})"
+        )
+    if header.quantizer_id not in QUANTIZER_NAMES:
+        raise container.ContainerError(f"unknown quantizer id {header.quantizer_id}")
+    if len(sections) != 4:
+        raise container.ContainerError(f"expected 4 sections, found {len(sections)}")
+    z_stream, z_esc, y_stream, y_esc = sections
+    if len(z_esc) % 4 or len(y_esc) % 4:
+        raise container.ContainerError("escape section is not a whole number of values")
+    ph = (header.height + PAD_MULTIPLE - 1) // PAD_MULTIPLE * PAD_MULTIPLE
+    pw = (header.width + PAD_MULTIPLE - 1) // PAD_MULTIPLE * PAD_MULTIPLE
+    n_z = codec.tables.z_medians.shape[0]
+    z_shape = (1, n_z, ph // PAD_MULTIPLE, pw // PAD_MULTIPLE)
+    z_idx = coder.decode(
+        z_stream, np.frombuffer(z_esc, "<i4"), _z_table_ids(z_shape), codec.tables.z_tables
+    )
+    medians = codec.tables.z_medians.reshape(1, -1, 1, 1)
+    z_hat = (z_idx + medians).astype(np.float32)
+    t["entropy_decode"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    scales, means = codec.networks.hyper_synthesis(z_hat)
+    t["hyper_synthesis"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    levels = scale_to_level(scales, codec.tables.scale_levels)
+    y_idx = coder.decode(y_stream, np.frombuffer(y_esc, "<i4"), levels, codec.tables.y_tables)
+    t["entropy_decode"] += time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    x_hat = codec.networks.synthesis(scalar.reconstruct(y_idx, means))
+    image = to_uint8(x_hat, header.height, header.width)
+    t["synthesis"] = time.perf_counter() - t0
+    return Decoded(image, y_idx, z_idx, header, t)
+
+
+def read_header(data: bytes) -> container.Header:
+    """The header of a stream (verified), without any model."""
+    return container.unpack(data)[0]

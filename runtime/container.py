@@ -1,0 +1,88 @@
+"""The ``.qaft`` container: header, length-prefixed sections, CRC-32 trailer.
+
+Layout (little endian; see ``docs/bitstream.md``)::
+
+    magic "QAFT" | version u8 | quantizer u8 | reserved u16 | fingerprint 8B |
+    height u32 | width u32 | step f32 | n_sections u8 | n_sections x length u32 |
+    sections ... | crc32 u32 (of everything before it)
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+
+from qaft.runtime.errors import QaftError
+
+MAGIC = b"QAFT"
+FORMAT_VERSION = 1
+_HEAD = struct.Struct("<4sBBH8sIIfB")
+#: Largest picture a decoder accepts (pixels): refuses absurd headers before allocating.
+MAX_PIXELS = 1 << 28
+
+
+class ContainerError(QaftError):
+    """A file that is not an intact ``.qaft`` stream of a supported version."""
+
+
+@dataclass(frozen=True)
+class Header:
+    """What a decoder learns before touching the entropy-coded sections."""
+
+    quantizer_id: int
+    fingerprint: bytes
+    height: int
+    width: int
+    step: float = 1.0
+    version: int = FORMAT_VERSION
+
+
+def pack(header: Header, sections: list[bytes]) -> bytes:
+    """Serializes a header and its sections, appending the checksum."""
+    if len(header.fingerprint) != 8:
+        raise ValueError("fingerprint must be 8 bytes")
+    if not (0 < header.height and 0 < header.width and header.height * header.width <= MAX_PIXELS):
+        raise ValueError(f"unsupported image size {header.width}x{header.height}")
+    head = _HEAD.pack(
+        MAGIC,
+        header.version,
+        header.quantizer_id,
+        0,
+        header.fingerprint,
+        header.height,
+        header.width,
+        header.step,
+        len(sections),
+    )
+    body = head + struct.pack(f"<{len(sections)}I", *map(len, sections)) + b"".join(sections)
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def unpack(data: bytes) -> tuple[Header, list[bytes]]:
+    """Parses and verifies a container; any inconsistency raises :class:`ContainerError`."""
+    if len(data) < _HEAD.size + 4:
+        raise ContainerError("file too short to be a .qaft stream")
+    magic, version, qid, _, fp, h, w, step, n = _HEAD.unpack_from(data)
+    if magic != MAGIC:
+        raise ContainerError("not a .qaft file (bad magic number)")
+    if version != FORMAT_VERSION:
+        raise ContainerError(
+            f"format version {version} is not supported (this qaft reads {FORMAT_VERSION})"
+        )
+    (crc,) = struct.unpack_from("<I", data, len(data) - 4)
+    if zlib.crc32(data[:-4]) != crc:
+        raise ContainerError("checksum mismatch: the file is corrupt or truncated")
+    if h == 0 or w == 0 or h * w > MAX_PIXELS:
+        raise ContainerError(f"declared image size {w}x{h} is out of range")
+    pos = _HEAD.size + 4 * n
+    if pos > len(data) - 4:
+        raise ContainerError("section table runs past the end of the file")
+    lengths = struct.unpack_from(f"<{n}I", data, _HEAD.size)
+    if pos + sum(lengths) != len(data) - 4:
+        raise ContainerError("section lengths do not add up to the file size")
+    sections = []
+    for length in lengths:
+        sections.append(bytes(data[pos : pos + length]))
+        pos += length
+    return Header(qid, fp, h, w, step, version), sections

@@ -1,0 +1,104 @@
+"""Probability tables shared by the encoder and the decoder.
+
+A :class:`TableSet` is a list of discrete distributions over consecutive integers plus one
+escape symbol each.  They are computed once (when a model is finalized) and stored with the
+model, so that both sides of a channel use bit-identical probabilities: nothing here is
+re-derived from floating-point network outputs at decode time except the *choice* of table.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Scale levels of the Gaussian conditional, as in CompressAI (64 levels, 0.11 … 256).
+SCALE_BOUND = 0.11
+SCALE_LEVELS = np.exp(np.linspace(math.log(SCALE_BOUND), math.log(256.0), 64))
+
+#: Tables cover ±TAIL_SIGMAS·scale; beyond that an index is escaped (tail mass ~1e-9).
+TAIL_SIGMAS = 6.1
+ESCAPE_MIN_PROB = 2.0**-20
+
+
+@dataclass(frozen=True)
+class TableSet:
+    """Discrete distributions, one row each, for integer values ``offsets[t] + s``.
+
+    Row ``t`` has ``lengths[t]`` valid entries; the last valid entry is the escape symbol,
+    used for values outside ``[offsets[t], offsets[t] + lengths[t] - 2]``.
+    """
+
+    pmfs: np.ndarray  # (T, L) float64
+    lengths: np.ndarray  # (T,) int32, escape included
+    offsets: np.ndarray  # (T,) int32
+
+    def __post_init__(self) -> None:
+        if self.pmfs.ndim != 2 or len(self.lengths) != len(self.pmfs) != len(self.offsets):
+            raise ValueError("inconsistent table shapes")
+
+    @property
+    def num_tables(self) -> int:
+        return int(self.pmfs.shape[0])
+
+    def row(self, t: int) -> np.ndarray:
+        """The probabilities of table ``t`` (escape last)."""
+        return self.pmfs[t, : self.lengths[t]]
+
+    def to_arrays(self, prefix: str) -> dict[str, np.ndarray]:
+        """Arrays for storage in an ``.npz`` or a checkpoint, keys prefixed."""
+        return {
+            f"{prefix}pmfs": self.pmfs,
+            f"{prefix}lengths": self.lengths,
+            f"{prefix}offsets": self.offsets,
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays, prefix: str) -> TableSet:
+        return cls(
+            np.asarray(arrays[f"{prefix}pmfs"], dtype=np.float64),
+            np.asarray(arrays[f"{prefix}lengths"], dtype=np.int32),
+            np.asarray(arrays[f"{prefix}offsets"], dtype=np.int32),
+        )
+
+    @classmethod
+    def from_rows(cls, rows: list[np.ndarray], offsets: list[int]) -> TableSet:
+        """Builds a set from per-table probabilities over the in-range values.
+
+        The escape probability of each row is what the row leaves below one, floored at
+        ``ESCAPE_MIN_PROB`` so that a rare outlier costs bits, never correctness.
+        """
+        width = max(len(r) for r in rows) + 1
+        pmfs = np.zeros((len(rows), width), dtype=np.float64)
+        lengths = np.zeros(len(rows), dtype=np.int32)
+        for t, r in enumerate(rows):
+            r = np.clip(np.asarray(r, dtype=np.float64), 0.0, None)
+            pmfs[t, : len(r)] = r
+            pmfs[t, len(r)] = max(1.0 - r.sum(), ESCAPE_MIN_PROB)
+            lengths[t] = len(r) + 1
+        return cls(pmfs, lengths, np.asarray(offsets, dtype=np.int32))
+
+
+_erfc = np.frompyfunc(math.erfc, 1, 1)
+
+
+def gaussian_cdf(x: np.ndarray) -> np.ndarray:
+    """Standard normal CDF in float64 (no SciPy in the runtime)."""
+    return _erfc(-np.asarray(x, dtype=np.float64) / math.sqrt(2.0)).astype(np.float64) / 2.0
+
+
+def gaussian_tables(levels: np.ndarray = SCALE_LEVELS) -> TableSet:
+    """Tables for zero-mean Gaussians of each scale level, integrated over unit bins."""
+    rows, offsets = [], []
+    for s in levels:
+        r = int(math.ceil(TAIL_SIGMAS * s))
+        k = np.arange(-r, r + 1, dtype=np.float64)
+        rows.append(gaussian_cdf((k + 0.5) / s) - gaussian_cdf((k - 0.5) / s))
+        offsets.append(-r)
+    return TableSet.from_rows(rows, offsets)
+
+
+def scale_to_level(scales: np.ndarray, levels: np.ndarray = SCALE_LEVELS) -> np.ndarray:
+    """Index of the smallest level >= scale (the last level for anything larger)."""
+    return np.searchsorted(levels[:-1], scales, side="left").astype(np.int32)

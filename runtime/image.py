@@ -1,0 +1,35 @@
+"""Reading and writing images at the runtime's boundary (uint8 RGB arrays)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
+
+
+class ImageError(ValueError):
+    """An input that is not a readable image."""
+
+
+def load_rgb(path: str | Path) -> np.ndarray:
+    """Reads an image as (H, W, 3) uint8 RGB.
+
+    EXIF orientation is applied; alpha is dropped (composited on nothing: the codec
+    carries colour only); grayscale and palette images are expanded to RGB.
+    """
+    try:
+        with Image.open(path) as im:
+            im = ImageOps.exif_transpose(im)
+            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+                im = im.point(lambda v: v / 256).convert("L")
+            return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"{path}: not a readable image ({exc})") from None
+
+
+def save_png(image: np.ndarray, path: str | Path) -> None:
+    """Writes (H, W, 3) uint8 as PNG."""
+    Image.fromarray(np.asarray(image, dtype=np.uint8)).save(path, format="PNG")

@@ -1,0 +1,52 @@
+"""Everything the entropy coder needs from a model, frozen into arrays."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from qaft.runtime.entropy.tables import TableSet
+
+
+@dataclass(frozen=True)
+class ModelTables:
+    """Tables of the factorized prior (``z``) and of the Gaussian conditional (``y``)."""
+
+    z_tables: TableSet
+    z_medians: np.ndarray  # (N,) float32, centre of z's quantization
+    y_tables: TableSet
+    scale_levels: np.ndarray  # (L,) float64, scale of each y table
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {
+            **self.z_tables.to_arrays("z_"),
+            **self.y_tables.to_arrays("y_"),
+            "z_medians": self.z_medians,
+            "scale_levels": self.scale_levels,
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays) -> ModelTables:
+        return cls(
+            z_tables=TableSet.from_arrays(arrays, "z_"),
+            z_medians=np.asarray(arrays["z_medians"], dtype=np.float32),
+            y_tables=TableSet.from_arrays(arrays, "y_"),
+            scale_levels=np.asarray(arrays["scale_levels"], dtype=np.float64),
+        )
+
+
+def fingerprint(arrays: dict[str, np.ndarray]) -> bytes:
+    """8-byte digest of named arrays (weights and tables), independent of dict order.
+
+    Written into every file so a decoder can refuse a stream made by another model.
+    """
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(name.encode())
+        h.update(str(a.dtype.str).encode())
+        h.update(str(a.shape).encode())
+        h.update(a.tobytes())
+    return h.digest()[:8]

@@ -1,0 +1,66 @@
+"""Shared fixtures: a tiny model saved to disk and small synthetic images."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+KODAK = REPO.parent / "shared" / "data" / "kodak"
+TRAIN = REPO.parent / "shared" / "data" / "train"
+
+
+def synthetic_image(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """Smooth gradients plus texture: compressible like a photo, unlike pure noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    base = np.stack([128 + 90 * np.sin(xx / (7 + 3 * c) + yy / 11 + c) for c in range(3)], -1)
+    return np.clip(base + rng.normal(0, 6, (h, w, 3)), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="session")
+def image_dir(tmp_path_factory) -> Path:
+    from PIL import Image
+
+    d = tmp_path_factory.mktemp("images")
+    for i, (h, w) in enumerate([(96, 128), (64, 64), (70, 50)]):
+        Image.fromarray(synthetic_image(h, w, i)).save(d / f"img{i}.png")
+    return d
+
+
+@pytest.fixture(scope="session")
+def tiny_model_file(tmp_path_factory) -> Path:
+    """A small randomly initialised model, saved as a qaft model file."""
+    import torch
+
+    from qaft.training.checkpoint import save_model
+    from qaft.training.models import MeanScaleHyperprior, ModelConfig
+
+    torch.manual_seed(0)
+    model = MeanScaleHyperprior(ModelConfig(16, 24))
+    path = tmp_path_factory.mktemp("model") / "tiny.pt"
+    save_model(path, model, {"lmbda": 0.01, "stage": 1, "finetuned_for": None})
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_codec(tiny_model_file):
+    from qaft.training.backend import codec_from_loaded
+    from qaft.training.checkpoint import load_model
+
+    return codec_from_loaded(load_model(tiny_model_file))
+
+
+def run_cli(*args: str, timeout: float = 300, **kw):
+    """Runs a console script of this environment in a subprocess."""
+    import subprocess
+
+    exe = Path(sys.executable).parent / args[0]
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    return subprocess.run(
+        [str(exe), *args[1:]], capture_output=True, text=True, timeout=timeout, env=env, **kw
+    )

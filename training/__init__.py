@@ -1,0 +1,1 @@
+"""qaft training side (PyTorch): models, stage-1 training, evaluation, import."""

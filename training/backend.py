@@ -1,0 +1,52 @@
+"""The PyTorch backend of :class:`qaft.runtime.codec.Networks`."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from qaft.runtime.codec import Codec
+from qaft.training.checkpoint import LoadedModel, model_fingerprint
+from qaft.training.models import MeanScaleHyperprior
+
+
+class TorchNetworks:
+    """Runs a model's four transforms in fp32 on NumPy arrays."""
+
+    def __init__(self, model: MeanScaleHyperprior, device: str | torch.device = "cpu"):
+        self.model = model
+        self.device = torch.device(device)
+
+    def _run(self, module, x: np.ndarray) -> torch.Tensor:
+        with torch.no_grad():
+            return module(torch.from_numpy(np.ascontiguousarray(x)).to(self.device))
+
+    def analysis(self, x: np.ndarray) -> np.ndarray:
+        return self._run(self.model.g_a, x).cpu().numpy()
+
+    def hyper_analysis(self, y: np.ndarray) -> np.ndarray:
+        return self._run(self.model.h_a, y).cpu().numpy()
+
+    def hyper_synthesis(self, z_hat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        scales, means = self._run(self.model.h_s, z_hat).chunk(2, 1)
+        return scales.cpu().numpy(), means.cpu().numpy()
+
+    def synthesis(self, y_hat: np.ndarray) -> np.ndarray:
+        return self._run(self.model.g_s, y_hat).cpu().numpy()
+
+
+def codec_from_loaded(loaded: LoadedModel, device: str = "cpu") -> Codec:
+    """A codec running a loaded model file through PyTorch."""
+    return Codec(
+        TorchNetworks(loaded.model.to(device).eval(), device), loaded.tables, loaded.fingerprint
+    )
+
+
+def codec_from_model(model: MeanScaleHyperprior) -> Codec:
+    """A codec for a model in training: freezes its current tables (on the CPU)."""
+    model = model.eval()
+    tables = model.build_tables()
+    device = next(model.parameters()).device
+    return Codec(
+        TorchNetworks(model, device), tables, model_fingerprint(model.state_dict(), tables)
+    )

@@ -1,0 +1,52 @@
+"""Bjøntegaard-delta rate between two results files (CompressAI's JSON layout)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import bjontegaard
+
+from qaft.runtime.errors import QaftError
+
+
+def load_curve(path: str | Path) -> dict:
+    """Reads a results JSON (ours or CompressAI's published files) as ``{metric: [...]}``."""
+    try:
+        blob = json.loads(Path(path).read_text())
+        res = blob["results"]
+        curve = {
+            "name": blob.get("name", Path(path).stem),
+            "bpp": list(res["bpp"]),
+            "psnr-rgb": list(res.get("psnr-rgb", res.get("psnr", []))),
+        }
+        if "ms-ssim" in res:
+            curve["ms-ssim"] = list(res["ms-ssim"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise QaftError(f"{path}: not a results JSON ({exc})") from None
+    return curve
+
+
+def _sorted_points(rate: list[float], dist: list[float]) -> tuple[list[float], list[float]]:
+    pts = sorted((r, d) for r, d in zip(rate, dist) if math.isfinite(d))
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def bd_rate(anchor: dict, test: dict, metric: str = "psnr-rgb") -> float:
+    """BD-rate in percent of ``test`` against ``anchor`` (negative: test saves rate)."""
+    ra, da = _sorted_points(anchor["bpp"], anchor[metric])
+    rt, dt = _sorted_points(test["bpp"], test[metric])
+    if len(ra) < 4 or len(rt) < 4:
+        raise QaftError(
+            f"BD-rate needs at least four points per curve "
+            f"(anchor has {len(ra)}, test has {len(rt)})"
+        )
+    if metric == "ms-ssim":  # in dB, as is customary, so the curves are near linear
+        da = [-10 * math.log10(1 - d) for d in da]
+        dt = [-10 * math.log10(1 - d) for d in dt]
+    return float(
+        bjontegaard.bd_rate(
+            ra, da, rt, dt, method="akima", require_matching_points=False, min_overlap=0.0
+        )
+    )

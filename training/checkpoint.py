@@ -1,0 +1,96 @@
+"""Model files: weights, architecture, frozen coding tables and provenance in one ``.pt``.
+
+Training checkpoints (with optimizer state, for ``--resume``) live in run folders and are
+written by :mod:`qaft.training.train`; this module handles the finished model a user loads.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from qaft.runtime.model_tables import ModelTables, fingerprint
+from qaft.training.models import MeanScaleHyperprior, ModelConfig
+
+MODEL_FORMAT = "qaft-model"
+MODEL_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A file that is not a usable qaft model."""
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """torch.save to a temporary file, then rename: a crash never leaves half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def model_fingerprint(state_dict: dict[str, torch.Tensor], tables: ModelTables) -> bytes:
+    arrays = {f"w.{k}": v.detach().cpu().numpy() for k, v in state_dict.items()}
+    arrays.update({f"t.{k}": v for k, v in tables.to_arrays().items()})
+    return fingerprint(arrays)
+
+
+def save_model(path: str | Path, model: MeanScaleHyperprior, meta: dict[str, Any]) -> None:
+    """Freezes the entropy tables and writes a loadable model file."""
+    model = model.cpu().eval()
+    tables = model.build_tables()
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    atomic_save(
+        {
+            "format": MODEL_FORMAT,
+            "version": MODEL_VERSION,
+            "config": model.config.to_dict(),
+            "state_dict": state,
+            "tables": tables.to_arrays(),
+            "meta": dict(meta),
+        },
+        path,
+    )
+
+
+class LoadedModel:
+    """A model ready to code: network, frozen tables, fingerprint and metadata."""
+
+    def __init__(self, model: MeanScaleHyperprior, tables: ModelTables, meta: dict[str, Any]):
+        self.model = model
+        self.tables = tables
+        self.meta = meta
+        self.fingerprint = model_fingerprint(model.state_dict(), tables)
+
+
+def load_model(path: str | Path, device: str = "cpu") -> LoadedModel:
+    """Loads a file written by :func:`save_model`, or fails with a one-line reason."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such model file")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch raises many types for corrupt archives
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__})") from None
+    if not isinstance(blob, dict) or blob.get("format") != MODEL_FORMAT:
+        hint = (
+            " (a CompressAI checkpoint? convert it with `qaft import-compressai`)"
+            if isinstance(blob, dict)
+            else ""
+        )
+        raise CheckpointError(f"{path}: not a qaft model file{hint}")
+    if blob.get("version", 0) > MODEL_VERSION:
+        raise CheckpointError(f"{path}: model format {blob['version']} is newer than this qaft")
+    try:
+        config = ModelConfig(**blob["config"])
+        model = MeanScaleHyperprior(config)
+        model.load_state_dict(blob["state_dict"])
+        tables = ModelTables.from_arrays({k: np.asarray(v) for k, v in blob["tables"].items()})
+    except (KeyError, TypeError, RuntimeError, ValueError) as exc:
+        raise CheckpointError(
+            f"{path}: inconsistent model file ({str(exc).splitlines()[0]})"
+        ) from None
+    return LoadedModel(model.to(device).eval(), tables, dict(blob.get("meta", {})))

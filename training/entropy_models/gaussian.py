@@ -1,0 +1,50 @@
+"""Gaussian conditional for the latent ``y`` with mean and scale from the hyper-decoder.
+
+Buffer names match CompressAI's ``GaussianConditional`` (``scale_table``,
+``likelihood_lower_bound.bound``, ``lower_bound_scale.bound``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from qaft.runtime.entropy.tables import SCALE_BOUND, SCALE_LEVELS, TableSet, gaussian_tables
+from qaft.training.layers import LowerBound
+
+
+class GaussianConditional(nn.Module):
+    """Likelihood of ``y`` under N(mean, scale) integrated over unit bins."""
+
+    scale_table: torch.Tensor
+
+    def __init__(self, scale_levels: np.ndarray = SCALE_LEVELS):
+        super().__init__()
+        self.register_buffer("scale_table", torch.tensor(scale_levels, dtype=torch.float32))
+        self.likelihood_lower_bound = LowerBound(1e-9)
+        self.lower_bound_scale = LowerBound(SCALE_BOUND)
+
+    def likelihood(
+        self, y: torch.Tensor, scales: torch.Tensor, means: torch.Tensor
+    ) -> torch.Tensor:
+        scales = self.lower_bound_scale(scales)
+        v = torch.abs(y - means)
+        upper = _std_cdf((0.5 - v) / scales)
+        lower = _std_cdf((-0.5 - v) / scales)
+        return self.likelihood_lower_bound(upper - lower)
+
+    @staticmethod
+    def quantize(y: torch.Tensor, means: torch.Tensor, mode: str) -> torch.Tensor:
+        """``noise``: y + U(-1/2, 1/2); ``ste``: round(y - mean) + mean, gradient passed
+        straight through."""
+        if mode == "noise":
+            return y + torch.empty_like(y).uniform_(-0.5, 0.5)
+        return y + (torch.round(y - means) + means - y).detach()
+
+    def build_tables(self) -> TableSet:
+        return gaussian_tables(self.scale_table.double().cpu().numpy())
+
+
+def _std_cdf(x: torch.Tensor) -> torch.Tensor:
+    return 0.5 * torch.erfc(-x * (2**-0.5))

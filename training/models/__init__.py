@@ -1,0 +1,5 @@
+"""Codec architectures."""
+
+from qaft.training.models.hyperprior import MeanScaleHyperprior, ModelConfig
+
+__all__ = ["MeanScaleHyperprior", "ModelConfig"]

@@ -1,0 +1,131 @@
+"""Mean-scale hyperprior (Minnen, Ballé, Toderici 2018) without a context model.
+
+Module and parameter names follow CompressAI's ``MeanScaleHyperprior`` so checkpoints move
+between the two (see :mod:`qaft.training.compressai_import`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from qaft.runtime.model_tables import ModelTables
+from qaft.training.entropy_models import EntropyBottleneck, GaussianConditional
+from qaft.training.layers import GDN
+
+STAND_INS = ("noise", "ste", "mixed")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of a :class:`MeanScaleHyperprior`."""
+
+    N: int = 128
+    M: int = 192
+    architecture: str = "mean-scale-hyperprior"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _conv(cin: int, cout: int, k: int = 5, s: int = 2) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, k, stride=s, padding=k // 2)
+
+
+def _deconv(cin: int, cout: int, k: int = 5, s: int = 2) -> nn.ConvTranspose2d:
+    return nn.ConvTranspose2d(cin, cout, k, stride=s, padding=k // 2, output_padding=s - 1)
+
+
+class MeanScaleHyperprior(nn.Module):
+    """``g_a``/``g_s`` with GDN, ``h_a``/``h_s`` with leaky ReLU; ``h_s`` predicts the
+    scale (first M channels) and the mean (last M channels) of ``y``."""
+
+    downsampling = 64  # g_a (16) times h_a (4): inputs are padded to a multiple
+
+    def __init__(self, config: ModelConfig = ModelConfig()):
+        super().__init__()
+        self.config = config
+        N, M = config.N, config.M
+        self.g_a = nn.Sequential(
+            _conv(3, N), GDN(N), _conv(N, N), GDN(N), _conv(N, N), GDN(N), _conv(N, M)
+        )
+        self.g_s = nn.Sequential(
+            _deconv(M, N),
+            GDN(N, inverse=True),
+            _deconv(N, N),
+            GDN(N, inverse=True),
+            _deconv(N, N),
+            GDN(N, inverse=True),
+            _deconv(N, 3),
+        )
+        self.h_a = nn.Sequential(
+            _conv(M, N, 3, 1),
+            nn.LeakyReLU(inplace=True),
+            _conv(N, N),
+            nn.LeakyReLU(inplace=True),
+            _conv(N, N),
+        )
+        self.h_s = nn.Sequential(
+            _deconv(N, M),
+            nn.LeakyReLU(inplace=True),
+            _deconv(M, M * 3 // 2),
+            nn.LeakyReLU(inplace=True),
+            _conv(M * 3 // 2, M * 2, 3, 1),
+        )
+        self.entropy_bottleneck = EntropyBottleneck(N)
+        self.gaussian_conditional = GaussianConditional()
+
+    def hyper_synthesis(self, z_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scales, means) of ``y`` from the decoded hyper-latent."""
+        scales, means = self.h_s(z_hat).chunk(2, 1)
+        return scales, means
+
+    def forward(self, x: torch.Tensor, stand_in: str = "mixed") -> dict[str, torch.Tensor]:
+        """Training pass with a differentiable stand-in for quantization.
+
+        ``noise``: additive uniform noise everywhere; ``ste``: rounding with straight-through
+        gradients everywhere; ``mixed``: noise for the rate terms, rounded latents (straight
+        through) into the decoders.
+        """
+        if stand_in not in STAND_INS:
+            raise ValueError(f"unknown stand-in {stand_in!r}; choose from {STAND_INS}")
+        y = self.g_a(x)
+        z = self.h_a(y)
+        eb, gc = self.entropy_bottleneck, self.gaussian_conditional
+        z = z.float()
+        z_hat = eb.quantize(z, "noise" if stand_in == "noise" else "ste")
+        z_rate = z + torch.empty_like(z).uniform_(-0.5, 0.5) if stand_in == "mixed" else z_hat
+        scales, means = self.hyper_synthesis(z_hat)
+        y, scales, means = y.float(), scales.float(), means.float()
+        y_hat = gc.quantize(y, means, "noise" if stand_in == "noise" else "ste")
+        y_rate = y + torch.empty_like(y).uniform_(-0.5, 0.5) if stand_in == "mixed" else y_hat
+        x_hat = self.g_s(y_hat)
+        # Likelihoods stay in fp32 even when the networks run under bf16 autocast: rates
+        # are sums of many small log-probabilities.
+        with torch.autocast(x.device.type, enabled=False):
+            return {
+                "x_hat": x_hat.float(),
+                "y_likelihood": gc.likelihood(y_rate.float(), scales.float(), means.float()),
+                "z_likelihood": eb.likelihood(z_rate.float()),
+            }
+
+    def aux_loss(self) -> torch.Tensor:
+        return self.entropy_bottleneck.loss()
+
+    def build_tables(self) -> ModelTables:
+        """Freezes the entropy models into the tables the coder uses."""
+        z_tables, z_medians = self.entropy_bottleneck.build_tables()
+        return ModelTables(
+            z_tables=z_tables,
+            z_medians=z_medians,
+            y_tables=self.gaussian_conditional.build_tables(),
+            scale_levels=self.gaussian_conditional.scale_table.double().cpu().numpy().copy(),
+        )
+
+    def parameter_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+        """(main parameters, auxiliary ``quantiles``): they use separate optimizers."""
+        aux = [self.entropy_bottleneck.quantiles]
+        main = [p for n, p in self.named_parameters() if not n.endswith("quantiles")]
+        return main, aux
