@@ -275,3 +275,17 @@ def snapshot(run_dir, out) -> None:
     from qaft.training.train import snapshot as take
 
     click.echo(f"wrote {take(run_dir, out)}")
+
+
+@main.command("import-compressai")
+@click.argument("ckpt", type=click.Path(dir_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="qaft model file.")
+@click.option("--lmbda", type=float, help="λ the model was trained for (recorded only).")
+@fail_cleanly
+def import_compressai_cmd(ckpt, out, lmbda) -> None:
+    """Convert a CompressAI MeanScaleHyperprior checkpoint into a qaft model file."""
+    from qaft.training.compressai_import import import_compressai
+
+    if not Path(ckpt).is_file():
+        raise FileNotFoundError(f"{ckpt}: no such file")
+    click.echo(f"wrote {import_compressai(ckpt, out, lmbda)}")

@@ -1,12 +1,14 @@
 """Factorized prior for the hyper-latent ``z`` (Ballé et al. 2018, appendix 6.1).
 
-Parameter names match CompressAI's ``EntropyBottleneck`` (``_matrix0``, ``_bias0``,
-``_factor0``, ``quantiles``, ``target``, ``likelihood_lower_bound.bound``).
+Parameter names match CompressAI's ``EntropyBottleneck`` (``matrices.0``, ``biases.0``,
+``factors.0``, ``quantiles``, ``target``, ``likelihood_lower_bound.bound``); the names of
+CompressAI before 1.2 (``_matrix0``, ``_bias0``, ``_factor0``) are accepted on load.
 """
 
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import torch
@@ -35,35 +37,38 @@ class EntropyBottleneck(nn.Module):
         self.likelihood_lower_bound = LowerBound(1e-9)
         dims = (1, *self.filters, 1)
         scale = init_scale ** (1 / (len(self.filters) + 1))
+        self.matrices = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        self.factors = nn.ParameterList()
         for i in range(len(self.filters) + 1):
             init = math.log(math.expm1(1 / scale / dims[i + 1]))
-            self.register_parameter(
-                f"_matrix{i}", nn.Parameter(torch.full((channels, dims[i + 1], dims[i]), init))
-            )
-            self.register_parameter(
-                f"_bias{i}", nn.Parameter(torch.rand(channels, dims[i + 1], 1) - 0.5)
-            )
+            self.matrices.append(torch.full((channels, dims[i + 1], dims[i]), init))
+            self.biases.append(torch.rand(channels, dims[i + 1], 1) - 0.5)
             if i < len(self.filters):
-                self.register_parameter(
-                    f"_factor{i}", nn.Parameter(torch.zeros(channels, dims[i + 1], 1))
-                )
+                self.factors.append(torch.zeros(channels, dims[i + 1], 1))
         self.quantiles = nn.Parameter(
             torch.tensor([-init_scale, 0.0, init_scale]).repeat(channels, 1, 1)
         )
         t = math.log(2 / tail_mass - 1)
         self.register_buffer("target", torch.tensor([-t, 0.0, t]))
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for old, new in (("_matrix", "matrices."), ("_bias", "biases."), ("_factor", "factors.")):
+            for key in [k for k in state_dict if re.fullmatch(re.escape(prefix + old) + r"\d+", k)]:
+                state_dict[prefix + new + key[len(prefix + old) :]] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def _logits_cumulative(self, x: torch.Tensor, stop_gradient: bool) -> torch.Tensor:
         """Logit of the CDF at x; x is laid out (channels, 1, samples)."""
         logits = x
         for i in range(len(self.filters) + 1):
-            matrix = F.softplus(getattr(self, f"_matrix{i}"))
-            bias = getattr(self, f"_bias{i}")
+            matrix = F.softplus(self.matrices[i])
+            bias = self.biases[i]
             if stop_gradient:
                 matrix, bias = matrix.detach(), bias.detach()
             logits = torch.matmul(matrix, logits) + bias
             if i < len(self.filters):
-                factor = torch.tanh(getattr(self, f"_factor{i}"))
+                factor = torch.tanh(self.factors[i])
                 if stop_gradient:
                     factor = factor.detach()
                 logits = logits + factor * torch.tanh(logits)

@@ -1,6 +1,6 @@
 """Gaussian conditional for the latent ``y`` with mean and scale from the hyper-decoder.
 
-Buffer names match CompressAI's ``GaussianConditional`` (``scale_table``,
+Buffer names match CompressAI's ``GaussianConditional`` (``scale_table``, ``scale_bound``,
 ``likelihood_lower_bound.bound``, ``lower_bound_scale.bound``).
 """
 
@@ -22,8 +22,18 @@ class GaussianConditional(nn.Module):
     def __init__(self, scale_levels: np.ndarray = SCALE_LEVELS):
         super().__init__()
         self.register_buffer("scale_table", torch.tensor(scale_levels, dtype=torch.float32))
+        self.register_buffer("scale_bound", torch.tensor([SCALE_BOUND]))
         self.likelihood_lower_bound = LowerBound(1e-9)
         self.lower_bound_scale = LowerBound(SCALE_BOUND)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # A checkpoint may carry its own scale levels (CompressAI's ``update(scale_table=…)``):
+        # adopt its size so that the coding tables follow the levels it was trained with.
+        table = state_dict.get(prefix + "scale_table")
+        if table is not None and table.shape != self.scale_table.shape:
+            self.scale_table = torch.empty_like(table)
+        state_dict.setdefault(prefix + "scale_bound", self.scale_bound.clone())  # pre-1.2 files
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def likelihood(
         self, y: torch.Tensor, scales: torch.Tensor, means: torch.Tensor

@@ -1,0 +1,106 @@
+"""The ``qaft`` command line, run as a user would (subprocesses)."""
+
+import json
+
+import pytest
+from conftest import TRAIN, run_cli
+
+
+def test_eval_writes_compressai_json(tiny_model_file, image_dir, tmp_path):
+    out = tmp_path / "r.json"
+    r = run_cli(
+        "qaft", "eval", "--ckpt", str(tiny_model_file), "--data", str(image_dir), "--json", str(out)
+    )
+    assert r.returncode == 0, r.stderr
+    blob = json.loads(out.read_text())
+    assert set(blob["results"]) >= {"bpp", "psnr-rgb", "ms-ssim", "encoding_time", "decoding_time"}
+    assert len(blob["per_image"][0]) == 3
+    assert blob["results"]["bpp"][0] > 0
+
+
+def _curve(path, bpp, psnr):
+    path.write_text(json.dumps({"name": path.stem, "results": {"bpp": bpp, "psnr-rgb": psnr}}))
+    return str(path)
+
+
+def test_bdrate_of_a_curve_needing_10_percent_less_rate(tmp_path):
+    bpp = [0.1, 0.2, 0.4, 0.8]
+    psnr = [27.0, 29.0, 31.5, 34.0]
+    a = _curve(tmp_path / "a.json", bpp, psnr)
+    t = _curve(tmp_path / "t.json", [b * 0.9 for b in bpp], psnr)
+    r = run_cli("qaft", "bdrate", a, t, "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["bd_rate"] == pytest.approx(-10.0, abs=0.01)
+
+
+def test_models_json_lists_required_fields():
+    r = run_cli("qaft", "models", "--json")
+    assert r.returncode == 0, r.stderr
+    for e in json.loads(r.stdout):
+        assert {"name", "quality", "lmbda", "stage", "finetuned_for", "path"} <= set(e)
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["eval", "--model", "no-such-model"], "unknown model"),
+        (["eval", "--ckpt", "{corrupt}"], "not a readable checkpoint"),
+        (["eval", "--ckpt", "{missing}"], "no such model file"),
+        (["train", "--data", "{empty}", "--lmbda", "0.01", "--out", "{out}"], "no images"),
+        (["demo", "--images", "{bad_images}", "--model", "no-such"], "unknown model"),
+    ],
+)
+def test_bad_input_is_one_line_and_nonzero(tmp_path, image_dir, args, needle):
+    (tmp_path / "corrupt.pt").write_bytes(b"definitely not a zip archive")
+    (tmp_path / "empty").mkdir()
+    subs = {
+        "{corrupt}": str(tmp_path / "corrupt.pt"),
+        "{missing}": str(tmp_path / "nope.pt"),
+        "{empty}": str(tmp_path / "empty"),
+        "{out}": str(tmp_path / "run"),
+        "{bad_images}": str(image_dir),
+    }
+    args = [subs.get(a, a) for a in args]
+    if "eval" in args:
+        args += ["--data", str(image_dir)]
+    r = run_cli("qaft", *args)
+    assert r.returncode != 0
+    assert needle in r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_unreadable_image_is_one_line_error(tiny_model_file, tmp_path):
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    r = run_cli("qaft", "eval", "--ckpt", str(tiny_model_file), "--data", str(tmp_path))
+    assert r.returncode == 1
+    assert "not a readable image" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.skipif(not TRAIN.is_dir(), reason="../shared/data/train is not present")
+def test_train_smoke_through_cli(tmp_path):
+    r = run_cli(
+        "qaft",
+        "train",
+        "--data",
+        str(TRAIN),
+        "--lmbda",
+        "0.01",
+        "--out",
+        str(tmp_path / "run"),
+        "--N",
+        "8",
+        "--M",
+        "12",
+        "--steps",
+        "4",
+        "--batch",
+        "2",
+        "--crop",
+        "64",
+        "--log-every",
+        "2",
+        "--val-every",
+        "0",
+    )
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "run" / "model.pt").is_file()

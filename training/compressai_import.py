@@ -1,0 +1,75 @@
+"""Converting checkpoints written by CompressAI's ``MeanScaleHyperprior``.
+
+Weights and the learned densities carry over unchanged (the names are CompressAI's).
+CompressAI's own coder tables (``_quantized_cdf``, ``_offset``, ``_cdf_length``) are read
+and replaced: qaft derives its tables from the same learned densities and the checkpoint's
+own ``scale_table``, so no information is lost and the stored CDFs are not needed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from qaft.training.checkpoint import CheckpointError, save_model
+from qaft.training.models import MeanScaleHyperprior, ModelConfig
+
+#: CompressAI buffers that hold its own integer CDFs; qaft rebuilds its tables instead.
+COMPRESSAI_CODER_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length")
+
+
+def read_compressai_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The model state dict in a CompressAI checkpoint (bare, or under ``state_dict``)."""
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # corrupt archives raise many types
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__})") from None
+    if isinstance(blob, dict) and isinstance(blob.get("state_dict"), dict):
+        blob = blob["state_dict"]
+    if not isinstance(blob, dict) or "g_a.0.weight" not in {
+        k.removeprefix("module.") for k in blob
+    }:
+        raise CheckpointError(f"{path}: not a CompressAI MeanScaleHyperprior checkpoint")
+    return {k.removeprefix("module."): v for k, v in blob.items()}
+
+
+def convert(state_dict: dict[str, torch.Tensor]) -> MeanScaleHyperprior:
+    """A qaft model holding exactly the weights of a CompressAI state dict."""
+    N = state_dict["g_a.0.weight"].shape[0]
+    M = state_dict["g_a.6.weight"].shape[0]
+    if state_dict.get("h_s.4.weight", torch.empty(0)).shape[:1] != (2 * M,):
+        raise CheckpointError("not a mean-scale hyperprior (h_s does not output 2M channels)")
+    model = MeanScaleHyperprior(ModelConfig(N, M))
+    kept = {
+        k: v for k, v in state_dict.items() if k.rsplit(".", 1)[-1] not in COMPRESSAI_CODER_BUFFERS
+    }
+    try:
+        model.load_state_dict(kept, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(
+            f"checkpoint does not match the architecture: {str(exc).splitlines()[1].strip()}"
+        ) from None
+    return model.eval()
+
+
+def import_compressai(
+    src: str | Path, out: str | Path, lmbda: float | None = None, name: str | None = None
+) -> Path:
+    """Converts ``src`` (written by CompressAI) into a qaft model file at ``out``."""
+    model = convert(read_compressai_state_dict(src))
+    save_model(
+        out,
+        model,
+        {
+            "lmbda": lmbda,
+            "stage": 1,
+            "finetuned_for": None,
+            "source": "compressai",
+            "source_file": Path(src).name,
+            "name": name,
+            "N": model.config.N,
+            "M": model.config.M,
+        },
+    )
+    return Path(out)
