@@ -289,3 +289,15 @@ def import_compressai_cmd(ckpt, out, lmbda) -> None:
     if not Path(ckpt).is_file():
         raise FileNotFoundError(f"{ckpt}: no such file")
     click.echo(f"wrote {import_compressai(ckpt, out, lmbda)}")
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="PNG to write.")
+@click.option("--title", default="Kodak", show_default=True)
+@fail_cleanly
+def plot(files, out, title) -> None:
+    """Plot PSNR against bpp for results JSON files."""
+    from qaft.training.plot import plot_rd
+
+    click.echo(f"wrote {plot_rd(list(files), out, title)}")

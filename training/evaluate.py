@@ -50,8 +50,8 @@ def msssim_rgb(a: np.ndarray, b: np.ndarray) -> float:
     """MS-SSIM of two (H, W, 3) uint8 images; nan when too small for five scales."""
     if min(a.shape[:2]) < 161:
         return float("nan")
-    ta = torch.from_numpy(a).permute(2, 0, 1)[None].float()
-    tb = torch.from_numpy(b).permute(2, 0, 1)[None].float()
+    ta = torch.from_numpy(np.array(a)).permute(2, 0, 1)[None].float()
+    tb = torch.from_numpy(np.array(b)).permute(2, 0, 1)[None].float()
     return float(ms_ssim(ta, tb, data_range=255.0))
 
 
