@@ -121,14 +121,18 @@ def _images_or_fail(data: str | None):
 @click.option(
     "--data", type=click.Path(file_okay=False), help="Images (default: Kodak if present)."
 )
-@click.option("--quantizer", type=click.Choice(["sq"]), default="sq", show_default=True)
+@click.option(
+    "--quantizer", type=click.Choice(["sq", "rdoq", "tcq", "tcq8"]), default="sq", show_default=True
+)
+@click.option("--step", type=float, help="Quantizer step Δ (default: the model's measured one).")
+@click.option("--q-lmbda", type=float, help="λ of the quantizer search (default: the model's).")
 @click.option(
     "--json", "json_out", type=click.Path(dir_okay=False), help="Write results JSON here."
 )
 @click.option("--name", default="qaft", show_default=True, help="Curve name in the JSON.")
 @click.option("--max-images", default=0, help="Only the first N images (0: all).")
 @fail_cleanly
-def eval_cmd(models, ckpts, data, quantizer, json_out, name, max_images) -> None:
+def eval_cmd(models, ckpts, data, quantizer, step, q_lmbda, json_out, name, max_images) -> None:
     """Rate-distortion of models on a folder, coding real files (one point per model)."""
     import json
 
@@ -142,7 +146,8 @@ def eval_cmd(models, ckpts, data, quantizer, json_out, name, max_images) -> None
     points = []
     for m, c in [(m, None) for m in models] + [(None, c) for c in ckpts]:
         codec, loaded, label = _load_codec(m, c)
-        res = evaluate_codec(codec, images, quantizer, progress=sys.stderr.isatty())
+        params = codec.params(quantizer, step, q_lmbda)
+        res = evaluate_codec(codec, images, quantizer, params, progress=sys.stderr.isatty())
         s = summarize(res)
         click.echo(
             f"{label:>24}  {s['bpp']:.4f} bpp  {s['psnr']:.3f} dB  "
@@ -156,6 +161,9 @@ def eval_cmd(models, ckpts, data, quantizer, json_out, name, max_images) -> None
                 "model": {
                     "label": label,
                     **{k: loaded.meta.get(k) for k in ("lmbda", "stage", "finetuned_for", "steps")},
+                    "quantizer": quantizer,
+                    "step": params.step,
+                    "q_lmbda": params.lmbda,
                 },
             }
         )
@@ -301,3 +309,65 @@ def plot(files, out, title) -> None:
     from qaft.training.plot import plot_rd
 
     click.echo(f"wrote {plot_rd(list(files), out, title)}")
+
+
+@main.command("tune-quantizer")
+@click.option("--model", help="Bundled model name.")
+@click.option("--ckpt", type=click.Path(dir_okay=False), help="Model file.")
+@click.option(
+    "--quantizer",
+    "quantizers",
+    multiple=True,
+    required=True,
+    type=click.Choice(["rdoq", "tcq", "tcq8"]),
+    help="Quantizer(s) to tune.",
+)
+@click.option(
+    "--data",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Tuning images (training images, not the test set).",
+)
+@click.option("--images", "n_images", default=4, show_default=True)
+@click.option("--crop", default=512, show_default=True, help="Centre crop of each image.")
+@click.option("--write", is_flag=True, help="Store the best settings in the model file.")
+@fail_cleanly
+def tune_quantizer(model, ckpt, quantizers, data, n_images, crop, write) -> None:
+    """Measure a model's quantizer step and search λ (minimum λ·255²·MSE + bpp)."""
+    from qaft.training.checkpoint import update_meta
+    from qaft.training.data import list_images
+    from qaft.training.tune import tune
+    from qaft.training.zoo import model_path
+
+    if bool(model) == bool(ckpt):
+        raise click.UsageError("give exactly one of --model and --ckpt")
+    path = model_path(model) if model else Path(ckpt)
+    codec, loaded, label = _load_codec(None, str(path))
+    lmbda = loaded.meta.get("lmbda")
+    if not lmbda:
+        raise ValueError(f"{label}: the model file records no training λ")
+    images = list_images(data)[:n_images]
+    gain = loaded.meta.get("synthesis_gain")
+    if gain is None:
+        from qaft.runtime.image import load_rgb
+        from qaft.runtime.quantizers.base import distortion_weights
+        from qaft.training.tune import center_crop, synthesis_gain
+
+        gain = synthesis_gain(codec, [center_crop(load_rgb(p), 256) for p in images[:2]])
+        codec.distortion_weights = distortion_weights(lmbda, gain)
+        gain = [float(g) for g in gain]
+        click.echo(f"{label}: synthesis gain per channel {min(gain):.0f} … {max(gain):.0f}")
+    found = {}
+    for q in quantizers:
+        best = tune(codec, lmbda, q, images, crop)["best"]
+        found[q] = {"step": best["step"], "lmbda": best["lmbda"]}
+        click.echo(
+            f"{label} {q}: step {best['step']} λ {best['lmbda']}  "
+            f"({best['bpp']:.4f} bpp, MSE {best['mse']:.2f}, J {best['J']:.4f})"
+        )
+    if write:
+        update_meta(
+            path,
+            {"synthesis_gain": gain, "quantizers": {**loaded.meta.get("quantizers", {}), **found}},
+        )
+        click.echo(f"stored in {path}")

@@ -17,7 +17,7 @@ from qaft.runtime.entropy import coder
 from qaft.runtime.entropy.tables import scale_to_level
 from qaft.runtime.errors import QaftError
 from qaft.runtime.model_tables import ModelTables
-from qaft.runtime.quantizers import QUANTIZER_IDS, QUANTIZER_NAMES, scalar
+from qaft.runtime.quantizers import QUANTIZER_NAMES, QUANTIZERS, QuantizerParams
 
 #: g_a downsamples by 16 and h_a by 4 more: inputs are padded to a multiple of this.
 PAD_MULTIPLE = 64
@@ -39,13 +39,36 @@ class ModelMismatchError(QaftError):
     """A stream written by another model than the one decoding it."""
 
 
+#: Quantizer settings for models that carry no measured defaults of their own.
+FALLBACK_PARAMS = {
+    "sq": QuantizerParams(1.0, 0.0),
+    "rdoq": QuantizerParams(1.0, 0.05),
+    "tcq": QuantizerParams(0.6, 0.1),
+    "tcq8": QuantizerParams(0.6, 0.1),
+}
+
+
 @dataclass
 class Codec:
-    """A model ready to code: its networks, its frozen tables and its fingerprint."""
+    """A model ready to code: its networks, its frozen tables and its fingerprint, and
+    the quantizer settings measured for it (``quantizer_defaults``)."""
 
     networks: Networks
     tables: ModelTables
     fingerprint: bytes
+    quantizer_defaults: dict[str, QuantizerParams] = field(default_factory=dict)
+    #: Encoder only: cost in bits of a unit squared error of each latent channel, (1, M, 1, 1);
+    #: None weighs all channels alike.
+    distortion_weights: np.ndarray | None = None
+
+    def params(
+        self, quantizer: str, step: float | None = None, lmbda: float | None = None
+    ) -> QuantizerParams:
+        """The model's settings for ``quantizer``, with explicit overrides applied."""
+        base = self.quantizer_defaults.get(quantizer, FALLBACK_PARAMS[quantizer])
+        return QuantizerParams(
+            base.step if step is None else step, base.lmbda if lmbda is None else lmbda
+        )
 
 
 @dataclass
@@ -85,15 +108,22 @@ def _code_z(codec: Codec, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def encode(
-    codec: Codec, image: np.ndarray, quantizer: str = "sq", reconstruct: bool = False
+    codec: Codec,
+    image: np.ndarray,
+    quantizer: str = "sq",
+    params: QuantizerParams | None = None,
+    reconstruct: bool = False,
 ) -> Encoded:
     """Compresses an (H, W, 3) uint8 image into the bytes of a ``.qaft`` file.
 
-    With ``reconstruct`` the encoder also runs the synthesis on its own indices, giving the
+    ``params`` defaults to the model's measured settings for the quantizer.  With
+    ``reconstruct`` the encoder also runs the synthesis on its own indices, giving the
     image any decoder of the file must produce (an encode-side check, at extra cost).
     """
-    if quantizer not in QUANTIZER_IDS:
-        raise QaftError(f"unknown quantizer {quantizer!r}; choose from {sorted(QUANTIZER_IDS)}")
+    if quantizer not in QUANTIZERS:
+        raise QaftError(f"unknown quantizer {quantizer!r}; choose from {sorted(QUANTIZERS)}")
+    quant = QUANTIZERS[quantizer]
+    params = params or codec.params(quantizer)
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise QaftError(f"expected an (H, W, 3) uint8 image, got {image.shape} {image.dtype}")
@@ -111,22 +141,20 @@ def encode(
     t["hyper_synthesis"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    y_idx = scalar.quantize(y, means)
-    t["quantization"] = time.perf_counter() - t0
+    levels = scale_to_level(scales, codec.tables.scale_levels)
+    latent = quant.encode(y, means, levels, codec.tables, params, codec.distortion_weights)
+    t["quantize_and_code_y"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     z_code = coder.encode(z_idx, _z_table_ids(z_idx.shape), codec.tables.z_tables)
-    levels = scale_to_level(scales, codec.tables.scale_levels)
-    y_code = coder.encode(y_idx, levels, codec.tables.y_tables)
-    header = container.Header(QUANTIZER_IDS[quantizer], codec.fingerprint, h, w)
-    data = container.pack(
-        header, [z_code.stream, z_code.escapes_bytes(), y_code.stream, y_code.escapes_bytes()]
-    )
-    t["entropy_encode"] = time.perf_counter() - t0
+    step = float(np.float32(params.step)) if quant.uses_step else 1.0
+    header = container.Header(quant.id, codec.fingerprint, h, w, step)
+    data = container.pack(header, [z_code.stream, z_code.escapes_bytes(), *latent.sections])
+    t["code_z_and_pack"] = time.perf_counter() - t0
     rec = None
     if reconstruct:
-        rec = to_uint8(codec.networks.synthesis(scalar.reconstruct(y_idx, means)), h, w)
-    return Encoded(data, y_idx, z_idx, t, rec)
+        rec = to_uint8(codec.networks.synthesis(latent.y_hat), h, w)
+    return Encoded(data, latent.indices, z_idx, t, rec)
 
 
 @dataclass
@@ -152,10 +180,11 @@ def decode(codec: Codec, data: bytes) -> Decoded:
         )
     if header.quantizer_id not in QUANTIZER_NAMES:
         raise container.ContainerError(f"unknown quantizer id {header.quantizer_id}")
+    quant = QUANTIZERS[QUANTIZER_NAMES[header.quantizer_id]]
     if len(sections) != 4:
         raise container.ContainerError(f"expected 4 sections, found {len(sections)}")
-    z_stream, z_esc, y_stream, y_esc = sections
-    if len(z_esc) % 4 or len(y_esc) % 4:
+    z_stream, z_esc = sections[:2]
+    if len(z_esc) % 4:
         raise container.ContainerError("escape section is not a whole number of values")
     ph = (header.height + PAD_MULTIPLE - 1) // PAD_MULTIPLE * PAD_MULTIPLE
     pw = (header.width + PAD_MULTIPLE - 1) // PAD_MULTIPLE * PAD_MULTIPLE
@@ -174,11 +203,11 @@ def decode(codec: Codec, data: bytes) -> Decoded:
 
     t0 = time.perf_counter()
     levels = scale_to_level(scales, codec.tables.scale_levels)
-    y_idx = coder.decode(y_stream, np.frombuffer(y_esc, "<i4"), levels, codec.tables.y_tables)
+    y_idx, y_hat = quant.decode(sections[2:], means, levels, codec.tables, header.step)
     t["entropy_decode"] += time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    x_hat = codec.networks.synthesis(scalar.reconstruct(y_idx, means))
+    x_hat = codec.networks.synthesis(y_hat)
     image = to_uint8(x_hat, header.height, header.width)
     t["synthesis"] = time.perf_counter() - t0
     return Decoded(image, y_idx, z_idx, header, t)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -18,6 +20,14 @@ class ModelTables:
     z_medians: np.ndarray  # (N,) float32, centre of z's quantization
     y_tables: TableSet
     scale_levels: np.ndarray  # (L,) float64, scale of each y table
+    # Derived tables (per quantizer step, code lengths), built on first use per model.
+    _derived: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def cached(self, key: Any, build: Callable[[], Any]) -> Any:
+        """``build()``, computed once for this model and ``key``."""
+        if key not in self._derived:
+            self._derived[key] = build()
+        return self._derived[key]
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         return {

@@ -94,3 +94,12 @@ def load_model(path: str | Path, device: str = "cpu") -> LoadedModel:
             f"{path}: inconsistent model file ({str(exc).splitlines()[0]})"
         ) from None
     return LoadedModel(model.to(device).eval(), tables, dict(blob.get("meta", {})))
+
+
+def update_meta(path: str | Path, changes: dict[str, Any]) -> None:
+    """Updates a model file's metadata in place (weights and tables untouched)."""
+    blob = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(blob, dict) or blob.get("format") != MODEL_FORMAT:
+        raise CheckpointError(f"{path}: not a qaft model file")
+    blob["meta"] = {**blob.get("meta", {}), **changes}
+    atomic_save(blob, path)

@@ -20,6 +20,7 @@ from qaft.runtime import codec as codec_mod
 from qaft.runtime.codec import Codec
 from qaft.runtime.image import load_rgb
 from qaft.runtime.metrics import psnr
+from qaft.runtime.quantizers import QuantizerParams
 from qaft.training.backend import codec_from_model
 from qaft.training.data import list_images
 
@@ -55,11 +56,17 @@ def msssim_rgb(a: np.ndarray, b: np.ndarray) -> float:
     return float(ms_ssim(ta, tb, data_range=255.0))
 
 
-def evaluate_image(codec: Codec, path: Path, workdir: Path, quantizer: str = "sq") -> ImageResult:
+def evaluate_image(
+    codec: Codec,
+    path: Path,
+    workdir: Path,
+    quantizer: str = "sq",
+    params: QuantizerParams | None = None,
+) -> ImageResult:
     """Compresses one image to a file on disk, decodes that file, and measures both."""
     image = load_rgb(path)
     t0 = time.perf_counter()
-    enc = codec_mod.encode(codec, image, quantizer)
+    enc = codec_mod.encode(codec, image, quantizer, params)
     out = workdir / f"{path.stem}.qaft"
     out.write_bytes(enc.data)
     t_enc = time.perf_counter() - t0
@@ -85,6 +92,7 @@ def evaluate_codec(
     codec: Codec,
     images: list[Path],
     quantizer: str = "sq",
+    params: QuantizerParams | None = None,
     keep_dir: Path | None = None,
     progress: bool = False,
 ) -> list[ImageResult]:
@@ -95,7 +103,7 @@ def evaluate_codec(
         workdir = Path(keep_dir) if keep_dir else Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
         return [
-            evaluate_image(codec, p, workdir, quantizer)
+            evaluate_image(codec, p, workdir, quantizer, params)
             for p in tqdm(images, disable=not progress, desc="images", leave=False)
         ]
 

@@ -2,9 +2,12 @@
 
 Symbols are grouped by table and each group is coded with one categorical model, in table
 order: one constriction call per table in use instead of one per symbol.  The decoder
-knows every symbol's table before it decodes (from the hyperprior), so it can form the
-same groups.  Values outside a table's range are coded as its escape symbol and stored
-verbatim in a side array, so nothing is ever clipped.
+knows every symbol's table before it decodes (from the hyperprior, and for trellis-coded
+quantization from the symbols before it), so it forms the same groups.  An
+:class:`Encoder` may receive several batches (one per trellis step, say); the
+:class:`Decoder` must then be asked for the same batches in the same order.  Values outside
+a table's range are coded as its escape symbol and stored verbatim in a side array, so
+nothing is ever clipped.
 """
 
 from __future__ import annotations
@@ -15,13 +18,14 @@ import constriction
 import numpy as np
 
 from qaft.runtime.entropy.tables import TableSet
+from qaft.runtime.errors import QaftError
 
 _Categorical = constriction.stream.model.Categorical
 _RangeEncoder = constriction.stream.queue.RangeEncoder
 _RangeDecoder = constriction.stream.queue.RangeDecoder
 
 
-class DecodeError(ValueError):
+class DecodeError(QaftError):
     """The compressed data is inconsistent with the tables (corrupt or foreign file)."""
 
 
@@ -35,69 +39,114 @@ class CodedArray:
     def escapes_bytes(self) -> bytes:
         return self.escapes.astype("<i4").tobytes()
 
-    @property
-    def num_bytes(self) -> int:
-        return len(self.stream) + 4 * len(self.escapes)
-
 
 def _groups(table_ids: np.ndarray):
-    """Coding order (stable sort by table) and the [start, stop) of each table's group."""
+    """Coding order (stable sort by table) and (table, start, stop) of each group."""
     order = np.argsort(table_ids, kind="stable")
     sorted_ids = table_ids[order]
     starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
     stops = np.r_[starts[1:], len(sorted_ids)]
-    return order, [(int(sorted_ids[a]), int(a), int(b)) for a, b in zip(starts, stops)]
+    return order, sorted_ids, [(int(sorted_ids[a]), int(a), int(b)) for a, b in zip(starts, stops)]
 
 
-def _model(tables: TableSet, t: int):
-    return _Categorical(tables.row(t), perfect=False)
+class _Models:
+    """constriction models built once per table and reused across batches."""
+
+    def __init__(self, tables: TableSet):
+        self.tables = tables
+        self._cache: dict[int, object] = {}
+
+    def __getitem__(self, t: int):
+        m = self._cache.get(t)
+        if m is None:
+            m = self._cache[t] = _Categorical(self.tables.row(t), perfect=False)
+        return m
+
+
+class Encoder:
+    """Accumulates batches of (value, table) pairs into one range-coded stream."""
+
+    def __init__(self, tables: TableSet):
+        self.tables = tables
+        self._models = _Models(tables)
+        self._coder = _RangeEncoder()
+        self._escapes: list[np.ndarray] = []
+
+    def encode(self, values: np.ndarray, table_ids: np.ndarray) -> None:
+        values = np.asarray(values, dtype=np.int64).ravel()
+        table_ids = np.asarray(table_ids, dtype=np.int64).ravel()
+        if values.shape != table_ids.shape:
+            raise ValueError("values and table_ids differ in size")
+        order, sorted_ids, groups = _groups(table_ids)
+        values = values[order]
+        escape_sym = self.tables.lengths[sorted_ids].astype(np.int64) - 1
+        symbols = values - self.tables.offsets[sorted_ids]
+        escaped = (symbols < 0) | (symbols >= escape_sym)
+        symbols[escaped] = escape_sym[escaped]
+        symbols = symbols.astype(np.int32)
+        for t, a, b in groups:
+            self._coder.encode(symbols[a:b], self._models[t])
+        self._escapes.append(values[escaped].astype(np.int32))
+
+    def finish(self) -> CodedArray:
+        stream = self._coder.get_compressed().astype("<u4").tobytes()
+        esc = np.concatenate(self._escapes) if self._escapes else np.zeros(0, np.int32)
+        return CodedArray(stream, esc)
+
+
+class Decoder:
+    """Reads back what an :class:`Encoder` wrote, batch by batch."""
+
+    def __init__(self, stream: bytes, escapes: np.ndarray, tables: TableSet):
+        if len(stream) % 4:
+            raise DecodeError("entropy-coded section is not a whole number of words")
+        self.tables = tables
+        self._models = _Models(tables)
+        self._coder = _RangeDecoder(np.frombuffer(stream, dtype="<u4").astype(np.uint32))
+        self._escapes = np.asarray(escapes, dtype=np.int64)
+        self._used = 0
+
+    def decode(self, table_ids: np.ndarray) -> np.ndarray:
+        """Values (int32, shaped like ``table_ids``) of the next batch."""
+        shape = np.shape(table_ids)
+        flat = np.asarray(table_ids, dtype=np.int64).ravel()
+        order, sorted_ids, groups = _groups(flat)
+        symbols = np.empty(len(flat), dtype=np.int64)
+        try:
+            for t, a, b in groups:
+                symbols[a:b] = self._coder.decode(self._models[t], b - a)
+        except (ValueError, RuntimeError, AssertionError, OverflowError) as exc:
+            raise DecodeError(f"entropy decoding failed: {exc}") from None
+        escape_sym = self.tables.lengths[sorted_ids].astype(np.int64) - 1
+        escaped = symbols == escape_sym
+        n_esc = int(escaped.sum())
+        if self._used + n_esc > len(self._escapes):
+            raise DecodeError("the stream has more escapes than its escape section")
+        values_sorted = symbols + self.tables.offsets[sorted_ids]
+        values_sorted[escaped] = self._escapes[self._used : self._used + n_esc]
+        self._used += n_esc
+        values = np.empty_like(values_sorted)
+        values[order] = values_sorted
+        return values.astype(np.int32).reshape(shape)
+
+    def finish(self) -> None:
+        """Checks that every escaped value was consumed."""
+        if self._used != len(self._escapes):
+            raise DecodeError("escape count does not match the stream")
 
 
 def encode(values: np.ndarray, table_ids: np.ndarray, tables: TableSet) -> CodedArray:
     """Codes integer ``values`` (any shape), each under ``tables`` row ``table_ids``."""
-    values = np.asarray(values, dtype=np.int64).ravel()
-    table_ids = np.asarray(table_ids, dtype=np.int64).ravel()
-    if values.shape != table_ids.shape:
-        raise ValueError("values and table_ids differ in size")
-    escape_sym = tables.lengths[table_ids].astype(np.int64) - 1
-    symbols = values - tables.offsets[table_ids]
-    escaped = (symbols < 0) | (symbols >= escape_sym)
-    symbols[escaped] = escape_sym[escaped]
-    order, groups = _groups(table_ids)
-    symbols = symbols[order].astype(np.int32)
-    encoder = _RangeEncoder()
-    for t, a, b in groups:
-        encoder.encode(symbols[a:b], _model(tables, t))
-    stream = encoder.get_compressed().astype("<u4").tobytes()
-    return CodedArray(stream, values[order][escaped[order]].astype(np.int32))
+    enc = Encoder(tables)
+    enc.encode(values, table_ids)
+    return enc.finish()
 
 
 def decode(
     stream: bytes, escapes: np.ndarray, table_ids: np.ndarray, tables: TableSet
 ) -> np.ndarray:
     """Inverse of :func:`encode`; returns int32 values shaped like ``table_ids``."""
-    if len(stream) % 4:
-        raise DecodeError("entropy-coded section is not a whole number of words")
-    shape = np.shape(table_ids)
-    flat_ids = np.asarray(table_ids, dtype=np.int64).ravel()
-    order, groups = _groups(flat_ids)
-    words = np.frombuffer(stream, dtype="<u4").astype(np.uint32)
-    decoder = _RangeDecoder(words)
-    symbols = np.empty(len(flat_ids), dtype=np.int64)
-    try:
-        for t, a, b in groups:
-            symbols[a:b] = decoder.decode(_model(tables, t), b - a)
-    except BaseException as exc:  # constriction raises on streams it cannot parse
-        if isinstance(exc, KeyboardInterrupt):
-            raise
-        raise DecodeError(f"entropy decoding failed: {exc}") from None
-    sorted_ids = flat_ids[order]
-    escape_sym = tables.lengths[sorted_ids].astype(np.int64) - 1
-    escaped = symbols == escape_sym
-    if int(escaped.sum()) != len(escapes):
-        raise DecodeError("escape count does not match the stream")
-    values_sorted = symbols + tables.offsets[sorted_ids]
-    values_sorted[escaped] = np.asarray(escapes, dtype=np.int64)
-    values = np.empty_like(values_sorted)
-    values[order] = values_sorted
-    return values.astype(np.int32).reshape(shape)
+    dec = Decoder(stream, escapes, tables)
+    values = dec.decode(table_ids)
+    dec.finish()
+    return values

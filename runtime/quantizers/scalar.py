@@ -1,15 +1,89 @@
-"""Scalar quantization (``sq``): index = round(y - mean), reconstruction = index + mean."""
+"""Scalar quantizers: ``sq`` (rounding) and ``rdoq`` (each index chosen alone by D + λR).
+
+Both code index ``k`` of latent ``y`` with mean μ under the Gaussian table of the latent's
+scale level and reconstruct ``k + μ``; a decoder cannot tell them apart.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-
-def quantize(y: np.ndarray, means: np.ndarray) -> np.ndarray:
-    """Integer indices of ``y`` relative to its predicted mean."""
-    return np.rint(y - means).astype(np.int32)
+from qaft.runtime.entropy import coder
+from qaft.runtime.errors import QaftError
+from qaft.runtime.model_tables import ModelTables
+from qaft.runtime.quantizers.base import QuantizedLatent, QuantizerParams
+from qaft.runtime.quantizers.trellis import bits_lookup, index_bits
 
 
 def reconstruct(indices: np.ndarray, means: np.ndarray) -> np.ndarray:
     """The decoder's latent: indices shifted back by the mean (float32)."""
     return (indices.astype(np.float32) + means).astype(np.float32)
+
+
+def _sections(code: coder.CodedArray) -> list[bytes]:
+    return [code.stream, code.escapes_bytes()]
+
+
+def _decode_sections(sections: list[bytes], levels: np.ndarray, tables: ModelTables):
+    if len(sections) != 2 or len(sections[1]) % 4:
+        raise coder.DecodeError("malformed y sections")
+    return coder.decode(sections[0], np.frombuffer(sections[1], "<i4"), levels, tables.y_tables)
+
+
+class ScalarQuantizer:
+    """Index ``round(y − μ)`` (half to even)."""
+
+    name, id, uses_step = "sq", 0, False
+
+    def indices(
+        self,
+        y: np.ndarray,
+        means: np.ndarray,
+        levels: np.ndarray,
+        tables: ModelTables,
+        params: QuantizerParams,
+        weights: np.ndarray | None,
+    ) -> np.ndarray:
+        return np.rint(y - means).astype(np.int32)
+
+    def encode(
+        self,
+        y,
+        means,
+        levels,
+        tables: ModelTables,
+        params: QuantizerParams,
+        weights: np.ndarray | None = None,
+    ) -> QuantizedLatent:
+        idx = self.indices(y, means, levels, tables, params, weights)
+        code = coder.encode(idx, levels, tables.y_tables)
+        return QuantizedLatent(_sections(code), idx, reconstruct(idx, means))
+
+    def decode(self, sections, means, levels, tables: ModelTables, step: float):
+        idx = _decode_sections(sections, levels, tables)
+        return idx, reconstruct(idx, means)
+
+
+class RdoQuantizer(ScalarQuantizer):
+    """Each index minimizes w·(y − μ − k)² + λ·bits(k) over k ∈ {⌊y − μ⌋, ⌈y − μ⌉, 0}."""
+
+    name, id = "rdoq", 1
+
+    def indices(
+        self,
+        y,
+        means,
+        levels,
+        tables: ModelTables,
+        params: QuantizerParams,
+        weights: np.ndarray | None,
+    ):
+        if params.lmbda < 0:
+            raise QaftError("rdoq needs a non-negative λ")
+        r = (y - means).astype(np.float64)
+        k = np.stack([np.floor(r), np.floor(r) + 1, np.zeros_like(r)]).astype(np.int64)
+        bits = tables.cached("y_bits", lambda: bits_lookup(tables.y_tables))
+        w = 1.0 if weights is None else np.broadcast_to(weights, r.shape)
+        cost = w * (r - k) ** 2 + params.lmbda * index_bits(k, levels, tables.y_tables, bits)
+        best = np.argmin(cost, axis=0)
+        return np.take_along_axis(k, best[None], 0)[0].astype(np.int32)

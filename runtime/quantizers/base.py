@@ -1,0 +1,67 @@
+"""The interface every quantizer implements."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from qaft.runtime.model_tables import ModelTables
+
+
+@dataclass(frozen=True)
+class QuantizerParams:
+    """``step``: Δ, written into the file (float32); ``lmbda``: weight of the rate in the
+    encoder's D + λ·R search (the decoder never needs it)."""
+
+    step: float = 1.0
+    lmbda: float = 0.0
+
+
+@dataclass
+class QuantizedLatent:
+    """The encoder's result: the file's y sections, the indices and the decoder's ŷ."""
+
+    sections: list[bytes]
+    indices: np.ndarray  # int32, shaped like y
+    y_hat: np.ndarray  # float32, shaped like y
+
+
+class LatentQuantizer(Protocol):
+    """Chooses and codes the indices of ``y`` given its mean and scale level."""
+
+    name: str
+    id: int
+    uses_step: bool  # whether the file's step Δ means anything to this quantizer
+
+    def encode(
+        self,
+        y: np.ndarray,
+        means: np.ndarray,
+        levels: np.ndarray,
+        tables: ModelTables,
+        params: QuantizerParams,
+        weights: np.ndarray | None = None,
+    ) -> QuantizedLatent:
+        """``weights`` (broadcast to y): cost of a unit squared error of each latent,
+        in bits; searches minimize weights·error² + λ·bits (1 where None)."""
+
+    def decode(
+        self,
+        sections: list[bytes],
+        means: np.ndarray,
+        levels: np.ndarray,
+        tables: ModelTables,
+        step: float,
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+def distortion_weights(model_lmbda: float, gain: np.ndarray) -> np.ndarray:
+    """Bits per unit squared error of each latent channel, shaped (1, M, 1, 1).
+
+    ``gain[c]`` is the pixel squared error (0-255, summed over colours) that a unit squared
+    error of one latent of channel c causes.  The training loss λ·255²·MSE + bpp, counted
+    per image, is λ/3 · (that pixel squared error) + bits, hence λ·gain/3.
+    """
+    return (model_lmbda * np.asarray(gain, dtype=np.float64) / 3.0).reshape(1, -1, 1, 1)

@@ -1,0 +1,116 @@
+"""Plain-loop reference of the trellis search: the oracle for tests and benchmarks.
+
+It walks every trellis, step, state and candidate one by one, in the same order and with
+the same tie-breaking as :func:`qaft.runtime.quantizers.trellis.viterbi`, so both must
+return identical indices.  Written with scalars and NumPy arrays only, so that
+``numba.njit(viterbi_reference)`` compiles it unchanged (the benchmark does; Numba is never
+a runtime dependency).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def viterbi_reference(
+    u, lev, dist_scale, lam, nxt, quant, offsets, lengths, bits_flat, starts, n_levels, escape_bits
+):
+    """Indices (B, T) minimizing sum (s(u − rec))² + λ·bits along each trellis.
+
+    ``u``: residuals in units of Δ, (B, T); ``lev``: scale levels (B, T); ``dist_scale``
+    (B, T): s, Δ times the root of each latent's distortion weight; ``nxt`` (S, 2)
+    and ``quant`` (S,): the state machine; the table arrays as in ``TableSet`` with the
+    code lengths flattened (``bits_flat``, ``starts``).
+    """
+    n_b, n_t = u.shape
+    n_s = quant.shape[0]
+    out = np.zeros((n_b, n_t), dtype=np.int64)
+    inf = np.inf
+    for b in range(n_b):
+        acc = np.full(n_s, inf)
+        acc[0] = 0.0
+        back_state = np.zeros((n_t, n_s), dtype=np.int64)
+        back_index = np.zeros((n_t, n_s), dtype=np.int64)
+        for t in range(n_t):
+            x = u[b, t]
+            new = np.full(n_s, inf)
+            # Edges in the vectorized order: source state, then parity; the first edge
+            # into a state wins ties.
+            for s in range(n_s):
+                q = quant[s]
+                if q == 0:
+                    ka = np.floor(x / 2.0)
+                    kb = ka + 1.0
+                else:
+                    mag = np.floor((abs(x) + 1.0) / 2.0)
+                    sgn = -1.0 if x < 0 else 1.0
+                    ka = sgn * mag
+                    kb = sgn * (mag + 1.0)
+                cands = (int(ka), int(kb), 0)
+                for p in range(2):
+                    best_j = inf
+                    best_k = 0
+                    for k in cands:
+                        if (k & 1) != p:
+                            continue
+                        rec = 2 * k - q * (1 if k > 0 else (-1 if k < 0 else 0))
+                        d = ((x - rec) * dist_scale[b, t]) ** 2
+                        tab = q * n_levels + lev[b, t]
+                        sym = k - offsets[tab]
+                        esc = lengths[tab] - 1
+                        if 0 <= sym < esc:
+                            r = bits_flat[starts[tab] + sym]
+                        else:
+                            r = bits_flat[starts[tab] + esc] + escape_bits
+                        j = d + lam * r
+                        if j < best_j:
+                            best_j = j
+                            best_k = k
+                    dst = nxt[s, p]
+                    c = acc[s] + best_j
+                    if c < new[dst]:
+                        new[dst] = c
+                        back_state[t, dst] = s
+                        back_index[t, dst] = best_k
+            acc = new
+        s = int(np.argmin(acc))
+        for t in range(n_t - 1, -1, -1):
+            out[b, t] = back_index[t, s]
+            s = back_state[t, s]
+    return out
+
+
+def path_cost(
+    k,
+    u,
+    lev,
+    dist_scale,
+    lam,
+    nxt,
+    quant,
+    offsets,
+    lengths,
+    bits_flat,
+    starts,
+    n_levels,
+    escape_bits,
+):
+    """Total cost of given index paths (B, T), walking the state machine from state 0."""
+    total = np.zeros(k.shape[0])
+    for b in range(k.shape[0]):
+        s = 0
+        for t in range(k.shape[1]):
+            q = quant[s]
+            kk = int(k[b, t])
+            rec = 2 * kk - q * (1 if kk > 0 else (-1 if kk < 0 else 0))
+            tab = q * n_levels + lev[b, t]
+            sym = kk - offsets[tab]
+            esc = lengths[tab] - 1
+            r = (
+                bits_flat[starts[tab] + sym]
+                if 0 <= sym < esc
+                else (bits_flat[starts[tab] + esc] + escape_bits)
+            )
+            total[b] += ((u[b, t] - rec) * dist_scale[b, t]) ** 2 + lam * r
+            s = nxt[s, kk & 1]
+    return total

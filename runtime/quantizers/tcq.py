@@ -1,0 +1,115 @@
+"""``tcq`` / ``tcq8``: trellis-coded quantization of the latent, and its entropy coding.
+
+Trellis layout (part of the format, ``docs/bitstream.md``): the latent y of shape
+(1, M, h, w) is cut into M·h independent trellises, one per row of each channel, each
+running left to right over w latents.  Every trellis starts in state 0.  Symbols are
+entropy coded step by step: at column t, the indices of all trellises at that column,
+grouped by table; a symbol's table is (quantizer of its trellis state, scale level).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from qaft.runtime.entropy import coder
+from qaft.runtime.errors import QaftError
+from qaft.runtime.model_tables import ModelTables
+from qaft.runtime.quantizers import trellis as T
+from qaft.runtime.quantizers.base import QuantizedLatent, QuantizerParams
+
+
+def _as_trellises(a: np.ndarray) -> np.ndarray:
+    """(1, M, h, w) -> (M·h, w): one row per trellis."""
+    return a.reshape(-1, a.shape[-1])
+
+
+class TrellisQuantizer:
+    """Dependent quantization with a given state machine."""
+
+    uses_step = True
+
+    def __init__(self, machine: T.StateMachine):
+        self.machine = machine
+        self.name = machine.name
+        self.id = {"tcq": 2, "tcq8": 3}[machine.name]
+
+    @staticmethod
+    def tables_for(tables: ModelTables, step: float):
+        """(TableSet, bits lookup) for step Δ, built once per model and step."""
+
+        def build():
+            t = T.tcq_tables(tables.scale_levels, step)
+            return t, T.bits_lookup(t)
+
+        return tables.cached(("tcq", step), build)
+
+    def search(
+        self,
+        y,
+        means,
+        levels,
+        tables: ModelTables,
+        params: QuantizerParams,
+        weights: np.ndarray | None = None,
+    ):
+        """Indices (B, T) chosen by the Viterbi search, and the per-latent table ids."""
+        step = params.step
+        if not step > 0 or params.lmbda < 0:
+            raise QaftError(f"{self.name} needs a positive step and a non-negative λ")
+        tset, bits = self.tables_for(tables, step)
+        u = _as_trellises((y - means).astype(np.float64) / step)
+        lev = _as_trellises(levels).astype(np.int64)
+        n_levels = len(tables.scale_levels)
+        scale = (
+            step
+            if weights is None
+            else _as_trellises(step * np.sqrt(np.broadcast_to(weights, y.shape)))
+        )
+        cost, index = T.parity_costs(u, lev, scale, params.lmbda, tset, bits, n_levels)
+        k = T.viterbi(cost, index, self.machine)
+        q = self.machine.quantizer[T.states_along(k, self.machine)]
+        return k, q, q * n_levels + lev, tset
+
+    def encode(
+        self,
+        y,
+        means,
+        levels,
+        tables: ModelTables,
+        params: QuantizerParams,
+        weights: np.ndarray | None = None,
+    ) -> QuantizedLatent:
+        params = QuantizerParams(float(np.float32(params.step)), params.lmbda)
+        k, q, table_ids, tset = self.search(y, means, levels, tables, params, weights)
+        enc = coder.Encoder(tset)
+        for t in range(k.shape[1]):
+            enc.encode(k[:, t], table_ids[:, t])
+        code = enc.finish()
+        y_hat = self._reconstruct(k, q, means, params.step)
+        return QuantizedLatent(
+            [code.stream, code.escapes_bytes()], k.reshape(y.shape).astype(np.int32), y_hat
+        )
+
+    def _reconstruct(self, k, q, means, step):
+        rec = (T.reconstruction(k, q) * step).reshape(means.shape)
+        return (rec.astype(np.float32) + means).astype(np.float32)
+
+    def decode(self, sections, means, levels, tables: ModelTables, step: float):
+        if len(sections) != 2 or len(sections[1]) % 4:
+            raise coder.DecodeError("malformed y sections")
+        if not step > 0 or not np.isfinite(step):
+            raise coder.DecodeError(f"invalid step {step} in the header")
+        tset, _ = self.tables_for(tables, float(step))
+        lev = _as_trellises(levels).astype(np.int64)
+        b, t_len = lev.shape
+        n_levels = len(tables.scale_levels)
+        dec = coder.Decoder(sections[0], np.frombuffer(sections[1], "<i4"), tset)
+        k = np.empty((b, t_len), dtype=np.int64)
+        q = np.empty((b, t_len), dtype=np.int64)
+        state = np.zeros(b, dtype=np.int64)
+        for t in range(t_len):
+            q[:, t] = self.machine.quantizer[state]
+            k[:, t] = dec.decode(q[:, t] * n_levels + lev[:, t])
+            state = self.machine.next[state, k[:, t] & 1]
+        dec.finish()
+        return k.reshape(means.shape).astype(np.int32), self._reconstruct(k, q, means, step)
