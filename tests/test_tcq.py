@@ -27,15 +27,13 @@ def _problem(seed, b, t, step):
     return u, lev, scale, tables, T.bits_lookup(tables)
 
 
-def _ref_args(machine, tables, bits):
-    flat, starts = bits
+def _ref_args(machine, tables):
     return (
         machine.next.astype(np.int64),
         machine.quantizer.astype(np.int64),
         tables.offsets.astype(np.int64),
         tables.lengths.astype(np.int64),
-        flat,
-        starts.astype(np.int64),
+        tables.pmfs,
         L,
         T.ESCAPE_EXTRA_BITS,
     )
@@ -67,7 +65,7 @@ def test_viterbi_matches_exhaustive_search(machine, seed, t, lam, step):
     u, lev, scale, tables, bits = _problem(seed, 1, t, step)
     cost, index = T.parity_costs(u, lev, scale, lam, tables, bits, L)
     k = T.viterbi(cost, index, machine)
-    args = _ref_args(machine, tables, bits)
+    args = _ref_args(machine, tables)
     best = np.inf
     # Candidate sets depend on the quantizer, hence on the path: enumerate choices 0..2.
     for choice in itertools.product(range(3), repeat=t):
@@ -94,7 +92,7 @@ def test_vectorized_search_equals_scalar_loop_reference(machine, seed, b, t, lam
     u, lev, scale, tables, bits = _problem(seed, b, t, step)
     cost, index = T.parity_costs(u, lev, scale, lam, tables, bits, L)
     ours = T.viterbi(cost, index, machine)
-    ref = viterbi_reference(u, lev, scale, lam, *_ref_args(machine, tables, bits))
+    ref = viterbi_reference(u, lev, scale, lam, *_ref_args(machine, tables))
     np.testing.assert_array_equal(ours, ref)
 
 

@@ -2,9 +2,10 @@
 
 It walks every trellis, step, state and candidate one by one, in the same order and with
 the same tie-breaking as :func:`qaft.runtime.quantizers.trellis.viterbi`, so both must
-return identical indices.  Written with scalars and NumPy arrays only, so that
-``numba.njit(viterbi_reference)`` compiles it unchanged (the benchmark does; Numba is never
-a runtime dependency).
+return identical indices.  Code lengths come straight from the tables' probabilities, not
+from the vectorized search's lookup array.  Written with scalars and NumPy arrays only, so
+that ``numba.njit(viterbi_reference)`` compiles it unchanged (the benchmark does; Numba is
+never a runtime dependency).
 """
 
 from __future__ import annotations
@@ -12,29 +13,40 @@ from __future__ import annotations
 import numpy as np
 
 
+def _bits(k, tab, offsets, lengths, pmfs, escape_bits):
+    """Code length of index k under table tab."""
+    sym = k - offsets[tab]
+    esc = lengths[tab] - 1
+    if 0 <= sym < esc:
+        return -np.log2(max(pmfs[tab, sym], 2.0**-24))
+    return -np.log2(max(pmfs[tab, esc], 2.0**-24)) + escape_bits
+
+
+def _rec(k, q):
+    return 2 * k - q * (1 if k > 0 else (-1 if k < 0 else 0))
+
+
 def viterbi_reference(
-    u, lev, dist_scale, lam, nxt, quant, offsets, lengths, bits_flat, starts, n_levels, escape_bits
+    u, lev, dist_scale, lam, nxt, quant, offsets, lengths, pmfs, n_levels, escape_bits
 ):
     """Indices (B, T) minimizing sum (s(u − rec))² + λ·bits along each trellis.
 
     ``u``: residuals in units of Δ, (B, T); ``lev``: scale levels (B, T); ``dist_scale``
-    (B, T): s, Δ times the root of each latent's distortion weight; ``nxt`` (S, 2)
-    and ``quant`` (S,): the state machine; the table arrays as in ``TableSet`` with the
-    code lengths flattened (``bits_flat``, ``starts``).
+    (B, T): s, Δ times the root of each latent's distortion weight; ``nxt`` (S, 2) and
+    ``quant`` (S,): the state machine; ``offsets``, ``lengths``, ``pmfs``: the tables.
     """
     n_b, n_t = u.shape
     n_s = quant.shape[0]
     out = np.zeros((n_b, n_t), dtype=np.int64)
-    inf = np.inf
     for b in range(n_b):
-        acc = np.full(n_s, inf)
+        acc = np.full(n_s, np.inf)
         acc[0] = 0.0
         back_state = np.zeros((n_t, n_s), dtype=np.int64)
         back_index = np.zeros((n_t, n_s), dtype=np.int64)
         for t in range(n_t):
             x = u[b, t]
-            new = np.full(n_s, inf)
-            # Edges in the vectorized order: source state, then parity; the first edge
+            new = np.full(n_s, np.inf)
+            # Edges in the vectorized order (source state, then parity); the first edge
             # into a state wins ties.
             for s in range(n_s):
                 q = quant[s]
@@ -47,22 +59,15 @@ def viterbi_reference(
                     ka = sgn * mag
                     kb = sgn * (mag + 1.0)
                 cands = (int(ka), int(kb), 0)
+                tab = q * n_levels + lev[b, t]
                 for p in range(2):
-                    best_j = inf
+                    best_j = np.inf
                     best_k = 0
                     for k in cands:
                         if (k & 1) != p:
                             continue
-                        rec = 2 * k - q * (1 if k > 0 else (-1 if k < 0 else 0))
-                        d = ((x - rec) * dist_scale[b, t]) ** 2
-                        tab = q * n_levels + lev[b, t]
-                        sym = k - offsets[tab]
-                        esc = lengths[tab] - 1
-                        if 0 <= sym < esc:
-                            r = bits_flat[starts[tab] + sym]
-                        else:
-                            r = bits_flat[starts[tab] + esc] + escape_bits
-                        j = d + lam * r
+                        d = ((x - _rec(k, q)) * dist_scale[b, t]) ** 2
+                        j = d + lam * _bits(k, tab, offsets, lengths, pmfs, escape_bits)
                         if j < best_j:
                             best_j = j
                             best_k = k
@@ -81,19 +86,7 @@ def viterbi_reference(
 
 
 def path_cost(
-    k,
-    u,
-    lev,
-    dist_scale,
-    lam,
-    nxt,
-    quant,
-    offsets,
-    lengths,
-    bits_flat,
-    starts,
-    n_levels,
-    escape_bits,
+    k, u, lev, dist_scale, lam, nxt, quant, offsets, lengths, pmfs, n_levels, escape_bits
 ):
     """Total cost of given index paths (B, T), walking the state machine from state 0."""
     total = np.zeros(k.shape[0])
@@ -102,15 +95,8 @@ def path_cost(
         for t in range(k.shape[1]):
             q = quant[s]
             kk = int(k[b, t])
-            rec = 2 * kk - q * (1 if kk > 0 else (-1 if kk < 0 else 0))
             tab = q * n_levels + lev[b, t]
-            sym = kk - offsets[tab]
-            esc = lengths[tab] - 1
-            r = (
-                bits_flat[starts[tab] + sym]
-                if 0 <= sym < esc
-                else (bits_flat[starts[tab] + esc] + escape_bits)
-            )
-            total[b] += ((u[b, t] - rec) * dist_scale[b, t]) ** 2 + lam * r
+            r = _bits(kk, tab, offsets, lengths, pmfs, escape_bits)
+            total[b] += ((u[b, t] - _rec(kk, q)) * dist_scale[b, t]) ** 2 + lam * r
             s = nxt[s, kk & 1]
     return total

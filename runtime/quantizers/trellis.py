@@ -91,26 +91,44 @@ def tcq_tables(levels: np.ndarray, step: float) -> TableSet:
     return TableSet.from_rows(rows, offsets)
 
 
-def bits_lookup(tables: TableSet) -> tuple[np.ndarray, np.ndarray]:
-    """Code length (bits) of every symbol of every table, flattened, and row starts.
+@dataclass(frozen=True)
+class BitsLookup:
+    """Code lengths of every index under every table, as one dense array.
 
-    An index outside its table costs the escape symbol plus ``ESCAPE_EXTRA_BITS``.
+    ``dense[t, k + half + 1]`` holds the bits of index k under table t for every
+    ``|k| <= half`` (the widest table's reach); indices outside table t's range cost its
+    escape symbol plus ``ESCAPE_EXTRA_BITS``, and so do the guard columns at both ends,
+    which clipping sends every farther index to.  One gather per lookup.
     """
-    starts = np.concatenate([[0], np.cumsum(tables.lengths)[:-1]])
-    flat = np.concatenate(
-        [-np.log2(np.maximum(tables.row(t), 2.0**-24)) for t in range(tables.num_tables)]
-    )
-    return flat, starts
+
+    dense: np.ndarray  # (T, 2 * half + 3) float64
+    half: int
+
+    @property
+    def flat(self) -> np.ndarray:
+        return self.dense.reshape(-1)
+
+    @property
+    def width(self) -> int:
+        return self.dense.shape[1]
 
 
-def index_bits(k: np.ndarray, table: np.ndarray, tables: TableSet, bits: tuple) -> np.ndarray:
+def bits_lookup(tables: TableSet) -> BitsLookup:
+    """The :class:`BitsLookup` of a table set."""
+    half = int(max(-tables.offsets.min(), (tables.offsets + tables.lengths - 2).max()))
+    dense = np.empty((tables.num_tables, 2 * half + 3))
+    for t in range(tables.num_tables):
+        row = -np.log2(np.maximum(tables.row(t), 2.0**-24))
+        dense[t] = row[-1] + ESCAPE_EXTRA_BITS
+        start = tables.offsets[t] + half + 1
+        dense[t, start : start + len(row) - 1] = row[:-1]
+    return BitsLookup(dense, half)
+
+
+def index_bits(k: np.ndarray, table: np.ndarray, tables: TableSet, bits: BitsLookup) -> np.ndarray:
     """Bits to code index ``k`` under table ``table`` (broadcasting arrays)."""
-    flat, starts = bits
-    sym = k - tables.offsets[table]
-    esc = tables.lengths[table] - 1
-    inside = (sym >= 0) & (sym < esc)
-    b = flat[starts[table] + np.where(inside, sym, esc)]
-    return np.where(inside, b, b + ESCAPE_EXTRA_BITS)
+    col = np.clip(k + (bits.half + 1), 0, bits.width - 1)
+    return bits.flat[table * bits.width + col]
 
 
 def candidates(u: np.ndarray, q: int) -> np.ndarray:
@@ -141,24 +159,36 @@ def parity_costs(
     ``(dist_scale · (u − rec))²``, so ``dist_scale`` is Δ, times the square root of the
     latent's distortion weight where one is used.  Returns ``cost[q, p, ...]`` (float64)
     and ``index[q, p, ...]`` (int64).
+
+    Of the two bracketing candidates one is even and one odd, so each parity has exactly
+    one of them; zero (even) replaces the even one only when strictly cheaper, the same
+    tie-breaking as trying the candidates in the order (bracket low, bracket high, zero).
     """
     cost = np.empty((2, 2, *u.shape))
     index = np.empty((2, 2, *u.shape), dtype=np.int64)
     for q in (0, 1):
-        k = candidates(u, q)
-        d = ((u - reconstruction(k, q)) * dist_scale) ** 2
-        j = d + lam * index_bits(k, q * num_levels + level, tables, bits)
-        par = k & 1
-        for p in (0, 1):
-            jp = np.where(par == p, j, np.inf)
-            best = np.argmin(jp, axis=0)
-            cost[q, p] = np.take_along_axis(jp, best[None], 0)[0]
-            index[q, p] = np.take_along_axis(k, best[None], 0)[0]
+        ka, kb, _ = candidates(u, q)
+        base = (q * num_levels + level) * bits.width
+        flat, centre, last = bits.flat, bits.half + 1, bits.width - 1
+        ja = ((u - reconstruction(ka, q)) * dist_scale) ** 2
+        ja += lam * flat[base + np.clip(ka + centre, 0, last)]
+        jb = ((u - reconstruction(kb, q)) * dist_scale) ** 2
+        jb += lam * flat[base + np.clip(kb + centre, 0, last)]
+        j0 = (u * dist_scale) ** 2
+        j0 += lam * flat[base + centre]
+        a_even = (ka & 1) == 0
+        c_even = np.where(a_even, ja, jb)
+        k_even = np.where(a_even, ka, kb)
+        zero = j0 < c_even
+        cost[q, 0] = np.where(zero, j0, c_even)
+        index[q, 0] = np.where(zero, 0, k_even)
+        cost[q, 1] = np.where(a_even, jb, ja)
+        index[q, 1] = np.where(a_even, kb, ka)
     return cost, index
 
 
 def viterbi(cost: np.ndarray, index: np.ndarray, machine: StateMachine) -> np.ndarray:
-    """Minimum-cost index paths for trellises laid out as (..., B, T) in ``cost[q, p]``.
+    """Minimum-cost index paths for trellises laid out as (B, T) in ``cost[q, p]``.
 
     ``cost`` and ``index`` are (2, 2, B, T); returns (B, T) int64 indices.  Every trellis
     starts in state 0; the path with the lowest total cost over all end states wins.
@@ -166,22 +196,30 @@ def viterbi(cost: np.ndarray, index: np.ndarray, machine: StateMachine) -> np.nd
     _, _, b, t_len = cost.shape
     src, par, inc = machine.incoming()
     q_edge = machine.quantizer[src]
-    acc = np.full((machine.num_states, b), np.inf)
+    n_s = machine.num_states
+    # Per step, the costs of the first and of the second edge into each state, as
+    # contiguous (2, S, B) slabs: the loop body is then two gathers, adds and a compare.
+    edges = inc.T  # (2, S): edge numbers, first and second into each state
+    step_cost = np.ascontiguousarray(cost[q_edge[edges], par[edges]].transpose(3, 0, 1, 2))
+    from_state = src[edges]  # (2, S)
+    acc = np.full((n_s, b), np.inf)
     acc[0] = 0.0
-    back = np.empty((t_len, machine.num_states, b), dtype=np.int8)
+    back = np.empty((t_len, n_s, b), dtype=bool)
     for t in range(t_len):
-        edge = acc[src] + cost[q_edge, par, :, t]  # (2S, B)
-        first, second = edge[inc[:, 0]], edge[inc[:, 1]]
-        choose = second < first
-        back[t] = choose
-        acc = np.where(choose, second, first)
+        first = acc[from_state[0]]
+        first += step_cost[t, 0]
+        second = acc[from_state[1]]
+        second += step_cost[t, 1]
+        np.less(second, first, out=back[t])
+        acc = np.where(back[t], second, first)
+    step_index = index[q_edge[edges], par[edges]]  # (2, S, B, T)
     state = np.argmin(acc, axis=0)
     cols = np.arange(b)
     out = np.empty((b, t_len), dtype=np.int64)
     for t in range(t_len - 1, -1, -1):
-        e = inc[state, back[t, state, cols]]
-        out[:, t] = index[q_edge[e], par[e], cols, t]
-        state = src[e]
+        second = back[t, state, cols]
+        out[:, t] = step_index[second.astype(np.intp), state, cols, t]
+        state = from_state[second.astype(np.intp), state]
     return out
 
 
