@@ -131,8 +131,10 @@ def main() -> None:
     for f in files:
         img = load_rgb(f)
         data = {q: C.encode(codec, img, q).data for q in ("sq", args.quantizer)}
-        te = {q: median_time(lambda q=q: C.encode(codec, img, q), args.repeat) for q in data}
-        td = {q: median_time(lambda q=q: C.decode(codec, data[q]), args.repeat) for q in data}
+        te = {
+            q: median_time(lambda q=q, img=img: C.encode(codec, img, q), args.repeat) for q in data
+        }
+        td = {q: median_time(lambda q=q, d=data: C.decode(codec, d[q]), args.repeat) for q in data}
         er, dr = te[args.quantizer] / te["sq"], td[args.quantizer] / td["sq"]
         enc_r.append(er)
         dec_r.append(dr)
