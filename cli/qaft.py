@@ -371,3 +371,41 @@ def tune_quantizer(model, ckpt, quantizers, data, n_images, crop, write) -> None
             {"synthesis_gain": gain, "quantizers": {**loaded.meta.get("quantizers", {}), **found}},
         )
         click.echo(f"stored in {path}")
+
+
+@main.command()
+@click.option("--ckpt", required=True, type=click.Path(dir_okay=False), help="Stage-1 model file.")
+@click.option("--data", required=True, type=click.Path(file_okay=False), help="Training images.")
+@click.option(
+    "--quantizer",
+    type=click.Choice(["sq", "rdoq", "tcq", "tcq8"]),
+    default="sq",
+    show_default=True,
+    help="The quantizer the model is finetuned for.",
+)
+@click.option(
+    "--parts", default="decoder", show_default=True, help="'decoder' or 'decoder,hyper-decoder'."
+)
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder.")
+@click.option("--steps", default=2000, show_default=True)
+@click.option("--batch", default=8, show_default=True)
+@click.option("--crop", default=128, show_default=True)
+@click.option("--lr", default=2e-5, show_default=True)
+@click.option("--step", type=float, help="Quantizer step Δ (default: the model's).")
+@click.option("--q-lmbda", type=float, help="λ of the quantizer search (default: the model's).")
+@click.option("--seed", default=0, show_default=True)
+@click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
+)
+@click.option("--threads", default=0, help="Torch threads (0: default).")
+@click.option("--log-every", default=50, show_default=True)
+@click.option("--ckpt-every", default=250, show_default=True)
+@click.option("--resume", is_flag=True, help="Continue the run in --out.")
+@fail_cleanly
+def finetune(resume, parts, **kw) -> None:
+    """Stage 2: retrain the decoder side on the real quantizer's latents (QAFT)."""
+    from qaft.training.finetune import FinetuneConfig
+    from qaft.training.finetune import finetune as run
+
+    cfg = FinetuneConfig(parts=tuple(p.strip() for p in parts.split(",") if p.strip()), **kw)
+    click.echo(f"wrote {run(cfg, resume=resume, progress=sys.stderr.isatty())}")

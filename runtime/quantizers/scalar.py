@@ -55,9 +55,22 @@ class ScalarQuantizer:
         params: QuantizerParams,
         weights: np.ndarray | None = None,
     ) -> QuantizedLatent:
-        idx = self.indices(y, means, levels, tables, params, weights)
+        idx, y_hat = self.quantize(y, means, levels, tables, params, weights)
         code = coder.encode(idx, levels, tables.y_tables)
-        return QuantizedLatent(_sections(code), idx, reconstruct(idx, means))
+        return QuantizedLatent(_sections(code), idx, y_hat)
+
+    def quantize(
+        self,
+        y,
+        means,
+        levels,
+        tables: ModelTables,
+        params: QuantizerParams,
+        weights: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(indices, ŷ) exactly as :meth:`encode` chooses them, without coding."""
+        idx = self.indices(y, means, levels, tables, params, weights)
+        return idx, reconstruct(idx, means)
 
     def decode(self, sections, means, levels, tables: ModelTables, step: float):
         idx = _decode_sections(sections, levels, tables)

@@ -23,6 +23,11 @@ def _as_trellises(a: np.ndarray) -> np.ndarray:
     return a.reshape(-1, a.shape[-1])
 
 
+def _file_step(params: QuantizerParams) -> QuantizerParams:
+    """The step as the file carries it (float32), so both sides use the same Δ."""
+    return QuantizerParams(float(np.float32(params.step)), params.lmbda)
+
+
 class TrellisQuantizer:
     """Dependent quantization with a given state machine."""
 
@@ -79,7 +84,7 @@ class TrellisQuantizer:
         params: QuantizerParams,
         weights: np.ndarray | None = None,
     ) -> QuantizedLatent:
-        params = QuantizerParams(float(np.float32(params.step)), params.lmbda)
+        params = _file_step(params)
         k, q, table_ids, tset = self.search(y, means, levels, tables, params, weights)
         enc = coder.Encoder(tset)
         for t in range(k.shape[1]):
@@ -89,6 +94,20 @@ class TrellisQuantizer:
         return QuantizedLatent(
             [code.stream, code.escapes_bytes()], k.reshape(y.shape).astype(np.int32), y_hat
         )
+
+    def quantize(
+        self,
+        y,
+        means,
+        levels,
+        tables: ModelTables,
+        params: QuantizerParams,
+        weights: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(indices, ŷ) exactly as :meth:`encode` chooses them, without coding."""
+        params = _file_step(params)
+        k, q, _, _ = self.search(y, means, levels, tables, params, weights)
+        return k.reshape(y.shape).astype(np.int32), self._reconstruct(k, q, means, params.step)
 
     def _reconstruct(self, k, q, means, step):
         rec = (T.reconstruction(k, q) * step).reshape(means.shape)

@@ -1,0 +1,106 @@
+"""Rate-distortion of the zoo on Kodak with real files, per quantizer, and the BD-rate table.
+
+    python benchmarks/kodak_rd.py --out results/kodak [--quantizers sq,rdoq,tcq,tcq8]
+
+Writes ``qaft-stage1-<quantizer>.json`` (CompressAI layout) and ``rd.png`` into --out and
+prints a Markdown table of BD-rates (PSNR-RGB, Akima) against the anchors found there
+(``webp.json``, ``jpeg.json``, ``compressai-mbt2018-mean.json``, made by
+``benchmarks/anchors.py`` and from the brief) and of each quantizer against ``sq``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from qaft.training.backend import codec_from_loaded
+from qaft.training.bdrate import bd_rate, load_curve
+from qaft.training.checkpoint import load_model
+from qaft.training.data import list_images
+from qaft.training.evaluate import default_kodak, evaluate_codec, results_json, summarize
+from qaft.training.plot import plot_rd
+from qaft.training.zoo import list_models
+
+ANCHORS = ("webp.json", "jpeg.json", "compressai-mbt2018-mean.json")
+
+
+def evaluate_zoo(out: Path, quantizers: list[str], stage: int, data: str) -> dict[str, Path]:
+    images = list_images(data)
+    entries = [e for e in list_models() if e["stage"] == stage]
+    if not entries:
+        raise SystemExit(f"no stage-{stage} models in the zoo")
+    files = {}
+    for q in quantizers:
+        points = []
+        for e in entries:
+            loaded = load_model(e["path"])
+            codec = codec_from_loaded(loaded)
+            res = evaluate_codec(codec, images, q)
+            s = summarize(res)
+            params = codec.params(q)
+            print(
+                f"{e['name']:>6} {q:>5}: {s['bpp']:.4f} bpp {s['psnr']:.3f} dB "
+                f"(step {params.step}, λ {params.lmbda})",
+                flush=True,
+            )
+            points.append(
+                {
+                    "summary": s,
+                    "images": res,
+                    "model": {
+                        "name": e["name"],
+                        "lmbda": e["lmbda"],
+                        "quantizer": q,
+                        "step": params.step,
+                        "q_lmbda": params.lmbda,
+                    },
+                }
+            )
+        points.sort(key=lambda p: p["summary"]["bpp"])
+        desc = (
+            f"qaft stage-{stage} zoo ({', '.join(e['name'] for e in entries)}), quantizer "
+            f"{q}, {len(images)} Kodak images, real files"
+        )
+        path = out / f"qaft-stage{stage}-{q}.json"
+        path.write_text(
+            json.dumps(results_json(f"qaft stage {stage}, {q}", desc, points), indent=2)
+        )
+        files[q] = path
+    return files
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="results/kodak")
+    ap.add_argument("--data", default=default_kodak())
+    ap.add_argument("--quantizers", default="sq,rdoq,tcq,tcq8")
+    ap.add_argument("--stage", type=int, default=1)
+    ap.add_argument("--table-only", action="store_true", help="Reuse the JSON files.")
+    args = ap.parse_args()
+    out = Path(args.out)
+    quantizers = args.quantizers.split(",")
+    if args.table_only:
+        files = {q: out / f"qaft-stage{args.stage}-{q}.json" for q in quantizers}
+    else:
+        if not args.data:
+            raise SystemExit("needs Kodak: --data or ../shared/data/kodak")
+        files = evaluate_zoo(out, quantizers, args.stage, args.data)
+    curves = {q: load_curve(f) for q, f in files.items()}
+    anchors = {a: load_curve(out / a) for a in ANCHORS if (out / a).is_file()}
+    print(
+        "\n| qaft curve | "
+        + " | ".join(f"vs {c['name']}" for c in anchors.values())
+        + " | vs qaft sq |"
+    )
+    print("|---" * (len(anchors) + 2) + "|")
+    for q, c in curves.items():
+        cells = [f"{bd_rate(a, c):+.1f}%" for a in anchors.values()]
+        cells.append("—" if q == "sq" else f"{bd_rate(curves['sq'], c):+.2f}%")
+        print(f"| {c['name']} | " + " | ".join(cells) + " |")
+    plot_files = [out / a for a in anchors] + [files[q] for q in quantizers if q in ("sq", "tcq")]
+    print(f"\nplot: {plot_rd(plot_files, out / 'rd.png', 'Kodak, 24 images, real files')}")
+
+
+if __name__ == "__main__":
+    main()
