@@ -42,8 +42,8 @@ def median_time(fn, repeat: int) -> float:
 
 def search_inputs(codec, image, quantizer: str):
     x = C._pad(image)
-    y = codec.networks.analysis(x)
-    _, z_hat = C._code_z(codec, codec.networks.hyper_analysis(y))
+    y, z = codec.networks.analysis(x)
+    _, z_hat = C._code_z(codec, z)
     scales, means = codec.networks.hyper_synthesis(z_hat)
     levels = scale_to_level(scales, codec.tables.scale_levels)
     params = codec.params(quantizer)

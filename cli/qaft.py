@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import click
@@ -219,57 +218,6 @@ def models(as_json) -> None:
 
 @main.command()
 @click.option(
-    "--images", type=click.Path(file_okay=False), help="Folder (default: Kodak if present)."
-)
-@click.option("--model", default=None, help="Bundled model (default: the zoo's default).")
-@click.option(
-    "--out",
-    default="demo-out",
-    show_default=True,
-    type=click.Path(file_okay=False),
-    help="Where the .qaft files and decoded PNGs go.",
-)
-@fail_cleanly
-def demo(images, model, out) -> None:
-    """Compress a folder to .qaft files, decode them to PNG and print a table."""
-    from qaft.runtime import codec as C
-    from qaft.runtime.image import load_rgb, save_png
-    from qaft.runtime.metrics import psnr
-    from qaft.training.zoo import DEFAULT_MODEL
-
-    files = _images_or_fail(images)
-    codec, _, label = _load_codec(model or DEFAULT_MODEL, None)
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    click.echo(f"model {label}, {len(files)} images -> {out_dir}/")
-    click.echo(
-        f"{'image':<20}{'size':>11}{'bytes':>9}{'bpp':>8}{'PSNR dB':>9}{'enc ms':>8}{'dec ms':>8}"
-    )
-    rows = []
-    for f in files:
-        img = load_rgb(f)
-        t0 = time.perf_counter()
-        enc = C.encode(codec, img)
-        (out_dir / f"{f.stem}.qaft").write_bytes(enc.data)
-        t1 = time.perf_counter()
-        dec = C.decode(codec, (out_dir / f"{f.stem}.qaft").read_bytes())
-        save_png(dec.image, out_dir / f"{f.stem}.png")
-        t2 = time.perf_counter()
-        h, w = img.shape[:2]
-        row = (len(enc.data) * 8 / (h * w), psnr(img, dec.image), (t1 - t0) * 1e3, (t2 - t1) * 1e3)
-        rows.append(row)
-        click.echo(
-            f"{f.name:<20}{f'{w}x{h}':>11}{len(enc.data):>9}{row[0]:>8.3f}{row[1]:>9.2f}"
-            f"{row[2]:>8.0f}{row[3]:>8.0f}"
-        )
-    mean = [sum(r[i] for r in rows) / len(rows) for i in range(4)]
-    click.echo(
-        f"{'mean':<20}{'':>11}{'':>9}{mean[0]:>8.3f}{mean[1]:>9.2f}{mean[2]:>8.0f}{mean[3]:>8.0f}"
-    )
-
-
-@main.command()
-@click.option(
     "--run",
     "run_dir",
     required=True,
@@ -409,3 +357,35 @@ def finetune(resume, parts, **kw) -> None:
 
     cfg = FinetuneConfig(parts=tuple(p.strip() for p in parts.split(",") if p.strip()), **kw)
     click.echo(f"wrote {run(cfg, resume=resume, progress=sys.stderr.isatty())}")
+
+
+@main.command()
+@click.option("--ckpt", required=True, type=click.Path(dir_okay=False), help="Model file.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Model folder.")
+@click.option(
+    "--check-image",
+    type=click.Path(dir_okay=False),
+    help="A real image to check the graphs on (besides random inputs).",
+)
+@click.option("--tensorrt", is_flag=True, help="Also build TensorRT engines (needs tensorrt).")
+@fail_cleanly
+def export(ckpt, out, check_image, tensorrt) -> None:
+    """Export a model file to a model folder for qaft-run (ONNX graphs, tables, manifest)."""
+    from qaft.export.onnx_export import export_model
+    from qaft.runtime.image import load_rgb
+    from qaft.training.checkpoint import load_model
+
+    if tensorrt:
+        try:
+            import tensorrt  # noqa: F401
+        except ImportError:
+            raise click.ClickException(
+                "--tensorrt: the tensorrt package is not installed here, so no engines "
+                "were built (the ONNX graphs run on any ONNX Runtime)"
+            ) from None
+        raise click.ClickException("--tensorrt: engine building is not implemented yet")
+    manifest = export_model(load_model(ckpt), out, load_rgb(check_image) if check_image else None)
+    errs = ", ".join(f"{k} {v:.1e}" for k, v in manifest["check"]["max_relative_error"].items())
+    click.echo(
+        f"wrote {out} (fingerprint {manifest['fingerprint']}; ONNX Runtime vs PyTorch: {errs})"
+    )

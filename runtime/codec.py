@@ -26,9 +26,7 @@ PAD_MULTIPLE = 64
 class Networks(Protocol):
     """The four transforms of a hyperprior codec, on float32 NCHW arrays."""
 
-    def analysis(self, x: np.ndarray) -> np.ndarray: ...  # image in [0, 1] -> y
-
-    def hyper_analysis(self, y: np.ndarray) -> np.ndarray: ...  # y -> z
+    def analysis(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...  # image -> y, z
 
     def hyper_synthesis(self, z_hat: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
 
@@ -131,8 +129,7 @@ def encode(
     t: dict[str, float] = {}
     t0 = time.perf_counter()
     x = _pad(image)
-    y = codec.networks.analysis(x)
-    z = codec.networks.hyper_analysis(y)
+    y, z = codec.networks.analysis(x)
     t["analysis"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

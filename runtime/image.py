@@ -33,3 +33,12 @@ def load_rgb(path: str | Path) -> np.ndarray:
 def save_png(image: np.ndarray, path: str | Path) -> None:
     """Writes (H, W, 3) uint8 as PNG."""
     Image.fromarray(np.asarray(image, dtype=np.uint8)).save(path, format="PNG")
+
+
+def save_png_bytes(image: np.ndarray) -> bytes:
+    """PNG bytes of (H, W, 3) uint8 (so callers can write them atomically)."""
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(image, dtype=np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()

@@ -47,7 +47,6 @@ def test_models_json_lists_required_fields():
         (["eval", "--ckpt", "{corrupt}"], "not a readable checkpoint"),
         (["eval", "--ckpt", "{missing}"], "no such model file"),
         (["train", "--data", "{empty}", "--lmbda", "0.01", "--out", "{out}"], "no images"),
-        (["demo", "--images", "{bad_images}", "--model", "no-such"], "unknown model"),
     ],
 )
 def test_bad_input_is_one_line_and_nonzero(tmp_path, image_dir, args, needle):

@@ -23,11 +23,11 @@ class TorchNetworks:
         with torch.no_grad():
             return module(torch.from_numpy(np.ascontiguousarray(x)).to(self.device))
 
-    def analysis(self, x: np.ndarray) -> np.ndarray:
-        return self._run(self.model.g_a, x).cpu().numpy()
-
-    def hyper_analysis(self, y: np.ndarray) -> np.ndarray:
-        return self._run(self.model.h_a, y).cpu().numpy()
+    def analysis(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        y = self._run(self.model.g_a, x)
+        with torch.no_grad():
+            z = self.model.h_a(y)
+        return y.cpu().numpy(), z.cpu().numpy()
 
     def hyper_synthesis(self, z_hat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         scales, means = self._run(self.model.h_s, z_hat).chunk(2, 1)

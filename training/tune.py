@@ -51,7 +51,7 @@ def synthesis_gain(
     rng = np.random.default_rng(seed)
     total = None
     for image in images:
-        y = codec.networks.analysis(C._pad(image))
+        y, _ = codec.networks.analysis(C._pad(image))
         base = codec.networks.synthesis(y)
         n_ch, n_pos = y.shape[1], y.shape[2] * y.shape[3]
         gains = np.empty(n_ch)
@@ -67,8 +67,7 @@ def synthesis_gain(
 def _prepare(codec: Codec, image: np.ndarray) -> _Prepared:
     enc = C.encode(codec, image, "sq")
     x = C._pad(image)
-    y = codec.networks.analysis(x)
-    z = codec.networks.hyper_analysis(y)
+    y, z = codec.networks.analysis(x)
     _, z_hat = C._code_z(codec, z)
     scales, means = codec.networks.hyper_synthesis(z_hat)
     levels = scale_to_level(scales, codec.tables.scale_levels)

@@ -1,0 +1,289 @@
+"""``qaft-run``: the PyTorch-free runtime (ONNX Runtime, NumPy, constriction)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from qaft.cli.common import fail_cleanly
+from qaft.runtime.errors import QaftError
+
+QUANTIZER_CHOICE = click.Choice(["sq", "rdoq", "tcq", "tcq8"])
+
+
+def _backend_options(fn):
+    fn = click.option(
+        "--threads",
+        default=0,
+        show_default=True,
+        help="ONNX Runtime intra-op threads (0: its default).",
+    )(fn)
+    fn = click.option(
+        "--backend",
+        default="auto",
+        show_default=True,
+        type=click.Choice(["auto", "cpu", "cuda", "tensorrt"]),
+        help="Execution provider (auto: the best available).",
+    )(fn)
+    return fn
+
+
+def _open_model(model: str):
+    """A model folder path or a bundled model name -> verified ModelDir."""
+    from qaft.runtime.model_dir import open_model_dir
+    from qaft.runtime.zoo import model_path
+
+    path = Path(model)
+    if path.is_dir() or os.sep in model:
+        return open_model_dir(path)
+    return open_model_dir(model_path(model))
+
+
+def _codec(model_dir, backend: str, threads: int):
+    from qaft.runtime.onnx_backend import onnx_codec
+
+    codec = onnx_codec(model_dir, backend, threads)
+    click.echo(
+        f"model {model_dir.path.name} ({model_dir.fingerprint.hex()}), backend "
+        f"{codec.networks.backend}, threads {threads or 'default'}",
+        err=True,
+    )
+    return codec
+
+
+def _inputs(paths: tuple[str, ...], suffixes: tuple[str, ...], recursive: bool):
+    """(file, path relative to its root) for files and folders given on the command line."""
+    out = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            it = p.rglob("*") if recursive else p.iterdir()
+            out += [
+                (f, f.relative_to(p))
+                for f in sorted(it)
+                if f.is_file() and f.suffix.lower() in suffixes
+            ]
+        elif p.is_file():
+            out.append((p, Path(p.name)))
+        else:
+            raise QaftError(f"{p}: no such file or folder")
+    if not out:
+        raise QaftError(f"nothing to do: no {'/'.join(suffixes)} files in {', '.join(paths)}")
+    return out
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Temporary file, then rename: an interrupted run never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.part{os.getpid()}")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Compress and decompress images with exported qaft models (no PyTorch needed)."""
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+def models(as_json) -> None:
+    """List the bundled models."""
+    from qaft.runtime.zoo import list_models
+
+    entries = list_models()
+    if as_json:
+        click.echo(json.dumps(entries, indent=2))
+        return
+    for e in entries:
+        click.echo(
+            f"{e['name']:<10} quality {e['quality']}  λ={e['lmbda']:<8} stage {e['stage']}"
+            f"  finetuned_for={e['finetuned_for']}  {e['path']}"
+        )
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@fail_cleanly
+def info(file) -> None:
+    """Show what a .qaft file's header says."""
+    from qaft.runtime.codec import read_header
+    from qaft.runtime.quantizers import QUANTIZER_NAMES
+    from qaft.runtime.zoo import find_by_fingerprint
+
+    data = Path(file).read_bytes()
+    h = read_header(data)
+    model = find_by_fingerprint(h.fingerprint)
+    click.echo(
+        json.dumps(
+            {
+                "file": str(file),
+                "bytes": len(data),
+                "format_version": h.version,
+                "width": h.width,
+                "height": h.height,
+                "bpp": 8 * len(data) / (h.width * h.height),
+                "quantizer": QUANTIZER_NAMES.get(h.quantizer_id, f"unknown ({h.quantizer_id})"),
+                "step": h.step,
+                "model_fingerprint": h.fingerprint.hex(),
+                "bundled_model": model.name if model else None,
+            },
+            indent=2,
+        )
+    )
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--model", default=None, help="Bundled model name or model folder (default q3).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--quantizer", type=QUANTIZER_CHOICE, default="sq", show_default=True)
+@click.option("--step", type=float, help="Quantizer step Δ (default: the model's).")
+@click.option("--q-lmbda", type=float, help="λ of the quantizer search (default: the model's).")
+@click.option("--recursive", is_flag=True, help="Descend into sub-folders (paths kept).")
+@click.option("--force", is_flag=True, help="Overwrite existing outputs.")
+@_backend_options
+@fail_cleanly
+def compress(paths, model, out, quantizer, step, q_lmbda, recursive, force, backend, threads):
+    """Compress images (files or folders) to .qaft files."""
+    from tqdm import tqdm
+
+    from qaft.runtime import codec as C
+    from qaft.runtime.image import IMAGE_SUFFIXES, load_rgb
+    from qaft.runtime.zoo import DEFAULT_MODEL
+
+    files = _inputs(paths, IMAGE_SUFFIXES, recursive)
+    codec = _codec(_open_model(model or DEFAULT_MODEL), backend, threads)
+    params = codec.params(quantizer, step, q_lmbda)
+    out_dir, failed, done, skipped = Path(out), [], 0, 0
+    for src, rel in tqdm(files, disable=not sys.stderr.isatty(), desc="compress"):
+        dest = out_dir / rel.with_suffix(".qaft")
+        if dest.exists() and not force:
+            skipped += 1
+            continue
+        try:
+            enc = C.encode(codec, load_rgb(src), quantizer, params)
+        except QaftError as exc:
+            failed.append((src, str(exc)))
+            continue
+        _write_atomic(dest, enc.data)
+        done += 1
+    click.echo(
+        f"compressed {done}, skipped {skipped} existing (--force overwrites), failed {len(failed)}"
+    )
+    for src, why in failed:
+        click.echo(f"error: {src}: {why}", err=True)
+    if failed:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option(
+    "--model",
+    default=None,
+    help="Model name or folder (default: the bundled model that wrote each file).",
+)
+@click.option("--recursive", is_flag=True)
+@click.option("--force", is_flag=True, help="Overwrite existing outputs.")
+@_backend_options
+@fail_cleanly
+def decompress(paths, out, model, recursive, force, backend, threads):
+    """Decompress .qaft files to PNG."""
+    from qaft.runtime import codec as C
+    from qaft.runtime.image import save_png_bytes
+    from qaft.runtime.model_dir import open_model_dir
+    from qaft.runtime.zoo import find_by_fingerprint
+
+    files = _inputs(paths, (".qaft",), recursive)
+    codecs: dict[bytes, object] = {}
+    out_dir, failed, done, skipped = Path(out), [], 0, 0
+    for src, rel in files:
+        dest = out_dir / rel.with_suffix(".png")
+        if dest.exists() and not force:
+            skipped += 1
+            continue
+        try:
+            data = src.read_bytes()
+            fp = C.read_header(data).fingerprint
+            if fp not in codecs:
+                if model:
+                    md = _open_model(model)
+                else:
+                    path = find_by_fingerprint(fp)
+                    if path is None:
+                        raise QaftError(
+                            f"written by model {fp.hex()}, which is not bundled: pass --model"
+                        )
+                    md = open_model_dir(path)
+                codecs[fp] = _codec(md, backend, threads)
+            img = C.decode(codecs[fp], data).image
+        except QaftError as exc:
+            failed.append((src, str(exc)))
+            continue
+        _write_atomic(dest, save_png_bytes(img))
+        done += 1
+    click.echo(f"decompressed {done}, skipped {skipped} existing, failed {len(failed)}")
+    for src, why in failed:
+        click.echo(f"error: {src}: {why}", err=True)
+    if failed:
+        sys.exit(1)
+
+
+@main.command()
+@click.option(
+    "--images",
+    type=click.Path(file_okay=False),
+    help="Folder to compress (default: ../shared/data/kodak if present).",
+)
+@click.option("--model", default=None, help="Bundled model name or model folder.")
+@click.option("--quantizer", type=QUANTIZER_CHOICE, default="sq", show_default=True)
+@click.option("--out", default="demo-out", show_default=True, type=click.Path(file_okay=False))
+@_backend_options
+@fail_cleanly
+def demo(images, model, quantizer, out, backend, threads) -> None:
+    """Compress a folder to .qaft files, decode the files back to PNG, print a table."""
+    from qaft.runtime import codec as C
+    from qaft.runtime.image import IMAGE_SUFFIXES, load_rgb, save_png_bytes
+    from qaft.runtime.metrics import psnr
+    from qaft.runtime.zoo import DEFAULT_MODEL
+
+    if images is None:
+        kodak = Path.cwd().parent / "shared" / "data" / "kodak"
+        if not kodak.is_dir():
+            raise QaftError("no images given: pass --images FOLDER (or IMAGES=FOLDER to make)")
+        images = str(kodak)
+    files = _inputs((images,), IMAGE_SUFFIXES, False)
+    codec = _codec(_open_model(model or DEFAULT_MODEL), backend, threads)
+    out_dir = Path(out)
+    click.echo(f"{len(files)} images -> {out_dir}/ ({quantizer})")
+    click.echo(
+        f"{'image':<22}{'size':>11}{'bytes':>9}{'bpp':>8}{'PSNR dB':>9}{'enc ms':>8}{'dec ms':>8}"
+    )
+    rows = []
+    for src, rel in files:
+        img = load_rgb(src)
+        t0 = time.perf_counter()
+        data = C.encode(codec, img, quantizer).data
+        _write_atomic(out_dir / rel.with_suffix(".qaft"), data)
+        t1 = time.perf_counter()
+        dec = C.decode(codec, (out_dir / rel.with_suffix(".qaft")).read_bytes())
+        _write_atomic(out_dir / rel.with_suffix(".png"), save_png_bytes(dec.image))
+        t2 = time.perf_counter()
+        h, w = img.shape[:2]
+        row = (8 * len(data) / (h * w), psnr(img, dec.image), (t1 - t0) * 1e3, (t2 - t1) * 1e3)
+        rows.append(row)
+        click.echo(
+            f"{src.name:<22}{f'{w}x{h}':>11}{len(data):>9}{row[0]:>8.3f}{row[1]:>9.2f}"
+            f"{row[2]:>8.0f}{row[3]:>8.0f}"
+        )
+    mean = [sum(r[i] for r in rows) / len(rows) for i in range(4)]
+    click.echo(f"{'mean':<22}{'':>20}{mean[0]:>8.3f}{mean[1]:>9.2f}{mean[2]:>8.0f}{mean[3]:>8.0f}")

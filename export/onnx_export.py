@@ -1,0 +1,184 @@
+"""``qaft export``: a model file -> a self-contained model folder for the runtime.
+
+The folder holds three ONNX graphs with dynamic height and width (``analysis.onnx``:
+image -> y, z; ``hyper_synthesis.onnx``: ẑ -> scales, means; ``synthesis.onnx``: ŷ ->
+image), the coding tables (``tables.npz``) and ``manifest.json`` (format version,
+fingerprint, architecture, λ, stage, ``finetuned_for``, quantizer settings, SHA-256 of every
+file).  Every graph is checked against PyTorch before the folder is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from qaft.runtime.model_dir import GRAPHS, MANIFEST, MODEL_DIR_FORMAT, MODEL_DIR_VERSION, TABLES
+from qaft.training.checkpoint import LoadedModel
+from qaft.training.models import MeanScaleHyperprior
+
+#: Largest accepted difference between ONNX Runtime and PyTorch, relative to the output's
+#: largest magnitude.
+TOLERANCE = 1e-4
+
+
+class ExportError(RuntimeError):
+    """A graph that does not reproduce PyTorch within the tolerance."""
+
+
+class _Analysis(torch.nn.Module):
+    def __init__(self, m: MeanScaleHyperprior):
+        super().__init__()
+        self.g_a, self.h_a = m.g_a, m.h_a
+
+    def forward(self, x):
+        y = self.g_a(x)
+        return y, self.h_a(y)
+
+
+class _HyperSynthesis(torch.nn.Module):
+    def __init__(self, m: MeanScaleHyperprior):
+        super().__init__()
+        self.h_s = m.h_s
+
+    def forward(self, z_hat):
+        scales, means = self.h_s(z_hat).chunk(2, 1)
+        return scales, means
+
+
+class _Synthesis(torch.nn.Module):
+    def __init__(self, m: MeanScaleHyperprior):
+        super().__init__()
+        self.g_s = m.g_s
+
+    def forward(self, y_hat):
+        return self.g_s(y_hat)
+
+
+def _graphs(m: MeanScaleHyperprior):
+    """(file, module, input name, output names, example input shape) of each graph."""
+    n, mm = m.config.N, m.config.M
+    return [
+        (GRAPHS["analysis"], _Analysis(m), "x", ["y", "z"], (1, 3, 128, 192)),
+        (GRAPHS["hyper_synthesis"], _HyperSynthesis(m), "z_hat", ["scales", "means"], (1, n, 2, 3)),
+        (GRAPHS["synthesis"], _Synthesis(m), "y_hat", ["x_hat"], (1, mm, 8, 12)),
+    ]
+
+
+def _check(path: Path, module, shape, real: torch.Tensor | None) -> float:
+    """Largest relative difference of ONNX Runtime against PyTorch on random (and real)
+    inputs of a size other than the one exported."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    inputs = [
+        rng.normal(0, 1, (shape[0], shape[1], shape[2] * 2, shape[3] + shape[3] // 3 * 2)).astype(
+            np.float32
+        )
+    ]
+    if shape[1] == 3:
+        inputs[0] = rng.random(inputs[0].shape, dtype=np.float32)
+    if real is not None:
+        inputs.append(real.numpy())
+    worst = 0.0
+    for x in inputs:
+        ours = sess.run(None, {sess.get_inputs()[0].name: x})
+        with torch.no_grad():
+            ref = module(torch.from_numpy(x))
+        ref = ref if isinstance(ref, tuple) else (ref,)
+        for a, b in zip(ours, ref):
+            b = b.numpy()
+            worst = max(worst, float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-6)))
+    return worst
+
+
+@torch.no_grad()
+def _real_inputs(
+    model: MeanScaleHyperprior, z_medians: np.ndarray, image: np.ndarray | None
+) -> dict[str, torch.Tensor]:
+    """The inputs each graph sees when coding ``image`` (padded to a multiple of 64)."""
+    if image is None:
+        return {}
+    from qaft.runtime.codec import _pad
+
+    x = torch.from_numpy(_pad(image))
+    y = model.g_a(x)
+    med = torch.from_numpy(z_medians).reshape(1, -1, 1, 1)
+    z_hat = torch.round(model.h_a(y) - med) + med
+    _, means = model.hyper_synthesis(z_hat)
+    return {"x": x, "z_hat": z_hat, "y_hat": torch.round(y - means) + means}
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def export_model(
+    loaded: LoadedModel, out: str | Path, real_image: np.ndarray | None = None, opset: int = 17
+) -> dict:
+    """Writes the model folder ``out`` (atomically: a temporary folder, then a rename)."""
+    out = Path(out)
+    model = loaded.model.cpu().eval()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; a model folder is meant to be shared
+    try:
+        real = _real_inputs(model, loaded.tables.z_medians, real_image)
+        errors = {}
+        for fname, module, in_name, out_names, shape in _graphs(model):
+            dyn = {in_name: {2: "height", 3: "width"}}
+            dyn.update({o: {2: "height", 3: "width"} for o in out_names})
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(
+                    module,
+                    (torch.rand(*shape),),
+                    str(tmp / fname),
+                    input_names=[in_name],
+                    output_names=out_names,
+                    dynamic_axes=dyn,
+                    opset_version=opset,
+                    dynamo=False,
+                )
+            err = _check(tmp / fname, module, shape, real.get(in_name))
+            errors[fname] = err
+            if err > TOLERANCE:
+                raise ExportError(
+                    f"{fname}: ONNX Runtime differs from PyTorch by {err:.2e} "
+                    f"(relative), above the tolerance {TOLERANCE:.0e}"
+                )
+        np.savez(tmp / TABLES, **loaded.tables.to_arrays())
+        meta = loaded.meta
+        manifest = {
+            "format": MODEL_DIR_FORMAT,
+            "version": MODEL_DIR_VERSION,
+            "fingerprint": loaded.fingerprint.hex(),
+            "architecture": {
+                "name": model.config.architecture,
+                "N": model.config.N,
+                "M": model.config.M,
+            },
+            "lmbda": meta.get("lmbda"),
+            "stage": meta.get("stage", 1),
+            "finetuned_for": meta.get("finetuned_for"),
+            "quantizers": meta.get("quantizers", {}),
+            "synthesis_gain": meta.get("synthesis_gain"),
+            "check": {"max_relative_error": errors, "tolerance": TOLERANCE},
+            "files": {f: _sha256(tmp / f) for f in [*GRAPHS.values(), TABLES]},
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest

@@ -1,0 +1,98 @@
+"""The ONNX Runtime backend of :class:`qaft.runtime.codec.Networks`.
+
+Backends are chosen, not hidden: ``cpu`` (always), ``cuda`` and ``tensorrt`` (ONNX Runtime's
+execution providers, present only with the onnxruntime-gpu package).  ``auto`` takes the
+first available of tensorrt, cuda, cpu.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+
+from qaft.runtime.codec import Codec
+from qaft.runtime.errors import QaftError
+from qaft.runtime.model_dir import ModelDir
+
+PROVIDERS = {
+    "tensorrt": "TensorrtExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "cpu": "CPUExecutionProvider",
+}
+
+
+class BackendError(QaftError):
+    """A backend that this installation cannot run."""
+
+
+def available_backends() -> list[str]:
+    """Backends this ONNX Runtime build can run, best first."""
+    have = set(ort.get_available_providers())
+    return [name for name, prov in PROVIDERS.items() if prov in have]
+
+
+def resolve_backend(backend: str) -> str:
+    avail = available_backends()
+    if backend == "auto":
+        return avail[0]
+    if backend not in PROVIDERS:
+        raise BackendError(f"unknown backend {backend!r}; choose from auto, {', '.join(PROVIDERS)}")
+    if backend not in avail:
+        hint = (
+            " (install onnxruntime-gpu in place of onnxruntime: see the README)"
+            if backend != "cpu"
+            else ""
+        )
+        raise BackendError(
+            f"backend {backend!r} is not available here; available: {', '.join(avail)}{hint}"
+        )
+    return backend
+
+
+class OnnxNetworks:
+    """The three exported graphs, one ONNX Runtime session each, created once."""
+
+    def __init__(self, model: ModelDir, backend: str = "cpu", threads: int = 0):
+        self.backend = resolve_backend(backend)
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+            opts.inter_op_num_threads = 1
+        providers = [PROVIDERS[self.backend]]
+        if self.backend != "cpu":
+            providers.append(PROVIDERS["cpu"])
+        try:
+            self.sessions = {
+                name: ort.InferenceSession(str(model.graph(name)), opts, providers=providers)
+                for name in ("analysis", "hyper_synthesis", "synthesis")
+            }
+        except Exception as exc:  # ORT raises its own types for bad graphs
+            raise QaftError(
+                f"{model.path}: cannot load its ONNX graphs ({str(exc).splitlines()[0][:200]})"
+            ) from None
+
+    def _run(self, name: str, x: np.ndarray) -> list[np.ndarray]:
+        sess = self.sessions[name]
+        return sess.run(None, {sess.get_inputs()[0].name: np.ascontiguousarray(x, np.float32)})
+
+    def analysis(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        y, z = self._run("analysis", x)
+        return y, z
+
+    def hyper_synthesis(self, z_hat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        scales, means = self._run("hyper_synthesis", z_hat)
+        return scales, means
+
+    def synthesis(self, y_hat: np.ndarray) -> np.ndarray:
+        return self._run("synthesis", y_hat)[0]
+
+
+def onnx_codec(model: ModelDir, backend: str = "cpu", threads: int = 0) -> Codec:
+    """A codec running a model folder's graphs with ONNX Runtime."""
+    return Codec(
+        OnnxNetworks(model, backend, threads),
+        model.tables,
+        model.fingerprint,
+        model.quantizer_defaults,
+        model.distortion_weights,
+    )

@@ -1,0 +1,60 @@
+"""The bundled model zoo: one index for both forms of each model.
+
+``index.json`` lists every bundled model once.  The exported model folder (what
+``qaft-run`` loads) lives next to the index; the PyTorch model file (what ``qaft`` trains,
+finetunes and evaluates) lives in ``qaft/training/zoo``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from qaft.runtime.errors import QaftError
+
+ZOO_DIR = Path(__file__).resolve().parent
+CHECKPOINT_DIR = ZOO_DIR.parent.parent / "training" / "zoo"
+INDEX = ZOO_DIR / "index.json"
+DEFAULT_MODEL = "q3"
+
+
+class UnknownModelError(QaftError):
+    """A model name that is not in the zoo."""
+
+
+def _entries() -> list[dict]:
+    if not INDEX.is_file():
+        return []
+    return json.loads(INDEX.read_text())
+
+
+def list_models(form: str = "model_dir") -> list[dict]:
+    """The zoo's entries (``name``, ``quality``, ``lmbda``, ``stage``, ``finetuned_for``,
+    provenance) with ``path`` set to the exported folder (``form="model_dir"``) or to the
+    PyTorch file (``form="checkpoint"``), sorted by stage, then quality."""
+    out = []
+    for e in _entries():
+        e = dict(e)
+        e["path"] = str(
+            ZOO_DIR / e["model_dir"] if form == "model_dir" else CHECKPOINT_DIR / e["checkpoint"]
+        )
+        out.append(e)
+    return sorted(out, key=lambda e: (e["stage"], e["quality"], e["name"]))
+
+
+def model_path(name: str, form: str = "model_dir") -> Path:
+    """Path of a bundled model by name, or a clear error naming the models there are."""
+    entries = list_models(form)
+    for e in entries:
+        if e["name"] == name:
+            return Path(e["path"])
+    names = ", ".join(e["name"] for e in entries) or "none bundled"
+    raise UnknownModelError(f"unknown model {name!r} (available: {names})")
+
+
+def find_by_fingerprint(fingerprint: bytes) -> Path | None:
+    """The exported folder of the bundled model with this fingerprint, if any."""
+    for e in list_models():
+        if e.get("fingerprint") == fingerprint.hex():
+            return Path(e["path"])
+    return None

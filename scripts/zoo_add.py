@@ -1,0 +1,79 @@
+"""Add (or replace) a model in the bundled zoo: its PyTorch file, its exported folder and
+its entry in ``runtime/zoo/index.json``.
+
+    python scripts/zoo_add.py MODEL.pt --name q3 --quality 3 [--run RUN_DIR ...]
+
+The model's λ, stage and ``finetuned_for`` come from its metadata; ``--run`` folders add
+training provenance (steps and wall time from their logs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from run_summary import summarize  # noqa: E402
+
+from qaft.export.onnx_export import export_model  # noqa: E402
+from qaft.runtime.image import load_rgb  # noqa: E402
+from qaft.runtime.zoo import CHECKPOINT_DIR, INDEX, ZOO_DIR  # noqa: E402
+from qaft.training.checkpoint import load_model  # noqa: E402
+from qaft.training.data import list_images  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("model")
+    ap.add_argument("--name", required=True)
+    ap.add_argument("--quality", type=int, required=True)
+    ap.add_argument("--run", action="append", default=[], help="Run folder(s) it came from.")
+    args = ap.parse_args()
+    loaded = load_model(args.model)
+    dest = CHECKPOINT_DIR / args.name / "model.pt"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if Path(args.model).resolve() != dest.resolve():
+        shutil.copyfile(args.model, dest)
+    check_image = load_rgb(list_images(REPO.parent / "shared" / "data" / "train")[0])[:256, :384]
+    manifest = export_model(load_model(dest), ZOO_DIR / args.name, check_image)
+    runs = [summarize(Path(r)) for r in args.run]
+    meta = loaded.meta
+    entry = {
+        "name": args.name,
+        "quality": args.quality,
+        "lmbda": meta.get("lmbda"),
+        "stage": meta.get("stage", 1),
+        "finetuned_for": meta.get("finetuned_for"),
+        "model_dir": args.name,
+        "checkpoint": f"{args.name}/model.pt",
+        "architecture": {"N": loaded.model.config.N, "M": loaded.model.config.M},
+        "fingerprint": manifest["fingerprint"],
+        "training": [
+            {
+                "run": r["run"],
+                "steps": r["steps"],
+                "wall_min": round(r["wall_min"], 1),
+                "lr": r["config"]["lr"],
+                "lmbda": r["config"].get("lmbda"),
+                "batch": r["config"]["batch"],
+                "crop": r["config"]["crop"],
+                "init_from": r["config"].get("init_from"),
+            }
+            for r in runs
+        ],
+    }
+    index = INDEX
+    entries = json.loads(index.read_text()) if index.is_file() else []
+    entries = [e for e in entries if e["name"] != args.name] + [entry]
+    entries.sort(key=lambda e: (e["stage"], e["quality"], e["name"]))
+    index.write_text(json.dumps(entries, indent=2) + "\n")
+    print(f"{args.name}: {dest} ({dest.stat().st_size / 1e6:.1f} MB)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""Export to a model folder, and the PyTorch-free runtime (`qaft-run`) on it."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from conftest import run_cli, synthetic_image
+from PIL import Image
+
+from qaft.runtime import codec as C
+from qaft.runtime.model_dir import ModelDirError, open_model_dir
+from qaft.runtime.onnx_backend import available_backends, onnx_codec
+
+
+@pytest.fixture(scope="module")
+def model_dir(tiny_model_file, tmp_path_factory):
+    from qaft.export.onnx_export import export_model
+    from qaft.training.checkpoint import load_model
+
+    out = tmp_path_factory.mktemp("export") / "tiny"
+    manifest = export_model(load_model(tiny_model_file), out, synthetic_image(80, 100, 7))
+    assert all(e < 1e-4 for e in manifest["check"]["max_relative_error"].values())
+    return out
+
+
+def test_manifest_lists_every_file_with_its_hash(model_dir, tiny_codec):
+    md = open_model_dir(model_dir)
+    assert md.fingerprint == tiny_codec.fingerprint
+    assert set(md.manifest["files"]) == {
+        "analysis.onnx",
+        "hyper_synthesis.onnx",
+        "synthesis.onnx",
+        "tables.npz",
+    }
+    assert md.manifest["architecture"]["N"] == 16 and md.manifest["stage"] == 1
+
+
+@pytest.mark.parametrize("quantizer", ["sq", "tcq"])
+def test_runtime_round_trip(model_dir, quantizer):
+    codec = onnx_codec(open_model_dir(model_dir), "cpu", 1)
+    img = synthetic_image(70, 90, 2)
+    enc = C.encode(codec, img, quantizer, reconstruct=True)
+    dec = C.decode(codec, enc.data)
+    np.testing.assert_array_equal(dec.y_indices, enc.y_indices)
+    np.testing.assert_array_equal(dec.image, enc.reconstruction)
+
+
+def test_runtime_and_pytorch_networks_agree(model_dir, tiny_codec):
+    ort_codec = onnx_codec(open_model_dir(model_dir), "cpu", 1)
+    x = C._pad(synthetic_image(64, 64, 5))
+    for a, b in zip(ort_codec.networks.analysis(x), tiny_codec.networks.analysis(x)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "damage, needle",
+    [
+        ("corrupt", "does not match the manifest"),
+        ("missing", "missing from the model folder"),
+        ("newer", "newer than this qaft"),
+        ("no-manifest", "manifest.json: missing"),
+    ],
+)
+def test_damaged_model_folders_give_one_clear_error(model_dir, tmp_path, damage, needle):
+    bad = tmp_path / "bad"
+    shutil.copytree(model_dir, bad)
+    if damage == "corrupt":
+        with (bad / "synthesis.onnx").open("r+b") as f:
+            f.seek(100)
+            f.write(b"\x00\x01\x02")
+    elif damage == "missing":
+        (bad / "tables.npz").unlink()
+    elif damage == "newer":
+        m = json.loads((bad / "manifest.json").read_text())
+        m["version"] = 99
+        (bad / "manifest.json").write_text(json.dumps(m))
+    else:
+        (bad / "manifest.json").unlink()
+    with pytest.raises(ModelDirError, match=needle):
+        open_model_dir(bad)
+    r = run_cli("qaft-run", "compress", str(bad), "--model", str(bad), "--out", str(tmp_path))
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+
+
+def test_cli_compress_decompress_info(model_dir, tmp_path):
+    src = tmp_path / "in" / "sub"
+    src.mkdir(parents=True)
+    for i in range(2):
+        Image.fromarray(synthetic_image(50 + i, 70, i)).save(src / f"p{i}.png")
+    packed, unpacked = tmp_path / "packed", tmp_path / "unpacked"
+    r = run_cli(
+        "qaft-run",
+        "compress",
+        str(tmp_path / "in"),
+        "--recursive",
+        "--model",
+        str(model_dir),
+        "--out",
+        str(packed),
+        "--quantizer",
+        "tcq",
+        "--threads",
+        "1",
+    )
+    assert r.returncode == 0, r.stderr
+    files = sorted(packed.rglob("*.qaft"))
+    assert [f.relative_to(packed).as_posix() for f in files] == ["sub/p0.qaft", "sub/p1.qaft"]
+    again = run_cli(
+        "qaft-run",
+        "compress",
+        str(tmp_path / "in"),
+        "--recursive",
+        "--model",
+        str(model_dir),
+        "--out",
+        str(packed),
+    )
+    assert "skipped 2" in again.stdout
+    r = run_cli("qaft-run", "info", str(files[0]))
+    assert json.loads(r.stdout)["quantizer"] == "tcq"
+    r = run_cli(
+        "qaft-run",
+        "decompress",
+        str(packed),
+        "--recursive",
+        "--model",
+        str(model_dir),
+        "--out",
+        str(unpacked),
+    )
+    assert r.returncode == 0, r.stderr
+    out = np.asarray(Image.open(unpacked / "sub" / "p1.png"))
+    assert out.shape == (51, 70, 3)
+    assert not list(tmp_path.rglob("*.part*"))
+
+
+def test_cpu_backend_always_available_and_unknown_ones_refused():
+    from qaft.runtime.onnx_backend import BackendError, resolve_backend
+
+    assert "cpu" in available_backends()
+    with pytest.raises(BackendError):
+        resolve_backend("quantum")
