@@ -139,19 +139,20 @@ def encode(
 
     t0 = time.perf_counter()
     levels = scale_to_level(scales, codec.tables.scale_levels)
-    latent = quant.encode(y, means, levels, codec.tables, params, codec.distortion_weights)
-    t["quantize_and_code_y"] = time.perf_counter() - t0
+    y_idx, y_hat = quant.quantize(y, means, levels, codec.tables, params, codec.distortion_weights)
+    t["quantization"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    z_code = coder.encode(z_idx, _z_table_ids(z_idx.shape), codec.tables.z_tables)
     step = float(np.float32(params.step)) if quant.uses_step else 1.0
+    y_sections = quant.code(y_idx, levels, codec.tables, step)
+    z_code = coder.encode(z_idx, _z_table_ids(z_idx.shape), codec.tables.z_tables)
     header = container.Header(quant.id, codec.fingerprint, h, w, step)
-    data = container.pack(header, [z_code.stream, z_code.escapes_bytes(), *latent.sections])
-    t["code_z_and_pack"] = time.perf_counter() - t0
+    data = container.pack(header, [z_code.stream, z_code.escapes_bytes(), *y_sections])
+    t["entropy_encode"] = time.perf_counter() - t0
     rec = None
     if reconstruct:
-        rec = to_uint8(codec.networks.synthesis(latent.y_hat), h, w)
-    return Encoded(data, latent.indices, z_idx, t, rec)
+        rec = to_uint8(codec.networks.synthesis(y_hat), h, w)
+    return Encoded(data, y_idx, z_idx, t, rec)
 
 
 @dataclass

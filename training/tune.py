@@ -20,6 +20,7 @@ from qaft.runtime.entropy import coder
 from qaft.runtime.entropy.tables import scale_to_level
 from qaft.runtime.image import load_rgb
 from qaft.runtime.quantizers import QUANTIZERS, QuantizerParams
+from qaft.runtime.quantizers.base import encode_latent
 
 # With distortion weights in bits per unit squared error, λ = 1 is the model's own trade-off;
 # the grid looks around it because the synthesis is only locally linear.
@@ -94,8 +95,8 @@ def tune(
         params = QuantizerParams(step, lam)
         bpp, mse = [], []
         for p in prepared:
-            lat = quant.encode(
-                p.y, p.means, p.levels, codec.tables, params, codec.distortion_weights
+            lat = encode_latent(
+                quant, p.y, p.means, p.levels, codec.tables, params, codec.distortion_weights
             )
             n_bytes = p.fixed_bytes + sum(len(s) for s in lat.sections)
             x_hat = C.to_uint8(codec.networks.synthesis(lat.y_hat), *p.image.shape[:2])

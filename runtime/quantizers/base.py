@@ -35,7 +35,7 @@ class LatentQuantizer(Protocol):
     id: int
     uses_step: bool  # whether the file's step Δ means anything to this quantizer
 
-    def encode(
+    def quantize(
         self,
         y: np.ndarray,
         means: np.ndarray,
@@ -43,9 +43,16 @@ class LatentQuantizer(Protocol):
         tables: ModelTables,
         params: QuantizerParams,
         weights: np.ndarray | None = None,
-    ) -> QuantizedLatent:
-        """``weights`` (broadcast to y): cost of a unit squared error of each latent,
-        in bits; searches minimize weights·error² + λ·bits (1 where None)."""
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(indices, ŷ): what the encoder writes and what the decoder will rebuild.
+
+        ``weights`` (broadcast to y): cost of a unit squared error of each latent, in bits;
+        searches minimize weights·error² + λ·bits (1 where None)."""
+
+    def code(
+        self, indices: np.ndarray, levels: np.ndarray, tables: ModelTables, step: float
+    ) -> list[bytes]:
+        """The file's y sections for ``indices``."""
 
     def decode(
         self,
@@ -54,7 +61,22 @@ class LatentQuantizer(Protocol):
         levels: np.ndarray,
         tables: ModelTables,
         step: float,
-    ) -> tuple[np.ndarray, np.ndarray]: ...
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(indices, ŷ) from the file's y sections."""
+
+
+def encode_latent(
+    quantizer: LatentQuantizer,
+    y: np.ndarray,
+    means: np.ndarray,
+    levels: np.ndarray,
+    tables: ModelTables,
+    params: QuantizerParams,
+    weights: np.ndarray | None = None,
+) -> QuantizedLatent:
+    """Quantize, then code: the y part of a file."""
+    idx, y_hat = quantizer.quantize(y, means, levels, tables, params, weights)
+    return QuantizedLatent(quantizer.code(idx, levels, tables, params.step), idx, y_hat)
 
 
 def distortion_weights(model_lmbda: float, gain: np.ndarray) -> np.ndarray:

@@ -11,7 +11,7 @@ import numpy as np
 from qaft.runtime.entropy import coder
 from qaft.runtime.errors import QaftError
 from qaft.runtime.model_tables import ModelTables
-from qaft.runtime.quantizers.base import QuantizedLatent, QuantizerParams
+from qaft.runtime.quantizers.base import QuantizerParams
 from qaft.runtime.quantizers.trellis import bits_lookup, index_bits
 
 
@@ -46,19 +46,6 @@ class ScalarQuantizer:
     ) -> np.ndarray:
         return np.rint(y - means).astype(np.int32)
 
-    def encode(
-        self,
-        y,
-        means,
-        levels,
-        tables: ModelTables,
-        params: QuantizerParams,
-        weights: np.ndarray | None = None,
-    ) -> QuantizedLatent:
-        idx, y_hat = self.quantize(y, means, levels, tables, params, weights)
-        code = coder.encode(idx, levels, tables.y_tables)
-        return QuantizedLatent(_sections(code), idx, y_hat)
-
     def quantize(
         self,
         y,
@@ -68,9 +55,13 @@ class ScalarQuantizer:
         params: QuantizerParams,
         weights: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(indices, ŷ) exactly as :meth:`encode` chooses them, without coding."""
+        """(indices, ŷ): what the encoder writes and what the decoder will rebuild."""
         idx = self.indices(y, means, levels, tables, params, weights)
         return idx, reconstruct(idx, means)
+
+    def code(self, indices, levels, tables: ModelTables, step: float) -> list[bytes]:
+        """The y sections of a file holding ``indices``."""
+        return _sections(coder.encode(indices, levels, tables.y_tables))
 
     def decode(self, sections, means, levels, tables: ModelTables, step: float):
         idx = _decode_sections(sections, levels, tables)

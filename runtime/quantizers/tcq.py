@@ -15,7 +15,7 @@ from qaft.runtime.entropy import coder
 from qaft.runtime.errors import QaftError
 from qaft.runtime.model_tables import ModelTables
 from qaft.runtime.quantizers import trellis as T
-from qaft.runtime.quantizers.base import QuantizedLatent, QuantizerParams
+from qaft.runtime.quantizers.base import QuantizerParams
 
 
 def _as_trellises(a: np.ndarray) -> np.ndarray:
@@ -75,25 +75,19 @@ class TrellisQuantizer:
         q = self.machine.quantizer[T.states_along(k, self.machine)]
         return k, q, q * n_levels + lev, tset
 
-    def encode(
-        self,
-        y,
-        means,
-        levels,
-        tables: ModelTables,
-        params: QuantizerParams,
-        weights: np.ndarray | None = None,
-    ) -> QuantizedLatent:
-        params = _file_step(params)
-        k, q, table_ids, tset = self.search(y, means, levels, tables, params, weights)
+    def code(self, indices, levels, tables: ModelTables, step: float) -> list[bytes]:
+        """The y sections of a file holding ``indices``: column by column, each symbol
+        under the table of its trellis state's quantizer and its scale level."""
+        step = float(np.float32(step))
+        tset, _ = self.tables_for(tables, step)
+        k = _as_trellises(indices).astype(np.int64)
+        q = self.machine.quantizer[T.states_along(k, self.machine)]
+        table_ids = q * len(tables.scale_levels) + _as_trellises(levels).astype(np.int64)
         enc = coder.Encoder(tset)
         for t in range(k.shape[1]):
             enc.encode(k[:, t], table_ids[:, t])
         code = enc.finish()
-        y_hat = self._reconstruct(k, q, means, params.step)
-        return QuantizedLatent(
-            [code.stream, code.escapes_bytes()], k.reshape(y.shape).astype(np.int32), y_hat
-        )
+        return [code.stream, code.escapes_bytes()]
 
     def quantize(
         self,
@@ -104,7 +98,7 @@ class TrellisQuantizer:
         params: QuantizerParams,
         weights: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(indices, ŷ) exactly as :meth:`encode` chooses them, without coding."""
+        """(indices, ŷ): what the encoder writes and what the decoder will rebuild."""
         params = _file_step(params)
         k, q, _, _ = self.search(y, means, levels, tables, params, weights)
         return k.reshape(y.shape).astype(np.int32), self._reconstruct(k, q, means, params.step)
