@@ -287,3 +287,73 @@ def demo(images, model, quantizer, out, backend, threads) -> None:
         )
     mean = [sum(r[i] for r in rows) / len(rows) for i in range(4)]
     click.echo(f"{'mean':<22}{'':>20}{mean[0]:>8.3f}{mean[1]:>9.2f}{mean[2]:>8.0f}{mean[3]:>8.0f}")
+
+
+@main.command()
+@click.option("--model", required=True, help="Model to time (name or folder).")
+@click.option("--baseline", help="Model to compare with (name or folder).")
+@click.option(
+    "--images",
+    type=click.Path(file_okay=False),
+    help="Images (default: Kodak if present, else synthetic 768x512).",
+)
+@click.option("--count", default=4, show_default=True, help="Images used.")
+@click.option("--repeat", default=3, show_default=True, help="Runs per image and model.")
+@click.option("--quantizer", type=QUANTIZER_CHOICE, default="sq", show_default=True)
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write figures here.")
+@_backend_options
+@fail_cleanly
+def bench(model, baseline, images, count, repeat, quantizer, json_out, backend, threads):
+    """Per-stage latency medians of a model, and its ratio to a baseline."""
+    from qaft.runtime.bench import bench as run_bench
+    from qaft.runtime.bench import graph_stats, load_images
+
+    if images is None:
+        kodak = Path.cwd().parent / "shared" / "data" / "kodak"
+        images = str(kodak) if kodak.is_dir() else None
+    imgs = load_images(Path(images) if images else None, count)
+    dirs = {"model": _open_model(model)}
+    if baseline:
+        dirs["baseline"] = _open_model(baseline)
+    codecs = {k: _codec(d, backend, threads) for k, d in dirs.items()}
+    med = run_bench(codecs, imgs, quantizer, repeat)
+    stats = {k: graph_stats(d) for k, d in dirs.items()}
+    keys = list(med["model"])
+    click.echo(f"{len(imgs)} images x {repeat} runs, quantizer {quantizer}; medians in ms")
+    head = f"{'stage':<28}{'model':>10}"
+    if baseline:
+        head += f"{'baseline':>10}{'ratio':>8}"
+    click.echo(head)
+    for k in keys:
+        line = f"{k:<28}{med['model'][k] * 1e3:>10.1f}"
+        if baseline:
+            b = med["baseline"][k]
+            line += f"{b * 1e3:>10.1f}{med['model'][k] / b:>8.3f}"
+        click.echo(line)
+    for k, st in stats.items():
+        for g, s in st.items():
+            n_ops = sum(s["operators"].values())
+            click.echo(f"{k} {g}: {n_ops} operators, {s['parameters']:,} parameters")
+    result = {
+        "quantizer": quantizer,
+        "images": len(imgs),
+        "repeat": repeat,
+        "backend": codecs["model"].networks.backend,
+        "threads": threads,
+        "medians_s": med,
+        "graphs": stats,
+        "models": {k: str(d.path) for k, d in dirs.items()},
+    }
+    if baseline:
+        result["ratio"] = med["model"]["encode+decode"] / med["baseline"]["encode+decode"]
+        result["identical_graphs"] = bool(stats["model"]) and all(
+            stats["model"][g]["operators"] == stats["baseline"][g]["operators"]
+            and stats["model"][g]["parameters"] == stats["baseline"][g]["parameters"]
+            for g in stats["model"]
+        )
+        click.echo(
+            f"ratio (encode+decode): {result['ratio']:.3f}; identical operators and "
+            f"parameter counts: {result['identical_graphs']}"
+        )
+    if json_out:
+        Path(json_out).write_text(json.dumps(result, indent=2))

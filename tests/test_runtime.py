@@ -141,3 +141,43 @@ def test_cpu_backend_always_available_and_unknown_ones_refused():
     assert "cpu" in available_backends()
     with pytest.raises(BackendError):
         resolve_backend("quantum")
+
+
+def test_bench_compares_two_models(model_dir, tmp_path):
+    twin = tmp_path / "twin"
+    shutil.copytree(model_dir, twin)
+    out = tmp_path / "bench.json"
+    r = run_cli(
+        "qaft-run",
+        "bench",
+        "--model",
+        str(model_dir),
+        "--baseline",
+        str(twin),
+        "--count",
+        "1",
+        "--repeat",
+        "1",
+        "--threads",
+        "1",
+        "--json",
+        str(out),
+        "--images",
+        str(_img_dir(tmp_path)),
+    )
+    assert r.returncode == 0, r.stderr
+    res = json.loads(out.read_text())
+    assert res["identical_graphs"] is True and res["ratio"] > 0
+    assert set(res["medians_s"]["model"]) >= {
+        "encode.analysis",
+        "encode.quantization",
+        "decode.synthesis",
+        "encode+decode",
+    }
+
+
+def _img_dir(tmp_path):
+    d = tmp_path / "imgs"
+    d.mkdir(exist_ok=True)
+    Image.fromarray(synthetic_image(64, 96, 1)).save(d / "a.png")
+    return d
