@@ -21,13 +21,13 @@ import torch
 
 from qaft.runtime import codec as C
 from qaft.runtime.entropy.tables import scale_to_level
+from qaft.runtime.evaluation import default_kodak
 from qaft.runtime.image import load_rgb
 from qaft.runtime.quantizers import QUANTIZERS
 from qaft.runtime.quantizers import trellis as T
 from qaft.runtime.quantizers.reference import viterbi_reference
 from qaft.training.backend import codec_from_loaded
 from qaft.training.checkpoint import load_model
-from qaft.training.evaluate import default_kodak
 from qaft.training.zoo import DEFAULT_MODEL, model_path
 
 

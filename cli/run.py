@@ -252,15 +252,14 @@ def decompress(paths, out, model, recursive, force, backend, threads):
 def demo(images, model, quantizer, out, backend, threads) -> None:
     """Compress a folder to .qaft files, decode the files back to PNG, print a table."""
     from qaft.runtime import codec as C
+    from qaft.runtime.evaluation import default_kodak
     from qaft.runtime.image import IMAGE_SUFFIXES, load_rgb, save_png_bytes
     from qaft.runtime.metrics import psnr
     from qaft.runtime.zoo import DEFAULT_MODEL
 
+    images = images or default_kodak()
     if images is None:
-        kodak = Path.cwd().parent / "shared" / "data" / "kodak"
-        if not kodak.is_dir():
-            raise QaftError("no images given: pass --images FOLDER (or IMAGES=FOLDER to make)")
-        images = str(kodak)
+        raise QaftError("no images given: pass --images FOLDER (or IMAGES=FOLDER to make)")
     files = _inputs((images,), IMAGE_SUFFIXES, False)
     codec = _codec(_open_model(model or DEFAULT_MODEL), backend, threads)
     out_dir = Path(out)
@@ -307,10 +306,9 @@ def bench(model, baseline, images, count, repeat, quantizer, json_out, backend, 
     """Per-stage latency medians of a model, and its ratio to a baseline."""
     from qaft.runtime.bench import bench as run_bench
     from qaft.runtime.bench import graph_stats, load_images
+    from qaft.runtime.evaluation import default_kodak
 
-    if images is None:
-        kodak = Path.cwd().parent / "shared" / "data" / "kodak"
-        images = str(kodak) if kodak.is_dir() else None
+    images = images or default_kodak()
     imgs = load_images(Path(images) if images else None, count)
     dirs = {"model": _open_model(model)}
     if baseline:
@@ -357,3 +355,62 @@ def bench(model, baseline, images, count, repeat, quantizer, json_out, backend, 
         )
     if json_out:
         Path(json_out).write_text(json.dumps(result, indent=2))
+
+
+@main.command("eval")
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    required=True,
+    help="Model name or folder (repeatable: one point each).",
+)
+@click.option("--data", type=click.Path(file_okay=False), help="Images (default: Kodak).")
+@click.option("--quantizer", type=QUANTIZER_CHOICE, default="sq", show_default=True)
+@click.option("--step", type=float, help="Quantizer step Δ (default: each model's).")
+@click.option("--q-lmbda", type=float, help="λ of the quantizer search (default: each model's).")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Results JSON.")
+@click.option("--name", default="qaft-run", show_default=True, help="Curve name in the JSON.")
+@_backend_options
+@fail_cleanly
+def eval_cmd(models, data, quantizer, step, q_lmbda, json_out, name, backend, threads):
+    """Rate-distortion on a folder with real files, in CompressAI's JSON layout (MS-SSIM is
+    left null here: it needs the PyTorch side's `qaft eval`)."""
+    from qaft.runtime.evaluation import default_kodak, evaluate_codec, results_json, summarize
+    from qaft.runtime.image import IMAGE_SUFFIXES
+
+    folder = data or default_kodak()
+    if folder is None:
+        raise QaftError("no images: pass --data FOLDER")
+    images = [f for f, _ in _inputs((folder,), IMAGE_SUFFIXES, False)]
+    points = []
+    for m in models:
+        md = _open_model(m)
+        codec = _codec(md, backend, threads)
+        params = codec.params(quantizer, step, q_lmbda)
+        res = evaluate_codec(codec, images, quantizer, params, progress=sys.stderr.isatty())
+        s = summarize(res)
+        click.echo(
+            f"{m:>24}  {s['bpp']:.4f} bpp  {s['psnr']:.3f} dB  enc "
+            f"{s['encoding_time'] * 1e3:.0f} ms  dec {s['decoding_time'] * 1e3:.0f} ms"
+        )
+        points.append(
+            {
+                "summary": s,
+                "images": res,
+                "model": {
+                    "label": m,
+                    "lmbda": md.manifest.get("lmbda"),
+                    "stage": md.manifest.get("stage"),
+                    "finetuned_for": md.manifest.get("finetuned_for"),
+                    "quantizer": quantizer,
+                    "step": params.step,
+                    "q_lmbda": params.lmbda,
+                },
+            }
+        )
+    points.sort(key=lambda p: p["summary"]["bpp"])
+    if json_out:
+        desc = f"qaft-run {quantizer} on {len(images)} images of {folder}, real files"
+        Path(json_out).write_text(json.dumps(results_json(name, desc, points), indent=2))
+        click.echo(f"wrote {json_out}")
