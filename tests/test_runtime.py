@@ -185,8 +185,20 @@ def _img_dir(tmp_path):
 
 def test_eval_through_the_runtime_writes_compressai_json(model_dir, tmp_path):
     out = tmp_path / "r.json"
-    r = run_cli("qaft-run", "eval", "--model", str(model_dir), "--data", str(_img_dir(tmp_path)),
-                "--quantizer", "tcq", "--json", str(out), "--threads", "1")
+    r = run_cli(
+        "qaft-run",
+        "eval",
+        "--model",
+        str(model_dir),
+        "--data",
+        str(_img_dir(tmp_path)),
+        "--quantizer",
+        "tcq",
+        "--json",
+        str(out),
+        "--threads",
+        "1",
+    )
     assert r.returncode == 0, r.stderr
     blob = json.loads(out.read_text())
     assert blob["results"]["bpp"][0] > 0 and blob["results"]["ms-ssim"] == [None]

@@ -6,7 +6,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -45,7 +45,6 @@ class TrainConfig:
     ckpt_every: int = 250
     threads: int = 0  # 0: torch's default
     amp: str = "bf16"  # networks under bf16 autocast (AMX on this CPU): about 2x faster
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.stand_in not in STAND_INS:

@@ -133,7 +133,10 @@ def index_bits(k: np.ndarray, table: np.ndarray, tables: TableSet, bits: BitsLoo
 
 def candidates(u: np.ndarray, q: int) -> np.ndarray:
     """For residuals ``u`` (units of Δ), the two indices of quantizer q whose
-    reconstructions bracket u (they differ in parity), plus zero: shape (3, *u.shape)."""
+    reconstructions bracket u (they differ in parity), plus zero: shape (3, *u.shape).
+
+    The search space, spelled out; :func:`parity_costs` computes the same inline, and the
+    exhaustive-search test enumerates paths through these sets."""
     if q == 0:
         ka = np.floor(u / 2)
         kb = ka + 1
@@ -150,76 +153,96 @@ def parity_costs(
     dist_scale: np.ndarray | float,
     lam: float,
     tables: TableSet,
-    bits: tuple,
+    bits: BitsLookup,
     num_levels: int,
 ):
-    """Best cost and index for every (quantizer, parity) at every latent.
+    """Best cost and index for every (quantizer, parity) at every latent of (B, T) trellises.
 
     ``u`` is the residual in units of Δ; the distortion of a reconstruction is
     ``(dist_scale · (u − rec))²``, so ``dist_scale`` is Δ, times the square root of the
-    latent's distortion weight where one is used.  Returns ``cost[q, p, ...]`` (float64)
-    and ``index[q, p, ...]`` (int64).
+    latent's distortion weight where one is used.  Returns ``cost`` (float64) and ``index``
+    (int64), both laid out (T, quantizer, parity, B) so that each trellis step reads one
+    contiguous block.
 
     Of the two bracketing candidates one is even and one odd, so each parity has exactly
     one of them; zero (even) replaces the even one only when strictly cheaper, the same
     tie-breaking as trying the candidates in the order (bracket low, bracket high, zero).
     """
-    cost = np.empty((2, 2, *u.shape))
-    index = np.empty((2, 2, *u.shape), dtype=np.int64)
+    u = np.ascontiguousarray(np.asarray(u, dtype=np.float64).T)
+    level = np.ascontiguousarray(np.asarray(level).T)
+    ds = np.ascontiguousarray(np.broadcast_to(dist_scale, u.T.shape).T)
+    t_len, b = u.shape
+    cost = np.empty((t_len, 2, 2, b))
+    index = np.empty((t_len, 2, 2, b), dtype=np.int64)
+    flat, centre, last = bits.flat, bits.half + 1, bits.width - 1
+    lo, hi = -centre, last - centre
+    au = np.abs(u)
+    neg = u < 0
+    j0 = np.square(u * ds)
+    zero_col = level * bits.width + centre  # where index 0 of each latent's Q0 table is
     for q in (0, 1):
-        ka, kb, _ = candidates(u, q)
-        base = (q * num_levels + level) * bits.width
-        flat, centre, last = bits.flat, bits.half + 1, bits.width - 1
-        ja = ((u - reconstruction(ka, q)) * dist_scale) ** 2
-        ja += lam * flat[base + np.clip(ka + centre, 0, last)]
-        jb = ((u - reconstruction(kb, q)) * dist_scale) ** 2
-        jb += lam * flat[base + np.clip(kb + centre, 0, last)]
-        j0 = (u * dist_scale) ** 2
-        j0 += lam * flat[base + centre]
-        a_even = (ka & 1) == 0
-        c_even = np.where(a_even, ja, jb)
-        k_even = np.where(a_even, ka, kb)
-        zero = j0 < c_even
-        cost[q, 0] = np.where(zero, j0, c_even)
-        index[q, 0] = np.where(zero, 0, k_even)
-        cost[q, 1] = np.where(a_even, jb, ja)
-        index[q, 1] = np.where(a_even, kb, ka)
+        row = zero_col + q * num_levels * bits.width
+        if q == 0:
+            kf = np.floor(u / 2)
+            da = u - 2 * kf
+            db = u - (2 * kf + 2)
+            ka = kf.astype(np.int64)
+            step_b = 1  # kb = ka + 1
+        else:  # symmetric around zero: work on |u|, then restore the sign
+            m = np.floor((au + 1) / 2)
+            da = au - (2 * m - (m > 0))
+            db = au - (2 * m + 1)
+            ka = m.astype(np.int64)
+            np.negative(ka, out=ka, where=neg)
+            step_b = np.where(neg, -1, 1)  # kb = ka ± 1, away from zero
+        kb = ka + step_b
+        ja = np.square(da * ds)
+        ja += lam * flat[row + np.clip(ka, lo, hi)]
+        jb = np.square(db * ds)
+        jb += lam * flat[row + np.clip(kb, lo, hi)]
+        jz = j0 + lam * flat[row]
+        a_odd = (ka & 1).astype(bool)
+        c_even = np.where(a_odd, jb, ja)
+        zero = jz < c_even
+        cost[:, q, 0] = np.where(zero, jz, c_even)
+        cost[:, q, 1] = np.where(a_odd, ja, jb)
+        k_even = np.where(a_odd, kb, ka)
+        k_even[zero] = 0
+        index[:, q, 0] = k_even
+        index[:, q, 1] = np.where(a_odd, ka, kb)
     return cost, index
 
 
 def viterbi(cost: np.ndarray, index: np.ndarray, machine: StateMachine) -> np.ndarray:
-    """Minimum-cost index paths for trellises laid out as (B, T) in ``cost[q, p]``.
+    """Minimum-cost index paths from :func:`parity_costs`' (T, 2, 2, B) arrays.
 
-    ``cost`` and ``index`` are (2, 2, B, T); returns (B, T) int64 indices.  Every trellis
-    starts in state 0; the path with the lowest total cost over all end states wins.
+    Returns (B, T) int64 indices.  Every trellis starts in state 0; the path with the lowest
+    total cost over all end states wins.
     """
-    _, _, b, t_len = cost.shape
+    t_len, _, _, b = cost.shape
     src, par, inc = machine.incoming()
     q_edge = machine.quantizer[src]
     n_s = machine.num_states
-    # Per step, the costs of the first and of the second edge into each state, as
-    # contiguous (2, S, B) slabs: the loop body is then two gathers, adds and a compare.
-    edges = inc.T  # (2, S): edge numbers, first and second into each state
-    step_cost = np.ascontiguousarray(cost[q_edge[edges], par[edges]].transpose(3, 0, 1, 2))
-    from_state = src[edges]  # (2, S)
+    edges = inc.T  # (2, S): the first and the second edge into each state
+    q_in, p_in, from_state = q_edge[edges], par[edges], src[edges]
     acc = np.full((n_s, b), np.inf)
     acc[0] = 0.0
     back = np.empty((t_len, n_s, b), dtype=bool)
     for t in range(t_len):
+        step = cost[t][q_in, p_in]  # (2, S, B)
         first = acc[from_state[0]]
-        first += step_cost[t, 0]
+        first += step[0]
         second = acc[from_state[1]]
-        second += step_cost[t, 1]
+        second += step[1]
         np.less(second, first, out=back[t])
         acc = np.where(back[t], second, first)
-    step_index = index[q_edge[edges], par[edges]]  # (2, S, B, T)
     state = np.argmin(acc, axis=0)
     cols = np.arange(b)
     out = np.empty((b, t_len), dtype=np.int64)
     for t in range(t_len - 1, -1, -1):
-        second = back[t, state, cols]
-        out[:, t] = step_index[second.astype(np.intp), state, cols, t]
-        state = from_state[second.astype(np.intp), state]
+        which = back[t, state, cols].astype(np.intp)
+        out[:, t] = index[t, q_in[which, state], p_in[which, state], cols]
+        state = from_state[which, state]
     return out
 
 
