@@ -26,8 +26,8 @@ from qaft.runtime.quantizers.base import encode_latent
 # the grid looks around it because the synthesis is only locally linear.
 GRIDS = {
     "sq": {"step": [1.0], "lmbda": [0.0]},
-    "rdoq": {"step": [1.0], "lmbda": [0.0, 0.5, 0.7, 1.0, 1.4, 2.0]},
-    "tcq": {"step": [0.5, 0.55, 0.6, 0.65, 0.7, 0.8], "lmbda": [0.5, 0.7, 1.0, 1.4, 2.0]},
+    "rdoq": {"step": [1.0], "lmbda": [0.0, 0.1, 0.2, 0.35, 0.5, 0.7, 1.0]},
+    "tcq": {"step": [0.5, 0.55, 0.6, 0.65, 0.7, 0.8], "lmbda": [0.1, 0.2, 0.35, 0.5, 0.7, 1.0]},
 }
 GRIDS["tcq8"] = GRIDS["tcq"]
 
