@@ -25,3 +25,17 @@ def fail_cleanly(fn):
             sys.exit(130)
 
     return wrapper
+
+
+def print_models(entries: list[dict], as_json: bool) -> None:
+    """The zoo listing of both tools: a JSON array, or one line per model."""
+    import json
+
+    if as_json:
+        click.echo(json.dumps(entries, indent=2))
+        return
+    for e in entries:
+        click.echo(
+            f"{e['name']:<10} quality {e['quality']}  λ={e['lmbda']:<8} stage {e['stage']}"
+            f"  finetuned_for={e['finetuned_for']}  {e['path']}"
+        )

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from qaft.cli.common import fail_cleanly
+from qaft.cli.common import fail_cleanly, print_models
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -201,19 +201,9 @@ def bdrate(anchor, test, as_json) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
 def models(as_json) -> None:
     """List the bundled models."""
-    import json
-
     from qaft.training.zoo import list_models
 
-    entries = list_models()
-    if as_json:
-        click.echo(json.dumps(entries, indent=2))
-        return
-    for e in entries:
-        click.echo(
-            f"{e['name']:<10} quality {e['quality']}  λ={e['lmbda']:<8} stage {e['stage']}"
-            f"  finetuned_for={e['finetuned_for']}  {e['path']}"
-        )
+    print_models(list_models(), as_json)
 
 
 @main.command()

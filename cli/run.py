@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from qaft.cli.common import fail_cleanly
+from qaft.cli.common import fail_cleanly, print_models
 from qaft.runtime.errors import QaftError
 
 QUANTIZER_CHOICE = click.Choice(["sq", "rdoq", "tcq", "tcq8"])
@@ -98,15 +98,7 @@ def models(as_json) -> None:
     """List the bundled models."""
     from qaft.runtime.zoo import list_models
 
-    entries = list_models()
-    if as_json:
-        click.echo(json.dumps(entries, indent=2))
-        return
-    for e in entries:
-        click.echo(
-            f"{e['name']:<10} quality {e['quality']}  λ={e['lmbda']:<8} stage {e['stage']}"
-            f"  finetuned_for={e['finetuned_for']}  {e['path']}"
-        )
+    print_models(list_models(), as_json)
 
 
 @main.command()

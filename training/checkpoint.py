@@ -103,3 +103,14 @@ def update_meta(path: str | Path, changes: dict[str, Any]) -> None:
         raise CheckpointError(f"{path}: not a qaft model file")
     blob["meta"] = {**blob.get("meta", {}), **changes}
     atomic_save(blob, path)
+
+
+def read_run_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The training state of a run folder's ``last.pt``, for ``--resume``."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"--resume: no checkpoint at {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # corrupt archives raise many types
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__})") from None

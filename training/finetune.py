@@ -32,7 +32,13 @@ from qaft.runtime.entropy.tables import scale_to_level
 from qaft.runtime.quantizers import QUANTIZERS
 from qaft.runtime.quantizers import trellis as T
 from qaft.training.backend import codec_from_loaded
-from qaft.training.checkpoint import CheckpointError, atomic_save, load_model, save_model
+from qaft.training.checkpoint import (
+    CheckpointError,
+    atomic_save,
+    load_model,
+    read_run_checkpoint,
+    save_model,
+)
 from qaft.training.data import CropSampler
 from qaft.training.train import resolve_device
 
@@ -141,9 +147,7 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, progress: bool = True) -
     step = 0
     ckpt_path = out / "last.pt"
     if resume:
-        if not ckpt_path.is_file():
-            raise CheckpointError(f"--resume: no checkpoint at {ckpt_path}")
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        state = read_run_checkpoint(ckpt_path)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         sampler.set_state(state["sampler"])

@@ -12,7 +12,13 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from qaft.training.checkpoint import CheckpointError, atomic_save, load_model, save_model
+from qaft.training.checkpoint import (
+    CheckpointError,
+    atomic_save,
+    load_model,
+    read_run_checkpoint,
+    save_model,
+)
 from qaft.training.data import CropSampler
 from qaft.training.models import MeanScaleHyperprior, ModelConfig
 from qaft.training.models.hyperprior import STAND_INS
@@ -109,9 +115,7 @@ def train(
     step = 0
     ckpt_path = out / "last.pt"
     if resume:
-        if not ckpt_path.is_file():
-            raise CheckpointError(f"--resume: no checkpoint at {ckpt_path}")
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        state = read_run_checkpoint(ckpt_path)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         aux_opt.load_state_dict(state["aux_opt"])
