@@ -357,7 +357,11 @@ def finetune(resume, parts, **kw) -> None:
     type=click.Path(dir_okay=False),
     help="A real image to check the graphs on (besides random inputs).",
 )
-@click.option("--tensorrt", is_flag=True, help="Also build TensorRT engines (needs tensorrt).")
+@click.option(
+    "--tensorrt",
+    is_flag=True,
+    help="Also build TensorRT engines (needs the tensorrt package and a GPU).",
+)
 @fail_cleanly
 def export(ckpt, out, check_image, tensorrt) -> None:
     """Export a model file to a model folder for qaft-run (ONNX graphs, tables, manifest)."""
@@ -366,16 +370,23 @@ def export(ckpt, out, check_image, tensorrt) -> None:
     from qaft.training.checkpoint import load_model
 
     if tensorrt:
-        try:
-            import tensorrt  # noqa: F401
-        except ImportError:
+        from qaft.export.tensorrt_engine import tensorrt_available
+
+        if not tensorrt_available():
             raise click.ClickException(
-                "--tensorrt: the tensorrt package is not installed here, so no engines "
-                "were built (the ONNX graphs run on any ONNX Runtime)"
-            ) from None
-        raise click.ClickException("--tensorrt: engine building is not implemented yet")
+                "--tensorrt: TensorRT is not installed here, nothing was written (export "
+                "without --tensorrt: the ONNX graphs run on any ONNX Runtime)"
+            )
     manifest = export_model(load_model(ckpt), out, load_rgb(check_image) if check_image else None)
     errs = ", ".join(f"{k} {v:.1e}" for k, v in manifest["check"]["max_relative_error"].items())
+    if tensorrt:
+        from qaft.export.tensorrt_engine import build_engines
+
+        arch = manifest["architecture"]
+        engines = build_engines(
+            out, {"analysis": 3, "hyper_synthesis": arch["N"], "synthesis": arch["M"]}
+        )
+        click.echo(f"TensorRT engines: {', '.join(p.name for p in engines)}")
     click.echo(
         f"wrote {out} (fingerprint {manifest['fingerprint']}; ONNX Runtime vs PyTorch: {errs})"
     )
