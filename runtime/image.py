@@ -7,10 +7,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from qaft.runtime.errors import QaftError
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
 
 
-class ImageError(ValueError):
+#: Largest image accepted (pixels), checked from the header before anything is decoded.
+MAX_IMAGE_PIXELS = 1 << 28
+
+
+class ImageError(QaftError, ValueError):
     """An input that is not a readable image."""
 
 
@@ -22,11 +28,24 @@ def load_rgb(path: str | Path) -> np.ndarray:
     """
     try:
         with Image.open(path) as im:
+            w, h = im.size
+            if w * h > MAX_IMAGE_PIXELS:
+                raise ImageError(
+                    f"{path}: {w}x{h} is larger than the {MAX_IMAGE_PIXELS:,}-pixel limit"
+                )
             im = ImageOps.exif_transpose(im)
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):
                 im = im.point(lambda v: v / 256).convert("L")
             return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except ImageError:
+        raise
+    except (
+        UnidentifiedImageError,
+        Image.DecompressionBombError,
+        OSError,
+        SyntaxError,
+        ValueError,
+    ) as exc:
         raise ImageError(f"{path}: not a readable image ({exc})") from None
 
 

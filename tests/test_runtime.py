@@ -202,3 +202,17 @@ def test_eval_through_the_runtime_writes_compressai_json(model_dir, tmp_path):
     assert r.returncode == 0, r.stderr
     blob = json.loads(out.read_text())
     assert blob["results"]["bpp"][0] > 0 and blob["results"]["ms-ssim"] == [None]
+
+
+def test_batch_goes_on_past_bad_images(model_dir, tmp_path):
+    src = tmp_path / "mixed"
+    src.mkdir()
+    Image.fromarray(synthetic_image(40, 60, 1)).save(src / "good.png")
+    (src / "empty.png").write_bytes(b"")
+    (src / "fake.jpg").write_bytes(b"this is not a jpeg")
+    r = run_cli("qaft-run", "compress", str(src), "--model", str(model_dir), "--out",
+                str(tmp_path / "out"), "--threads", "1")
+    assert r.returncode == 1
+    assert (tmp_path / "out" / "good.qaft").is_file()
+    assert not (tmp_path / "out" / "empty.qaft").exists()
+    assert "empty.png" in r.stderr and "fake.jpg" in r.stderr and "Traceback" not in r.stderr
