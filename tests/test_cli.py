@@ -103,3 +103,44 @@ def test_train_smoke_through_cli(tmp_path):
     )
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "run" / "model.pt").is_file()
+
+
+def test_tune_quantizer_stores_settings_used_by_eval(tiny_model_file, image_dir, tmp_path):
+    import shutil
+
+    from qaft.training.backend import codec_from_loaded
+    from qaft.training.checkpoint import load_model
+
+    model = tmp_path / "m.pt"
+    shutil.copy(tiny_model_file, model)
+    r = run_cli(
+        "qaft",
+        "tune-quantizer",
+        "--ckpt",
+        str(model),
+        "--quantizer",
+        "tcq",
+        "--data",
+        str(image_dir),
+        "--images",
+        "1",
+        "--crop",
+        "64",
+        "--write",
+    )
+    assert r.returncode == 0, r.stderr
+    loaded = load_model(model)
+    assert len(loaded.meta["synthesis_gain"]) == 24
+    tcq = loaded.meta["quantizers"]["tcq"]
+    assert codec_from_loaded(loaded).params("tcq").step == tcq["step"]
+
+
+def test_export_then_runtime_models_listing(tiny_model_file, tmp_path):
+    out = tmp_path / "exported"
+    r = run_cli("qaft", "export", "--ckpt", str(tiny_model_file), "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert (out / "manifest.json").is_file() and not list(tmp_path.glob(".exported.*"))
+    r = run_cli("qaft-run", "models", "--json")
+    assert r.returncode == 0
+    for e in json.loads(r.stdout):
+        assert {"name", "quality", "lmbda", "stage", "finetuned_for", "path"} <= set(e)

@@ -210,8 +210,17 @@ def test_batch_goes_on_past_bad_images(model_dir, tmp_path):
     Image.fromarray(synthetic_image(40, 60, 1)).save(src / "good.png")
     (src / "empty.png").write_bytes(b"")
     (src / "fake.jpg").write_bytes(b"this is not a jpeg")
-    r = run_cli("qaft-run", "compress", str(src), "--model", str(model_dir), "--out",
-                str(tmp_path / "out"), "--threads", "1")
+    r = run_cli(
+        "qaft-run",
+        "compress",
+        str(src),
+        "--model",
+        str(model_dir),
+        "--out",
+        str(tmp_path / "out"),
+        "--threads",
+        "1",
+    )
     assert r.returncode == 1
     assert (tmp_path / "out" / "good.qaft").is_file()
     assert not (tmp_path / "out" / "empty.qaft").exists()
