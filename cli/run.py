@@ -155,8 +155,13 @@ def compress(paths, model, out, quantizer, step, q_lmbda, recursive, force, back
     codec = _codec(_open_model(model or DEFAULT_MODEL), backend, threads)
     params = codec.params(quantizer, step, q_lmbda)
     out_dir, failed, done, skipped = Path(out), [], 0, 0
+    claimed: set[Path] = set()
     for src, rel in tqdm(files, disable=not sys.stderr.isatty(), desc="compress"):
         dest = out_dir / rel.with_suffix(".qaft")
+        if dest in claimed:  # photo.png and photo.jpg side by side
+            failed.append((src, f"another input also maps to {dest}; rename one of them"))
+            continue
+        claimed.add(dest)
         if dest.exists() and not force:
             skipped += 1
             continue
