@@ -225,3 +225,15 @@ def test_batch_goes_on_past_bad_images(model_dir, tmp_path):
     assert (tmp_path / "out" / "good.qaft").is_file()
     assert not (tmp_path / "out" / "empty.qaft").exists()
     assert "empty.png" in r.stderr and "fake.jpg" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("quantizer", ["sq", "tcq"])
+def test_files_cross_between_pytorch_and_runtime(model_dir, tiny_codec, quantizer):
+    """Both directions; exact only while no scale lands on a level boundary, which the
+    exact-entropy-parameter work will guarantee (docs/bitstream.md)."""
+    ort_codec = onnx_codec(open_model_dir(model_dir), "cpu", 1)
+    img = synthetic_image(64, 96, 11)
+    for enc_codec, dec_codec in ((ort_codec, tiny_codec), (tiny_codec, ort_codec)):
+        enc = C.encode(enc_codec, img, quantizer)
+        dec = C.decode(dec_codec, enc.data)
+        np.testing.assert_array_equal(dec.y_indices, enc.y_indices)
