@@ -76,6 +76,25 @@ def _inputs(paths: tuple[str, ...], suffixes: tuple[str, ...], recursive: bool):
     return out
 
 
+def _ordered_map(fn, items: list, jobs: int):
+    """``map(fn, items)`` in order, with up to ``jobs`` items in flight on threads (ONNX
+    Runtime, NumPy and constriction release the GIL in their kernels)."""
+    if jobs <= 1:
+        yield from map(fn, items)
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        pending: deque = deque()
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= jobs:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
 def _write_atomic(path: Path, data: bytes) -> None:
     """Temporary file, then rename: an interrupted run never leaves half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -141,9 +160,15 @@ def info(file) -> None:
 @click.option("--q-lmbda", type=float, help="λ of the quantizer search (default: the model's).")
 @click.option("--recursive", is_flag=True, help="Descend into sub-folders (paths kept).")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
+@click.option(
+    "--jobs",
+    default=1,
+    show_default=True,
+    help="Images in flight at once (networks and entropy coding overlap).",
+)
 @_backend_options
 @fail_cleanly
-def compress(paths, model, out, quantizer, step, q_lmbda, recursive, force, backend, threads):
+def compress(paths, model, out, quantizer, step, q_lmbda, recursive, force, jobs, backend, threads):
     """Compress images (files or folders) to .qaft files."""
     from tqdm import tqdm
 
@@ -154,23 +179,37 @@ def compress(paths, model, out, quantizer, step, q_lmbda, recursive, force, back
     files = _inputs(paths, IMAGE_SUFFIXES, recursive)
     codec = _codec(_open_model(model or DEFAULT_MODEL), backend, threads)
     params = codec.params(quantizer, step, q_lmbda)
-    out_dir, failed, done, skipped = Path(out), [], 0, 0
+    out_dir, failed, skipped = Path(out), [], 0
     claimed: set[Path] = set()
-    for src, rel in tqdm(files, disable=not sys.stderr.isatty(), desc="compress"):
+    todo = []
+    for src, rel in files:
         dest = out_dir / rel.with_suffix(".qaft")
         if dest in claimed:  # photo.png and photo.jpg side by side
             failed.append((src, f"another input also maps to {dest}; rename one of them"))
-            continue
-        claimed.add(dest)
-        if dest.exists() and not force:
+        elif dest.exists() and not force:
             skipped += 1
-            continue
+        else:
+            todo.append((src, dest))
+        claimed.add(dest)
+
+    def work(item):
+        src, dest = item
         try:
-            enc = C.encode(codec, load_rgb(src), quantizer, params)
+            return src, dest, C.encode(codec, load_rgb(src), quantizer, params).data
         except QaftError as exc:
-            failed.append((src, str(exc)))
+            return src, dest, exc
+
+    done = 0
+    for src, dest, result in tqdm(
+        _ordered_map(work, todo, jobs),
+        total=len(todo),
+        disable=not sys.stderr.isatty(),
+        desc="compress",
+    ):
+        if isinstance(result, QaftError):
+            failed.append((src, str(result)))
             continue
-        _write_atomic(dest, enc.data)
+        _write_atomic(dest, result)
         done += 1
     click.echo(
         f"compressed {done}, skipped {skipped} existing (--force overwrites), failed {len(failed)}"

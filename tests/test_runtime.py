@@ -237,3 +237,29 @@ def test_files_cross_between_pytorch_and_runtime(model_dir, tiny_codec, quantize
         enc = C.encode(enc_codec, img, quantizer)
         dec = C.decode(dec_codec, enc.data)
         np.testing.assert_array_equal(dec.y_indices, enc.y_indices)
+
+
+def test_jobs_give_the_same_files(model_dir, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(3):
+        Image.fromarray(synthetic_image(48, 64 + 8 * i, i)).save(src / f"{i}.png")
+    for jobs in ("1", "3"):
+        r = run_cli(
+            "qaft-run",
+            "compress",
+            str(src),
+            "--model",
+            str(model_dir),
+            "--out",
+            str(tmp_path / jobs),
+            "--jobs",
+            jobs,
+            "--threads",
+            "1",
+        )
+        assert r.returncode == 0, r.stderr
+    for i in range(3):
+        assert (tmp_path / "1" / f"{i}.qaft").read_bytes() == (
+            tmp_path / "3" / f"{i}.qaft"
+        ).read_bytes()
