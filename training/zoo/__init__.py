@@ -7,8 +7,6 @@ from pathlib import Path
 from qaft.runtime import zoo as _zoo
 from qaft.runtime.zoo import DEFAULT_MODEL, UnknownModelError
 
-ZOO_DIR = Path(__file__).resolve().parent
-
 __all__ = ["DEFAULT_MODEL", "UnknownModelError", "list_models", "model_path"]
 
 
