@@ -1,4 +1,4 @@
-"""Image <-> ``.qaft`` bytes, for any backend that runs the four networks.
+"""Image <-> ``.qaft`` bytes, for any backend that runs the networks.
 
 The same code serves the PyTorch path (evaluation during training) and the exported
 runtime: a backend only has to implement :class:`Networks` on NumPy arrays.
@@ -24,7 +24,7 @@ PAD_MULTIPLE = 64
 
 
 class Networks(Protocol):
-    """The four transforms of a hyperprior codec, on float32 NCHW arrays."""
+    """The transforms of a hyperprior codec on float32 NCHW arrays (analysis = g_a and h_a)."""
 
     def analysis(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...  # image -> y, z
 
