@@ -39,3 +39,19 @@ def print_models(entries: list[dict], as_json: bool) -> None:
             f"{e['name']:<10} quality {e['quality']}  λ={e['lmbda']:<8} stage {e['stage']}"
             f"  finetuned_for={e['finetuned_for']}  {e['path']}"
         )
+
+
+def quantizer_options(fn):
+    """``--quantizer``, ``--step`` and ``--q-lmbda``, as every coding command takes them."""
+    fn = click.option(
+        "--q-lmbda", type=float, help="λ of the quantizer search (default: the model's)."
+    )(fn)
+    fn = click.option(
+        "--step", type=float, help="Quantizer step Δ (default: the model's measured one)."
+    )(fn)
+    return click.option(
+        "--quantizer",
+        type=click.Choice(["sq", "rdoq", "tcq", "tcq8"]),
+        default="sq",
+        show_default=True,
+    )(fn)

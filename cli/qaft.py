@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from qaft.cli.common import fail_cleanly, print_models
+from qaft.cli.common import fail_cleanly, print_models, quantizer_options
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -120,11 +120,7 @@ def _images_or_fail(data: str | None):
 @click.option(
     "--data", type=click.Path(file_okay=False), help="Images (default: Kodak if present)."
 )
-@click.option(
-    "--quantizer", type=click.Choice(["sq", "rdoq", "tcq", "tcq8"]), default="sq", show_default=True
-)
-@click.option("--step", type=float, help="Quantizer step Δ (default: the model's measured one).")
-@click.option("--q-lmbda", type=float, help="λ of the quantizer search (default: the model's).")
+@quantizer_options
 @click.option(
     "--json", "json_out", type=click.Path(dir_okay=False), help="Write results JSON here."
 )

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from qaft.cli.common import fail_cleanly, print_models
+from qaft.cli.common import fail_cleanly, print_models, quantizer_options
 from qaft.runtime.errors import QaftError
 
 QUANTIZER_CHOICE = click.Choice(["sq", "rdoq", "tcq", "tcq8"])
@@ -155,9 +155,7 @@ def info(file) -> None:
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--model", default=None, help="Bundled model name or model folder (default q3).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
-@click.option("--quantizer", type=QUANTIZER_CHOICE, default="sq", show_default=True)
-@click.option("--step", type=float, help="Quantizer step Δ (default: the model's).")
-@click.option("--q-lmbda", type=float, help="λ of the quantizer search (default: the model's).")
+@quantizer_options
 @click.option("--recursive", is_flag=True, help="Descend into sub-folders (paths kept).")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @click.option(
@@ -402,9 +400,7 @@ def bench(model, baseline, images, count, repeat, quantizer, json_out, backend, 
     help="Model name or folder (repeatable: one point each).",
 )
 @click.option("--data", type=click.Path(file_okay=False), help="Images (default: Kodak).")
-@click.option("--quantizer", type=QUANTIZER_CHOICE, default="sq", show_default=True)
-@click.option("--step", type=float, help="Quantizer step Δ (default: each model's).")
-@click.option("--q-lmbda", type=float, help="λ of the quantizer search (default: each model's).")
+@quantizer_options
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Results JSON.")
 @click.option("--name", default="qaft-run", show_default=True, help="Curve name in the JSON.")
 @_backend_options

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from qaft.runtime import codec as C
+from qaft.runtime import container
 from qaft.runtime.codec import Codec
 from qaft.runtime.entropy import coder
 from qaft.runtime.entropy.tables import scale_to_level
@@ -66,15 +67,16 @@ def synthesis_gain(
 
 
 def _prepare(codec: Codec, image: np.ndarray) -> _Prepared:
-    enc = C.encode(codec, image, "sq")
     x = C._pad(image)
     y, z = codec.networks.analysis(x)
-    _, z_hat = C._code_z(codec, z)
+    z_idx, z_hat = C._code_z(codec, z)
     scales, means = codec.networks.hyper_synthesis(z_hat)
     levels = scale_to_level(scales, codec.tables.scale_levels)
-    y_bytes = len(coder.encode(enc.y_indices, levels, codec.tables.y_tables).stream)
-    # Everything but the y stream, measured on a real sq file (no sq escapes expected).
-    return _Prepared(image, y, means, levels, len(enc.data) - y_bytes)
+    z_code = coder.encode(z_idx, C._z_table_ids(z_idx.shape), codec.tables.z_tables)
+    # The file without its y sections: header, section table, z sections, checksum.
+    header = container.Header(0, codec.fingerprint, *image.shape[:2])
+    fixed = len(container.pack(header, [z_code.stream, z_code.escapes_bytes(), b"", b""]))
+    return _Prepared(image, y, means, levels, fixed)
 
 
 def center_crop(image: np.ndarray, size: int) -> np.ndarray:
