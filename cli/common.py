@@ -3,26 +3,46 @@
 from __future__ import annotations
 
 import functools
+import signal
 import sys
+import threading
 
 import click
 
 from qaft.runtime.errors import QaftError
 
 
+def _terminate(signum, frame):
+    raise KeyboardInterrupt
+
+
 def fail_cleanly(fn):
-    """Runs a command; a known failure prints ``error: …`` and exits 1, no traceback."""
+    """Runs a command; a known failure prints ``error: …`` and exits 1, no traceback.
+
+    SIGTERM is handled like Ctrl-C, so that an interrupted batch unwinds: temporary files
+    are removed and every output already renamed into place is complete.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGTERM, _terminate)
         try:
             return fn(*args, **kwargs)
         except (QaftError, FileNotFoundError, ValueError) as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)
         except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
+            click.echo(
+                "interrupted: every file written so far is complete; "
+                "rerun the same command to do the rest",
+                err=True,
+            )
             sys.exit(130)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
 
     return wrapper
 

@@ -12,12 +12,13 @@ from typing import Protocol
 
 import numpy as np
 
-from qaft.runtime import container
+from qaft.runtime import container, tiling
 from qaft.runtime.entropy import coder
 from qaft.runtime.entropy.tables import scale_to_level
 from qaft.runtime.errors import QaftError
 from qaft.runtime.model_tables import ModelTables
 from qaft.runtime.quantizers import QUANTIZER_NAMES, QUANTIZERS, QuantizerParams
+from qaft.runtime.quantizers.base import STEP_RANGE
 
 #: g_a downsamples by 16 and h_a by 4 more: inputs are padded to a multiple of this.
 PAD_MULTIPLE = 64
@@ -80,18 +81,15 @@ class Encoded:
     reconstruction: np.ndarray | None = None  # what the decoder will output, if asked for
 
 
+def pad_image(image: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 -> (H', W', 3) uint8, edge-padded to multiples of PAD_MULTIPLE."""
+    h, w = image.shape[:2]
+    return np.pad(image, ((0, -h % PAD_MULTIPLE), (0, -w % PAD_MULTIPLE), (0, 0)), mode="edge")
+
+
 def _pad(image: np.ndarray) -> np.ndarray:
     """(H, W, 3) uint8 -> (1, 3, H', W') float32 in [0, 1], edge-padded to PAD_MULTIPLE."""
-    h, w = image.shape[:2]
-    ph, pw = -h % PAD_MULTIPLE, -w % PAD_MULTIPLE
-    padded = np.pad(image, ((0, ph), (0, pw), (0, 0)), mode="edge")
-    return (padded.transpose(2, 0, 1)[None].astype(np.float32) / 255.0).astype(np.float32)
-
-
-def to_uint8(x_hat: np.ndarray, height: int, width: int) -> np.ndarray:
-    """(1, 3, H', W') in [0, 1] -> cropped (H, W, 3) uint8."""
-    img = np.clip(x_hat[0, :, :height, :width], 0.0, 1.0) * 255.0
-    return np.rint(img).astype(np.uint8).transpose(1, 2, 0).copy()
+    return tiling._to_float(pad_image(image))
 
 
 def _z_table_ids(shape: tuple[int, ...]) -> np.ndarray:
@@ -128,8 +126,7 @@ def encode(
     h, w = image.shape[:2]
     t: dict[str, float] = {}
     t0 = time.perf_counter()
-    x = _pad(image)
-    y, z = codec.networks.analysis(x)
+    y, z = tiling.analyze(codec.networks.analysis, pad_image(image))
     t["analysis"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -151,7 +148,7 @@ def encode(
     t["entropy_encode"] = time.perf_counter() - t0
     rec = None
     if reconstruct:
-        rec = to_uint8(codec.networks.synthesis(y_hat), h, w)
+        rec = tiling.synthesize(codec.networks.synthesis, y_hat, h, w)
     return Encoded(data, y_idx, z_idx, t, rec)
 
 
@@ -179,6 +176,10 @@ def decode(codec: Codec, data: bytes) -> Decoded:
     if header.quantizer_id not in QUANTIZER_NAMES:
         raise container.ContainerError(f"unknown quantizer id {header.quantizer_id}")
     quant = QUANTIZERS[QUANTIZER_NAMES[header.quantizer_id]]
+    if not (STEP_RANGE[0] <= header.step <= STEP_RANGE[1]) or (
+        not quant.uses_step and header.step != 1.0
+    ):
+        raise container.ContainerError(f"invalid quantizer step {header.step!r} in the header")
     if len(sections) != 4:
         raise container.ContainerError(f"expected 4 sections, found {len(sections)}")
     z_stream, z_esc = sections[:2]
@@ -205,8 +206,7 @@ def decode(codec: Codec, data: bytes) -> Decoded:
     t["entropy_decode"] += time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    x_hat = codec.networks.synthesis(y_hat)
-    image = to_uint8(x_hat, header.height, header.width)
+    image = tiling.synthesize(codec.networks.synthesis, y_hat, header.height, header.width)
     t["synthesis"] = time.perf_counter() - t0
     return Decoded(image, y_idx, z_idx, header, t)
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import struct
+import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -13,38 +16,67 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".p
 
 
 #: Largest image accepted (pixels), checked from the header before anything is decoded.
+#: 16384 x 16384 fits exactly; the transforms run in tiles (``tiling.py``), so memory grows
+#: with the latent, about 12 bytes per pixel, rather than with the networks' activations.
 MAX_IMAGE_PIXELS = 1 << 28
+
+# Pillow refuses images over twice its own MAX_IMAGE_PIXELS as decompression bombs while
+# opening them, before our size check can run; it is raised only around our own open().
+_PILLOW_LIMIT = threading.Lock()
+
+_SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
 
 class ImageError(QaftError, ValueError):
     """An input that is not a readable image."""
 
 
-def load_rgb(path: str | Path) -> np.ndarray:
-    """Reads an image as (H, W, 3) uint8 RGB.
+def _open(path: str | Path) -> Image.Image:
+    with _PILLOW_LIMIT:
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+        try:
+            with warnings.catch_warnings():
+                # Over the limit is refused by load_rgb itself, with a clearer message.
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                return Image.open(path)
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
 
-    EXIF orientation is applied; alpha is dropped (composited on nothing: the codec
-    carries colour only); grayscale and palette images are expanded to RGB.
+
+def load_rgb(path: str | Path) -> np.ndarray:
+    """Reads an image as (H, W, 3) uint8 RGB, by these rules:
+
+    * EXIF orientation is applied, so the result is upright (the file keeps no EXIF).
+    * Alpha is dropped: colour values are kept as stored, not blended with a background.
+    * Grayscale and palette images become RGB; CMYK is converted by Pillow's formula.
+    * 16-bit samples keep their top 8 bits (``v >> 8``), as Pillow does for 16-bit RGB.
+    * Images over :data:`MAX_IMAGE_PIXELS` are refused from the header, before decoding.
     """
     try:
-        with Image.open(path) as im:
+        with _open(path) as im:
             w, h = im.size
             if w * h > MAX_IMAGE_PIXELS:
                 raise ImageError(
                     f"{path}: {w}x{h} is larger than the {MAX_IMAGE_PIXELS:,}-pixel limit"
                 )
             im = ImageOps.exif_transpose(im)
-            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                im = im.point(lambda v: v / 256).convert("L")
+            if im.mode in _SIXTEEN_BIT:
+                gray = np.clip(np.asarray(im).astype(np.int64) >> 8, 0, 255).astype(np.uint8)
+                return np.repeat(gray[:, :, None], 3, axis=2)
             return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
     except ImageError:
         raise
+    except MemoryError:
+        raise ImageError(f"{path}: not enough memory to decode this image") from None
     except (
         UnidentifiedImageError,
         Image.DecompressionBombError,
         OSError,
         SyntaxError,
         ValueError,
+        EOFError,
+        struct.error,
     ) as exc:
         raise ImageError(f"{path}: not a readable image ({exc})") from None
 

@@ -61,15 +61,14 @@ class OnnxNetworks:
         providers = [PROVIDERS[self.backend]]
         if self.backend != "cpu":
             providers.append(PROVIDERS["cpu"])
-        try:
-            self.sessions = {
-                name: ort.InferenceSession(str(model.graph(name)), opts, providers=providers)
-                for name in ("analysis", "hyper_synthesis", "synthesis")
-            }
-        except Exception as exc:  # ORT raises its own types for bad graphs
-            raise QaftError(
-                f"{model.path}: cannot load its ONNX graphs ({str(exc).splitlines()[0][:200]})"
-            ) from None
+        self.sessions = {}
+        for name in ("analysis", "hyper_synthesis", "synthesis"):
+            path = model.graph(name)
+            try:
+                self.sessions[name] = ort.InferenceSession(str(path), opts, providers=providers)
+            except Exception as exc:  # ORT raises its own types for bad graphs
+                first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+                raise QaftError(f"{path}: not a loadable ONNX graph ({first})") from None
 
     def _run(self, name: str, x: np.ndarray) -> list[np.ndarray]:
         sess = self.sessions[name]

@@ -55,6 +55,18 @@ def tiny_codec(tiny_model_file):
     return codec_from_loaded(load_model(tiny_model_file))
 
 
+@pytest.fixture(scope="session")
+def model_dir(tiny_model_file, tmp_path_factory) -> Path:
+    """The tiny model exported to a runtime model folder."""
+    from qaft.export.onnx_export import export_model
+    from qaft.training.checkpoint import load_model
+
+    out = tmp_path_factory.mktemp("export") / "tiny"
+    manifest = export_model(load_model(tiny_model_file), out, synthetic_image(80, 100, 7))
+    assert all(e < 1e-4 for e in manifest["check"]["max_relative_error"].values())
+    return out
+
+
 def run_cli(*args: str, timeout: float = 300, **kw):
     """Runs a console script of this environment in a subprocess."""
     import subprocess

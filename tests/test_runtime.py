@@ -13,17 +13,6 @@ from qaft.runtime.model_dir import ModelDirError, open_model_dir
 from qaft.runtime.onnx_backend import available_backends, onnx_codec
 
 
-@pytest.fixture(scope="module")
-def model_dir(tiny_model_file, tmp_path_factory):
-    from qaft.export.onnx_export import export_model
-    from qaft.training.checkpoint import load_model
-
-    out = tmp_path_factory.mktemp("export") / "tiny"
-    manifest = export_model(load_model(tiny_model_file), out, synthetic_image(80, 100, 7))
-    assert all(e < 1e-4 for e in manifest["check"]["max_relative_error"].values())
-    return out
-
-
 def test_manifest_lists_every_file_with_its_hash(model_dir, tiny_codec):
     md = open_model_dir(model_dir)
     assert md.fingerprint == tiny_codec.fingerprint

@@ -22,6 +22,7 @@ from qaft.runtime.entropy.tables import scale_to_level
 from qaft.runtime.image import load_rgb
 from qaft.runtime.quantizers import QUANTIZERS, QuantizerParams
 from qaft.runtime.quantizers.base import encode_latent
+from qaft.runtime.tiling import to_uint8
 
 # With distortion weights in bits per unit squared error, λ = 1 is the model's own trade-off;
 # the grid looks around it because the synthesis is only locally linear.
@@ -101,7 +102,7 @@ def tune(
                 quant, p.y, p.means, p.levels, codec.tables, params, codec.distortion_weights
             )
             n_bytes = p.fixed_bytes + sum(len(s) for s in lat.sections)
-            x_hat = C.to_uint8(codec.networks.synthesis(lat.y_hat), *p.image.shape[:2])
+            x_hat = to_uint8(codec.networks.synthesis(lat.y_hat), *p.image.shape[:2])
             h, w = p.image.shape[:2]
             bpp.append(8 * n_bytes / (h * w))
             mse.append(np.mean((x_hat.astype(np.float64) - p.image) ** 2))

@@ -130,9 +130,13 @@ class Decoder:
         return values.astype(np.int32).reshape(shape)
 
     def finish(self) -> None:
-        """Checks that every escaped value was consumed."""
+        """Checks that every escaped value and every word of the stream was consumed."""
         if self._used != len(self._escapes):
             raise DecodeError("escape count does not match the stream")
+        # A valid stream is always exhausted once its last symbol is read; data left over
+        # means a stream that does not belong to the declared image.
+        if not self._coder.maybe_exhausted():
+            raise DecodeError("the entropy-coded data does not end with the image it declares")
 
 
 def encode(values: np.ndarray, table_ids: np.ndarray, tables: TableSet) -> CodedArray:

@@ -7,7 +7,12 @@ from typing import Protocol
 
 import numpy as np
 
+from qaft.runtime.errors import QaftError
 from qaft.runtime.model_tables import ModelTables
+
+#: Steps Δ a file may carry: the trellis tables grow as 1/Δ, and the useful steps (measured
+#: defaults 0.5-0.8) sit far inside.
+STEP_RANGE = (1 / 16, 16.0)
 
 
 @dataclass(frozen=True)
@@ -17,6 +22,14 @@ class QuantizerParams:
 
     step: float = 1.0
     lmbda: float = 0.0
+
+    def __post_init__(self):
+        if not STEP_RANGE[0] <= self.step <= STEP_RANGE[1]:
+            raise QaftError(
+                f"quantizer step {self.step!r} is outside [{STEP_RANGE[0]}, {STEP_RANGE[1]}]"
+            )
+        if not (np.isfinite(self.lmbda) and self.lmbda >= 0):
+            raise QaftError(f"quantizer λ {self.lmbda!r} must be a finite number >= 0")
 
 
 @dataclass
