@@ -30,7 +30,7 @@ def fail_cleanly(fn):
             previous = signal.signal(signal.SIGTERM, _terminate)
         try:
             return fn(*args, **kwargs)
-        except (QaftError, FileNotFoundError, ValueError) as exc:
+        except (QaftError, OSError, ValueError) as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)
         except KeyboardInterrupt:

@@ -33,6 +33,15 @@ def _backend_options(fn):
     return fn
 
 
+def _jobs_option(fn):
+    return click.option(
+        "--jobs",
+        default=1,
+        show_default=True,
+        help="Images in flight at once (networks and entropy coding overlap).",
+    )(fn)
+
+
 def _open_model(model: str):
     """A model folder path or a bundled model name -> verified ModelDir."""
     from qaft.runtime.model_dir import open_model_dir
@@ -158,12 +167,7 @@ def info(file) -> None:
 @quantizer_options
 @click.option("--recursive", is_flag=True, help="Descend into sub-folders (paths kept).")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
-@click.option(
-    "--jobs",
-    default=1,
-    show_default=True,
-    help="Images in flight at once (networks and entropy coding overlap).",
-)
+@_jobs_option
 @_backend_options
 @fail_cleanly
 def compress(paths, model, out, quantizer, step, q_lmbda, recursive, force, jobs, backend, threads):
@@ -228,10 +232,13 @@ def compress(paths, model, out, quantizer, step, q_lmbda, recursive, force, jobs
 )
 @click.option("--recursive", is_flag=True)
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
+@_jobs_option
 @_backend_options
 @fail_cleanly
-def decompress(paths, out, model, recursive, force, backend, threads):
+def decompress(paths, out, model, recursive, force, jobs, backend, threads):
     """Decompress .qaft files to PNG."""
+    import threading
+
     from qaft.runtime import codec as C
     from qaft.runtime.image import save_png_bytes
     from qaft.runtime.model_dir import open_model_dir
@@ -239,15 +246,10 @@ def decompress(paths, out, model, recursive, force, backend, threads):
 
     files = _inputs(paths, (".qaft",), recursive)
     codecs: dict[bytes, object] = {}
-    out_dir, failed, done, skipped = Path(out), [], 0, 0
-    for src, rel in files:
-        dest = out_dir / rel.with_suffix(".png")
-        if dest.exists() and not force:
-            skipped += 1
-            continue
-        try:
-            data = src.read_bytes()
-            fp = C.read_header(data).fingerprint
+    lock = threading.Lock()  # each model's sessions are created once, by one thread
+
+    def codec_for(fp: bytes):
+        with lock:
             if fp not in codecs:
                 if model:
                     md = _open_model(model)
@@ -259,11 +261,33 @@ def decompress(paths, out, model, recursive, force, backend, threads):
                         )
                     md = open_model_dir(path)
                 codecs[fp] = _codec(md, backend, threads)
-            img = C.decode(codecs[fp], data).image
+            return codecs[fp]
+
+    out_dir, failed, done, skipped = Path(out), [], 0, 0
+    todo = []
+    for src, rel in files:
+        dest = out_dir / rel.with_suffix(".png")
+        if dest.exists() and not force:
+            skipped += 1
+        else:
+            todo.append((src, dest))
+
+    def work(item):
+        src, dest = item
+        try:
+            data = src.read_bytes()
+            img = C.decode(codec_for(C.read_header(data).fingerprint), data).image
+            return src, dest, save_png_bytes(img)
         except QaftError as exc:
-            failed.append((src, str(exc)))
+            return src, dest, exc
+        except OSError as exc:
+            return src, dest, QaftError(f"cannot read it ({exc.strerror or exc})")
+
+    for src, dest, result in _ordered_map(work, todo, jobs):
+        if isinstance(result, QaftError):
+            failed.append((src, str(result)))
             continue
-        _write_atomic(dest, save_png_bytes(img))
+        _write_atomic(dest, result)
         done += 1
     click.echo(f"decompressed {done}, skipped {skipped} existing, failed {len(failed)}")
     for src, why in failed:

@@ -255,8 +255,8 @@ def test_a_folder_of_generated_images_round_trips_with_two_jobs(model_dir, tmp_p
     r = run_cli("qaft-run", "compress", str(src), "--model", str(model_dir), "--out", str(out),
                 "--jobs", "2", "--threads", "1")  # fmt: skip
     assert r.returncode == 0 and "compressed 60," in r.stdout
-    r = run_cli("qaft-run", "decompress", str(out), "--model", str(model_dir), "--out",
-                str(back), "--threads", "1")  # fmt: skip
+    r = run_cli("qaft-run", "decompress", str(out), "--out", str(back), "--jobs", "2",
+                "--model", str(model_dir), "--threads", "1")  # fmt: skip
     assert r.returncode == 0 and "decompressed 60," in r.stdout
     codec = onnx_codec(open_model_dir(model_dir), "cpu", 1)
     for i in (0, 17, 59):  # decoded files equal what the encoder reconstructs
