@@ -168,19 +168,53 @@ def info(file) -> None:
 @click.option("--recursive", is_flag=True, help="Descend into sub-folders (paths kept).")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @_jobs_option
+@click.option(
+    "--ray",
+    "ray_address",
+    is_flag=False,
+    flag_value="local",
+    default=None,
+    metavar="[ADDRESS]",
+    help="Spread the files over a Ray cluster: --ray starts one here, --ray ADDRESS joins one.",
+)
+@click.option(
+    "--workers",
+    default=0,
+    show_default=True,
+    help="With --ray: workers (0: the cluster's CPUs / --threads).",
+)
+@click.option(
+    "--gpus-per-worker", default=0.0, show_default=True, help="With --ray: GPUs each worker takes."
+)
 @_backend_options
 @fail_cleanly
-def compress(paths, model, out, quantizer, step, q_lmbda, recursive, force, jobs, backend, threads):
+def compress(
+    paths,
+    model,
+    out,
+    quantizer,
+    step,
+    q_lmbda,
+    recursive,
+    force,
+    jobs,
+    ray_address,
+    workers,
+    gpus_per_worker,
+    backend,
+    threads,
+):
     """Compress images (files or folders) to .qaft files."""
     from tqdm import tqdm
 
     from qaft.runtime import codec as C
-    from qaft.runtime.image import IMAGE_SUFFIXES, load_rgb
+    from qaft.runtime.image import IMAGE_SUFFIXES
     from qaft.runtime.zoo import DEFAULT_MODEL
 
     files = _inputs(paths, IMAGE_SUFFIXES, recursive)
-    codec = _codec(_open_model(model or DEFAULT_MODEL), backend, threads)
-    params = codec.params(quantizer, step, q_lmbda)
+    model_dir = _open_model(model or DEFAULT_MODEL)
+    codec = None if ray_address else _codec(model_dir, backend, threads)
+    params = C.resolve_params(model_dir.quantizer_defaults, quantizer, step, q_lmbda)
     out_dir, failed, skipped = Path(out), [], 0
     claimed: set[Path] = set()
     todo = []
@@ -197,13 +231,26 @@ def compress(paths, model, out, quantizer, step, q_lmbda, recursive, force, jobs
     def work(item):
         src, dest = item
         try:
-            return src, dest, C.encode(codec, load_rgb(src), quantizer, params).data
+            return src, dest, C.encode_file(codec, src, quantizer, params)
         except QaftError as exc:
             return src, dest, exc
 
+    if ray_address:
+        from qaft.runtime.cluster import ClusterConfig, compress_on_ray
+
+        address = None if ray_address == "local" else ray_address
+        config = ClusterConfig(address, workers, threads or 1, backend, gpus_per_worker)
+        click.echo(
+            f"model {model_dir.path.name} ({model_dir.fingerprint.hex()}), "
+            f"Ray cluster {address or '(local)'}",
+            err=True,
+        )
+        results = compress_on_ray(model_dir, todo, quantizer, params, config)
+    else:
+        results = _ordered_map(work, todo, jobs)
     done = 0
     for src, dest, result in tqdm(
-        _ordered_map(work, todo, jobs),
+        results,
         total=len(todo),
         disable=not sys.stderr.isatty(),
         desc="compress",

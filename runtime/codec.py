@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -16,6 +17,7 @@ from qaft.runtime import container, tiling
 from qaft.runtime.entropy import coder
 from qaft.runtime.entropy.tables import scale_to_level
 from qaft.runtime.errors import QaftError
+from qaft.runtime.image import load_rgb
 from qaft.runtime.model_tables import ModelTables
 from qaft.runtime.quantizers import QUANTIZER_NAMES, QUANTIZERS, QuantizerParams
 from qaft.runtime.quantizers.base import STEP_RANGE
@@ -64,10 +66,20 @@ class Codec:
         self, quantizer: str, step: float | None = None, lmbda: float | None = None
     ) -> QuantizerParams:
         """The model's settings for ``quantizer``, with explicit overrides applied."""
-        base = self.quantizer_defaults.get(quantizer, FALLBACK_PARAMS[quantizer])
-        return QuantizerParams(
-            base.step if step is None else step, base.lmbda if lmbda is None else lmbda
-        )
+        return resolve_params(self.quantizer_defaults, quantizer, step, lmbda)
+
+
+def resolve_params(
+    defaults: dict[str, QuantizerParams],
+    quantizer: str,
+    step: float | None = None,
+    lmbda: float | None = None,
+) -> QuantizerParams:
+    """A model's measured settings for ``quantizer`` (``defaults``), with overrides applied."""
+    base = defaults.get(quantizer, FALLBACK_PARAMS[quantizer])
+    return QuantizerParams(
+        base.step if step is None else step, base.lmbda if lmbda is None else lmbda
+    )
 
 
 @dataclass
@@ -150,6 +162,14 @@ def encode(
     if reconstruct:
         rec = tiling.synthesize(codec.networks.synthesis, y_hat, h, w)
     return Encoded(data, y_idx, z_idx, t, rec)
+
+
+def encode_file(
+    codec: Codec, path: str | Path, quantizer: str = "sq", params: QuantizerParams | None = None
+) -> bytes:
+    """The bytes of the ``.qaft`` file for the image file at ``path``, as ``qaft-run
+    compress`` writes it on one machine or many."""
+    return encode(codec, load_rgb(path), quantizer, params).data
 
 
 @dataclass
