@@ -1,22 +1,29 @@
 #!/usr/bin/env bash
-# Stage 2 for the zoo: finetune every stage-1 model's decoder for sq and for tcq, evaluate
-# each on Kodak with the quantizer it was finetuned for, and print BD-rates against stage 1.
+# Stage 2 for the zoo: finetune every stage-1 model for sq (decoder and hyper-decoder) and for
+# tcq (decoder), the two runs of a model side by side on the two cores, evaluate each on Kodak
+# with the quantizer it was finetuned for, and print BD-rates against stage 1.
 #
 #   bash benchmarks/stage2.sh [RUNS_DIR] [--eval-only]
 #
-# Writes results/kodak/qaft-stage2-{sq,tcq}.json; the finetuned models stay in RUNS_DIR.
+# Writes results/kodak/qaft-stage2-{sq,tcq}.json; the finetuned models stay in RUNS_DIR
+# (scripts/zoo_add.py bundles them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-runs}
 BIN=.venv/bin
-STEPS=${STEPS:-600}
+STEPS=${STEPS:-2000}
+LR=${LR:-1e-4}
+finetune() {  # model quantizer parts
+  OMP_NUM_THREADS=1 $BIN/qaft finetune --ckpt training/zoo/$1/model.pt \
+    --data ../shared/data/train --quantizer "$2" --parts "$3" --out "$RUNS/s2_$1_$2" \
+    --steps "$STEPS" --lr "$LR" --threads 1 --log-every 100 --ckpt-every 500 \
+    $( [ -f "$RUNS/s2_$1_$2/last.pt" ] && echo --resume )
+}
 if [ "${2:-}" != "--eval-only" ]; then
-  for q in sq tcq; do
-    for m in q1 q2 q3 q4 q5; do
-      OMP_NUM_THREADS=1 $BIN/qaft finetune --ckpt training/zoo/$m/model.pt \
-        --data ../shared/data/train --quantizer $q --parts decoder --out "$RUNS/s2_${m}_$q" \
-        --steps "$STEPS" --lr 5e-5 --threads 1 --log-every 50 --ckpt-every 300
-    done
+  for m in q1 q2 q3 q4 q5; do
+    [ -f "$RUNS/s2_${m}_sq/model.pt" ] || finetune $m sq decoder,hyper-decoder &
+    [ -f "$RUNS/s2_${m}_tcq/model.pt" ] || finetune $m tcq decoder &
+    wait
   done
 fi
 for q in sq tcq; do

@@ -2,9 +2,11 @@
 its entry in ``runtime/zoo/index.json``.
 
     python scripts/zoo_add.py MODEL.pt --name q3 --quality 3 [--run RUN_DIR ...]
+    python scripts/zoo_add.py STAGE2.pt --name q3-tcq --quality 3 --base q3 [--run RUN_DIR]
 
 The model's λ, stage and ``finetuned_for`` come from its metadata; ``--run`` folders add
-training provenance (steps and wall time from their logs).
+training provenance (steps and wall time from their logs).  ``--base`` stores a stage-2
+model as the tensors that differ from its bundled stage-1 model (``save_model(base=...)``).
 """
 
 from __future__ import annotations
@@ -23,8 +25,12 @@ from run_summary import summarize  # noqa: E402
 from qaft.export.onnx_export import export_model  # noqa: E402
 from qaft.runtime.image import load_rgb  # noqa: E402
 from qaft.runtime.zoo import CHECKPOINT_DIR, INDEX, ZOO_DIR  # noqa: E402
-from qaft.training.checkpoint import load_model  # noqa: E402
+from qaft.training.checkpoint import load_model, save_model  # noqa: E402
 from qaft.training.data import list_images  # noqa: E402
+
+
+def _short(path: str | None) -> str | None:
+    return None if not path else "/".join(Path(path).parts[-2:])
 
 
 def main() -> None:
@@ -33,11 +39,14 @@ def main() -> None:
     ap.add_argument("--name", required=True)
     ap.add_argument("--quality", type=int, required=True)
     ap.add_argument("--run", action="append", default=[], help="Run folder(s) it came from.")
+    ap.add_argument("--base", help="Bundled model it was finetuned from (stored as a delta).")
     args = ap.parse_args()
     loaded = load_model(args.model)
     dest = CHECKPOINT_DIR / args.name / "model.pt"
     dest.parent.mkdir(parents=True, exist_ok=True)
-    if Path(args.model).resolve() != dest.resolve():
+    if args.base:
+        save_model(dest, loaded.model, loaded.meta, base=CHECKPOINT_DIR / args.base / "model.pt")
+    elif Path(args.model).resolve() != dest.resolve():
         shutil.copyfile(args.model, dest)
     check_image = load_rgb(list_images(REPO.parent / "shared" / "data" / "train")[0])[:256, :384]
     manifest = export_model(load_model(dest), ZOO_DIR / args.name, check_image)
@@ -53,6 +62,7 @@ def main() -> None:
         "checkpoint": f"{args.name}/model.pt",
         "architecture": {"N": loaded.model.config.N, "M": loaded.model.config.M},
         "fingerprint": manifest["fingerprint"],
+        "base": args.base,
         "training": [
             {
                 "run": r["run"],
@@ -62,7 +72,8 @@ def main() -> None:
                 "lmbda": r["config"].get("lmbda"),
                 "batch": r["config"]["batch"],
                 "crop": r["config"]["crop"],
-                "init_from": r["config"].get("init_from"),
+                # where it started, without this machine's folders
+                "init_from": _short(r["config"].get("init_from") or r["config"].get("ckpt")),
             }
             for r in runs
         ],

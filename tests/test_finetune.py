@@ -1,5 +1,7 @@
 """Stage 2 (QAFT): the frozen parts stay frozen, distortion on real latents goes down."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -7,7 +9,7 @@ from conftest import synthetic_image
 
 from qaft.runtime import codec as C
 from qaft.training.backend import codec_from_loaded
-from qaft.training.checkpoint import load_model
+from qaft.training.checkpoint import CheckpointError, load_model, save_model, update_meta
 from qaft.training.finetune import FinetuneConfig, _LatentSource, finetune
 
 
@@ -58,6 +60,31 @@ def test_frozen_parts_unchanged_and_model_round_trips(
     enc = C.encode(codec, img, quantizer, reconstruct=True)
     dec = C.decode(codec, enc.data)
     np.testing.assert_array_equal(dec.image, enc.reconstruction)
+
+    # stored as a delta against its stage-1 model, as the zoo bundles it: the same model
+    delta = tmp_path / "delta" / "model.pt"
+    delta.parent.mkdir()
+    save_model(delta, after_model.model, after_model.meta, base=tiny_model_file)
+    again = load_model(delta)
+    assert again.fingerprint == after_model.fingerprint and again.meta == after_model.meta
+    assert delta.stat().st_size < Path(final).stat().st_size
+
+
+def test_delta_model_refuses_a_base_with_other_weights(tiny_model_file, tmp_path):
+    loaded = load_model(tiny_model_file)
+    base = tmp_path / "base.pt"
+    save_model(base, loaded.model, loaded.meta)
+    with torch.no_grad():
+        loaded.model.g_s[0].weight.add_(0.01)
+    save_model(tmp_path / "ft.pt", loaded.model, {**loaded.meta, "stage": 2}, base=base)
+    assert load_model(tmp_path / "ft.pt").meta["stage"] == 2
+    update_meta(base, {"note": "metadata may change"})
+    assert load_model(tmp_path / "ft.pt").meta["stage"] == 2
+    with torch.no_grad():
+        loaded.model.h_a[0].weight.add_(0.01)
+    save_model(base, loaded.model, loaded.meta)  # the base's weights replaced
+    with pytest.raises(CheckpointError, match="other weights"):
+        load_model(tmp_path / "ft.pt")
 
 
 @pytest.mark.parametrize("quantizer", ["sq", "tcq"])

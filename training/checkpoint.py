@@ -6,6 +6,7 @@ written by :mod:`qaft.training.train`; this module handles the finished model a 
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ from qaft.training.models import MeanScaleHyperprior, ModelConfig
 
 MODEL_FORMAT = "qaft-model"
 MODEL_VERSION = 1
+#: Files that store only the tensors that differ from a base model file.
+DELTA_VERSION = 2
 
 
 class CheckpointError(ValueError):
@@ -38,22 +41,90 @@ def model_fingerprint(state_dict: dict[str, torch.Tensor], tables: ModelTables) 
     return fingerprint(arrays)
 
 
-def save_model(path: str | Path, model: MeanScaleHyperprior, meta: dict[str, Any]) -> None:
-    """Freezes the entropy tables and writes a loadable model file."""
+def save_model(
+    path: str | Path,
+    model: MeanScaleHyperprior,
+    meta: dict[str, Any],
+    base: str | Path | None = None,
+) -> None:
+    """Freezes the entropy tables and writes a loadable model file.
+
+    With ``base`` (another model file, normally its stage-1 model) only the tensors that
+    differ from it are stored, with the base's relative path and SHA-256: a stage-2 model
+    that retrained the decoder side costs a fraction of a full file.  The base is checked by
+    the digest of its weights, so updating its metadata (say, tuned quantizer settings) does
+    not orphan the files built on it.
+    """
     model = model.cpu().eval()
-    tables = model.build_tables()
+    tables = model.build_tables().to_arrays()
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    atomic_save(
-        {
-            "format": MODEL_FORMAT,
-            "version": MODEL_VERSION,
-            "config": model.config.to_dict(),
-            "state_dict": state,
-            "tables": tables.to_arrays(),
-            "meta": dict(meta),
-        },
-        path,
-    )
+    blob = {
+        "format": MODEL_FORMAT,
+        "version": MODEL_VERSION,
+        "config": model.config.to_dict(),
+        "state_dict": state,
+        "tables": tables,
+        "meta": dict(meta),
+    }
+    if base is not None:
+        base = Path(base)
+        ref = _read_blob(base)
+        same = {
+            k
+            for k, v in state.items()
+            if k in ref["state_dict"] and torch.equal(v, ref["state_dict"][k])
+        }
+        blob["state_dict"] = {k: v for k, v in state.items() if k not in same}
+        if all(
+            np.array_equal(np.asarray(v), np.asarray(ref["tables"].get(k)))
+            for k, v in tables.items()
+        ):
+            blob["tables"] = None
+        blob["base"] = {
+            "path": os.path.relpath(base.resolve(), Path(path).resolve().parent),
+            "weights_sha256": _weights_digest(ref["state_dict"]),
+        }
+        blob["version"] = DELTA_VERSION
+    atomic_save(blob, path)
+
+
+def _weights_digest(state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of the weights alone (a base file's metadata may change, its weights not)."""
+    h = hashlib.sha256()
+    for k in sorted(state):
+        h.update(k.encode())
+        h.update(state[k].detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _read_blob(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such model file")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch raises many types for corrupt archives
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__})") from None
+    if not isinstance(blob, dict) or blob.get("format") != MODEL_FORMAT:
+        hint = (
+            " (a CompressAI checkpoint? convert it with `qaft import-compressai`)"
+            if isinstance(blob, dict)
+            else ""
+        )
+        raise CheckpointError(f"{path}: not a qaft model file{hint}")
+    if blob.get("version", 0) > DELTA_VERSION:
+        raise CheckpointError(f"{path}: model format {blob['version']} is newer than this qaft")
+    base = blob.get("base")
+    if base:  # a file that stores only what differs from its base model
+        bpath = path.parent / base["path"]
+        if not bpath.is_file():
+            raise CheckpointError(f"{path}: its base model {bpath} is missing")
+        ref = _read_blob(bpath)
+        if _weights_digest(ref["state_dict"]) != base["weights_sha256"]:
+            raise CheckpointError(f"{path}: its base model {bpath} has other weights than its own")
+        blob = {**blob, "state_dict": {**ref["state_dict"], **blob["state_dict"]}}
+        if blob["tables"] is None:
+            blob["tables"] = ref["tables"]
+    return blob
 
 
 class LoadedModel:
@@ -69,21 +140,7 @@ class LoadedModel:
 def load_model(path: str | Path, device: str = "cpu") -> LoadedModel:
     """Loads a file written by :func:`save_model`, or fails with a one-line reason."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such model file")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # torch raises many types for corrupt archives
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__})") from None
-    if not isinstance(blob, dict) or blob.get("format") != MODEL_FORMAT:
-        hint = (
-            " (a CompressAI checkpoint? convert it with `qaft import-compressai`)"
-            if isinstance(blob, dict)
-            else ""
-        )
-        raise CheckpointError(f"{path}: not a qaft model file{hint}")
-    if blob.get("version", 0) > MODEL_VERSION:
-        raise CheckpointError(f"{path}: model format {blob['version']} is newer than this qaft")
+    blob = _read_blob(path)
     try:
         config = ModelConfig(**blob["config"])
         model = MeanScaleHyperprior(config)
