@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Stage 2 for the zoo: finetune every stage-1 model for sq (decoder and hyper-decoder) and for
-# tcq (decoder), the two runs of a model side by side on the two cores, evaluate each on Kodak
-# with the quantizer it was finetuned for, and print BD-rates against stage 1.
+# tcq (decoder), two runs at a time (one per core), evaluate each on Kodak with the quantizer
+# it was finetuned for, and print BD-rates against stage 1.
 #
 #   bash benchmarks/stage2.sh [RUNS_DIR] [--eval-only]
 #
 # Writes results/kodak/qaft-stage2-{sq,tcq}.json; the finetuned models stay in RUNS_DIR
 # (scripts/zoo_add.py bundles them).
 set -euo pipefail
+SELF="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
 cd "$(dirname "$0")/.."
 RUNS=${1:-runs}
 BIN=.venv/bin
@@ -19,12 +20,15 @@ finetune() {  # model quantizer parts
     --steps "$STEPS" --lr "$LR" --threads 1 --log-every 100 --ckpt-every 500 \
     $( [ -f "$RUNS/s2_$1_$2/last.pt" ] && echo --resume )
 }
-if [ "${2:-}" != "--eval-only" ]; then
+if [ "${2:-}" = "--one" ]; then  # one run: RUNS --one MODEL QUANTIZER PARTS
+  finetune "$3" "$4" "$5"
+  exit
+fi
+if [ "${2:-}" != "--eval-only" ]; then  # two runs at a time, one per core
   for m in q1 q2 q3 q4 q5; do
-    [ -f "$RUNS/s2_${m}_sq/model.pt" ] || finetune $m sq decoder,hyper-decoder &
-    [ -f "$RUNS/s2_${m}_tcq/model.pt" ] || finetune $m tcq decoder &
-    wait
-  done
+    [ -f "$RUNS/s2_${m}_sq/model.pt" ] || echo "$m sq decoder,hyper-decoder"
+    [ -f "$RUNS/s2_${m}_tcq/model.pt" ] || echo "$m tcq decoder"
+  done | xargs -P 2 -L 1 bash "$SELF" "$RUNS" --one
 fi
 for q in sq tcq; do
   $BIN/qaft eval $(for m in q1 q2 q3 q4 q5; do echo --ckpt "$RUNS/s2_${m}_$q/model.pt"; done) \

@@ -94,7 +94,8 @@ def _ordered_map(fn, items: list, jobs: int):
     from collections import deque
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
+    pool = ThreadPoolExecutor(max_workers=jobs)
+    try:
         pending: deque = deque()
         for item in items:
             pending.append(pool.submit(fn, item))
@@ -102,6 +103,8 @@ def _ordered_map(fn, items: list, jobs: int):
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
+    finally:  # on Ctrl-C, drop what has not started instead of finishing it
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -175,7 +178,8 @@ def info(file) -> None:
     flag_value="local",
     default=None,
     metavar="[ADDRESS]",
-    help="Spread the files over a Ray cluster: --ray starts one here, --ray ADDRESS joins one.",
+    help="Spread the files over a Ray cluster: --ray (or --ray local) starts one here, "
+    "--ray ADDRESS joins one. Put it after the paths, or give it a value.",
 )
 @click.option(
     "--workers",

@@ -13,8 +13,9 @@ from pathlib import Path
 from qaft.runtime.errors import QaftError
 from qaft.runtime.model_dir import GRAPHS
 
-#: Image sizes the profile covers (pixels): min, typical (Kodak), max (4K).
-IMAGE_SHAPES = ((64, 64), (512, 768), (2176, 3840))
+#: Image sizes the profile covers (pixels): min, typical (Kodak), max (4K; larger images
+#: reach the analysis in tiles of at most 2048 + 2 x 192 pixels a side, runtime/tiling.py).
+IMAGE_SHAPES = ((64, 64), (512, 768), (2432, 3840))
 #: Spatial downsampling of each graph's input relative to the image.
 INPUT_SCALE = {"analysis": 1, "hyper_synthesis": 64, "synthesis": 16}
 

@@ -8,17 +8,20 @@ with ONNX Runtime and compresses batches of input paths with the same
 so they must be visible at the same path on every node (a shared file system); outputs go
 back to the driver as bytes and the driver writes each one, atomically, exactly once.
 
-Faults: Ray restarts a dead actor (``max_restarts``) and the driver hands the batch it held to
-the next worker, up to :attr:`ClusterConfig.attempts` times; a batch that fails that often
-is reported file by file, like any other failure.
+Faults: Ray restarts a dead actor and the driver hands the batches it held to other workers,
+file by file, up to :attr:`ClusterConfig.attempts` tries per file (so a file that kills
+workers takes no other file with it); a file that fails that often is reported like any
+other failure, and a worker that keeps dying gets no more work.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import tempfile
+import threading
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -81,6 +84,8 @@ class _Worker:
                 out.append((True, encode_file(codec, p, quantizer, params)))
             except QaftError as exc:
                 out.append((False, str(exc)))
+            except Exception as exc:  # noqa: BLE001 - one bad file must not fail its batch
+                out.append((False, f"{type(exc).__name__}: {exc}"[:300]))
         return out
 
     def pid(self) -> int:
@@ -99,7 +104,7 @@ def _ray():
 
 def _probe(address: str | None, timeout: float = 5.0) -> None:
     """Fails fast on a cluster address nothing answers at (Ray itself retries for minutes)."""
-    if not address or address == "auto":
+    if not address or address in ("auto", "local"):
         return
     hostport = address.split("://", 1)[-1]
     host, _, port = hostport.rpartition(":")
@@ -124,6 +129,8 @@ def compress_on_ray(
     started = not ray.is_initialized()
     if started:
         _probe(config.address)
+        # ray.init installs its own SIGTERM handler (exit at once); ours unwinds cleanly
+        handler = signal.getsignal(signal.SIGTERM)
         try:
             ray.init(
                 address=config.address,
@@ -135,6 +142,8 @@ def compress_on_ray(
         except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ValueError...
             where = config.address or "a local cluster"
             raise QaftError(f"cannot start or join Ray at {where}: {exc}") from None
+        if threading.current_thread() is threading.main_thread() and handler is not None:
+            signal.signal(signal.SIGTERM, handler)
     try:
         yield from _run(ray, model, items, quantizer, params, config)
     finally:
@@ -142,20 +151,48 @@ def compress_on_ray(
             ray.shutdown()
 
 
-def _run(ray, model, items, quantizer, params, config):
-    cpus = ray.cluster_resources().get("CPU", 1.0)
+#: Seconds a worker may take to be placed and start before the run goes on without it.
+READY_TIMEOUT = 120.0
+
+
+def _start_workers(ray, model: ModelDir, config: ClusterConfig) -> list:
+    """Actors that are placed and answering; the others are killed. At least one, or a
+    clear error saying what each worker asks of the cluster."""
+    res = ray.cluster_resources()
     threads = max(config.threads, 1)
+    cpus = res.get("CPU", 1.0)
     n = config.workers or max(1, int(cpus // threads))
-    files = ray.put({f.name: f.read_bytes() for f in sorted(model.path.iterdir()) if f.is_file()})
+    if config.gpus_per_worker > 0:
+        n = min(n, max(1, int(res.get("GPU", 0.0) // config.gpus_per_worker)))
     worker = ray.remote(
         num_cpus=min(threads, cpus),
         num_gpus=config.gpus_per_worker,
-        max_restarts=config.attempts,
+        max_restarts=-1,  # Ray brings a dead worker back (on another node if its own is gone)
     )(_Worker)
     actors = [worker.remote(model.path.name, config.backend, config.threads) for _ in range(n)]
+    pings = {a.pid.remote(): a for a in actors}
+    ready, late = ray.wait(list(pings), num_returns=len(pings), timeout=READY_TIMEOUT)
+    for ref in late:
+        ray.kill(pings[ref])
+    if not ready:
+        raise QaftError(
+            f"no worker could be started on the cluster within {READY_TIMEOUT:.0f} s "
+            f"(each asks for {min(threads, cpus):g} CPU and {config.gpus_per_worker:g} GPU; "
+            f"the cluster has {cpus:g} CPU and {res.get('GPU', 0.0):g} GPU)"
+        )
+    return [pings[ref] for ref in ready]
+
+
+def _run(ray, model, items, quantizer, params, config):
+    files = ray.put({f.name: f.read_bytes() for f in sorted(model.path.iterdir()) if f.is_file()})
+    actors = _start_workers(ray, model, config)
+    n = len(actors)
     queue = deque((items[i : i + config.batch], 1) for i in range(0, len(items), config.batch))
     pending: dict = {}
-    failures = {i: 0 for i in range(n)}  # per worker; past `attempts` it gets no more work
+    deaths = [0] * n  # a dead worker fails the two batches it held: counted once per batch
+
+    def load(j: int) -> int:
+        return sum(1 for v in pending.values() if v[0] == j)
 
     def submit(i: int) -> None:
         batch, attempt = queue.popleft()
@@ -164,32 +201,32 @@ def _run(ray, model, items, quantizer, params, config):
         ref = actors[i].compress.remote([files], paths, quantizer, params.step, params.lmbda)
         pending[ref] = (i, batch, attempt)
 
-    for _ in range(2):  # two batches per worker: one running, one waiting
-        for i in range(n):
-            if queue:
-                submit(i)
+    def fill(prefer_not: int | None = None) -> None:
+        """Tops every live worker up to two batches, the one that just failed last."""
+        order = sorted(range(n), key=lambda j: (j == prefer_not, load(j), j))
+        for j in order:
+            while queue and deaths[j] <= 2 * config.attempts and load(j) < 2:
+                submit(j)
+
+    fill()
     while pending:
         (ref,), _ = ray.wait(list(pending), num_returns=1)
         i, batch, attempt = pending.pop(ref)
         try:
             results = ray.get(ref)
-        except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as exc:
-            failures[i] += 1
+        except ray.exceptions.RayError as exc:
+            deaths[i] += 1
             if attempt < config.attempts:
-                queue.appendleft((batch, attempt + 1))
+                # retried file by file, so that one file that kills workers takes no others
+                queue.extendleft(([item], attempt + 1) for item in reversed(batch))
             else:
                 why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
                 for src, dest in batch:
                     yield src, dest, QaftError(f"failed on {attempt} workers ({why})")
-            # the retry goes to another worker; this one (restarted by Ray) gets new work too
-            live = [j for j in range(n) if failures[j] <= config.attempts]
-            for j in sorted(live, key=lambda j: (j == i, (j - i) % n)):
-                if queue and sum(1 for v in pending.values() if v[0] == j) < 2:
-                    submit(j)
+            fill(prefer_not=i)
             continue
-        for (src, dest), (ok, payload) in zip(batch, results):
+        for (src, dest), (ok, payload) in zip(batch, results, strict=True):
             yield src, dest, payload if ok else QaftError(payload)
-        if queue:
-            submit(i)
+        fill()
     for src, dest in (item for batch, _ in queue for item in batch):
         yield src, dest, QaftError("no worker of the cluster is left to compress it")

@@ -18,12 +18,10 @@ from qaft.runtime.entropy import coder
 from qaft.runtime.entropy.tables import scale_to_level
 from qaft.runtime.errors import QaftError
 from qaft.runtime.image import load_rgb
+from qaft.runtime.limits import PAD_MULTIPLE, limit_text, padded, size_ok
 from qaft.runtime.model_tables import ModelTables
 from qaft.runtime.quantizers import QUANTIZER_NAMES, QUANTIZERS, QuantizerParams
 from qaft.runtime.quantizers.base import STEP_RANGE
-
-#: g_a downsamples by 16 and h_a by 4 more: inputs are padded to a multiple of this.
-PAD_MULTIPLE = 64
 
 
 class Networks(Protocol):
@@ -136,6 +134,8 @@ def encode(
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise QaftError(f"expected an (H, W, 3) uint8 image, got {image.shape} {image.dtype}")
     h, w = image.shape[:2]
+    if not size_ok(h, w):
+        raise QaftError(f"a {w}x{h} image is over the {limit_text()}")
     t: dict[str, float] = {}
     t0 = time.perf_counter()
     y, z = tiling.analyze(codec.networks.analysis, pad_image(image))
@@ -205,8 +205,7 @@ def decode(codec: Codec, data: bytes) -> Decoded:
     z_stream, z_esc = sections[:2]
     if len(z_esc) % 4:
         raise container.ContainerError("escape section is not a whole number of values")
-    ph = (header.height + PAD_MULTIPLE - 1) // PAD_MULTIPLE * PAD_MULTIPLE
-    pw = (header.width + PAD_MULTIPLE - 1) // PAD_MULTIPLE * PAD_MULTIPLE
+    ph, pw = padded(header.height), padded(header.width)
     n_z = codec.tables.z_medians.shape[0]
     z_shape = (1, n_z, ph // PAD_MULTIPLE, pw // PAD_MULTIPLE)
     z_idx = coder.decode(

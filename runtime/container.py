@@ -14,12 +14,11 @@ import zlib
 from dataclasses import dataclass
 
 from qaft.runtime.errors import QaftError
+from qaft.runtime.limits import limit_text, size_ok
 
 MAGIC = b"QAFT"
 FORMAT_VERSION = 1
 _HEAD = struct.Struct("<4sBBH8sIIfB")
-#: Largest picture a decoder accepts (pixels): refuses absurd headers before allocating.
-MAX_PIXELS = 1 << 28
 
 
 class ContainerError(QaftError):
@@ -42,7 +41,7 @@ def pack(header: Header, sections: list[bytes]) -> bytes:
     """Serializes a header and its sections, appending the checksum."""
     if len(header.fingerprint) != 8:
         raise ValueError("fingerprint must be 8 bytes")
-    if not (0 < header.height and 0 < header.width and header.height * header.width <= MAX_PIXELS):
+    if not size_ok(header.height, header.width):
         raise ValueError(f"unsupported image size {header.width}x{header.height}")
     head = _HEAD.pack(
         MAGIC,
@@ -73,8 +72,8 @@ def unpack(data: bytes) -> tuple[Header, list[bytes]]:
     (crc,) = struct.unpack_from("<I", data, len(data) - 4)
     if zlib.crc32(data[:-4]) != crc:
         raise ContainerError("checksum mismatch: the file is corrupt or truncated")
-    if h == 0 or w == 0 or h * w > MAX_PIXELS:
-        raise ContainerError(f"declared image size {w}x{h} is out of range")
+    if not size_ok(h, w):
+        raise ContainerError(f"declared image size {w}x{h} is out of range ({limit_text()})")
     pos = _HEAD.size + 4 * n
     if pos > len(data) - 4:
         raise ContainerError("section table runs past the end of the file")

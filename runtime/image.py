@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
-import struct
 import threading
 import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from qaft.runtime.errors import QaftError
+from qaft.runtime.limits import MAX_PIXELS, limit_text, size_ok
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
 
 
 #: Largest image accepted (pixels), checked from the header before anything is decoded.
 #: 16384 x 16384 fits exactly; the transforms run in tiles (``tiling.py``), so memory grows
-#: with the latent, about 12 bytes per pixel, rather than with the networks' activations.
-MAX_IMAGE_PIXELS = 1 << 28
+#: with the latent rather than with the networks' activations.
+MAX_IMAGE_PIXELS = MAX_PIXELS
 
 # Pillow refuses images over twice its own MAX_IMAGE_PIXELS as decompression bombs while
 # opening them, before our size check can run; it is raised only around our own open().
@@ -51,15 +51,14 @@ def load_rgb(path: str | Path) -> np.ndarray:
     * Alpha is dropped: colour values are kept as stored, not blended with a background.
     * Grayscale and palette images become RGB; CMYK is converted by Pillow's formula.
     * 16-bit samples keep their top 8 bits (``v >> 8``), as Pillow does for 16-bit RGB.
-    * Images over :data:`MAX_IMAGE_PIXELS` are refused from the header, before decoding.
+    * Images over :data:`MAX_IMAGE_PIXELS` once padded to multiples of 64 are refused from
+      the header, before decoding.
     """
     try:
         with _open(path) as im:
             w, h = im.size
-            if w * h > MAX_IMAGE_PIXELS:
-                raise ImageError(
-                    f"{path}: {w}x{h} is larger than the {MAX_IMAGE_PIXELS:,}-pixel limit"
-                )
+            if not size_ok(h, w):
+                raise ImageError(f"{path}: {w}x{h} is larger than the {limit_text()}")
             im = ImageOps.exif_transpose(im)
             if im.mode in _SIXTEEN_BIT:
                 gray = np.clip(np.asarray(im).astype(np.int64) >> 8, 0, 255).astype(np.uint8)
@@ -69,16 +68,8 @@ def load_rgb(path: str | Path) -> np.ndarray:
         raise
     except MemoryError:
         raise ImageError(f"{path}: not enough memory to decode this image") from None
-    except (
-        UnidentifiedImageError,
-        Image.DecompressionBombError,
-        OSError,
-        SyntaxError,
-        ValueError,
-        EOFError,
-        struct.error,
-    ) as exc:
-        raise ImageError(f"{path}: not a readable image ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - Pillow's plugins raise many types on bad files
+        raise ImageError(f"{path}: not a readable image ({exc or type(exc).__name__})") from None
 
 
 def save_png(image: np.ndarray, path: str | Path) -> None:

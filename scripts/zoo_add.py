@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -47,7 +46,7 @@ def main() -> None:
     if args.base:
         save_model(dest, loaded.model, loaded.meta, base=CHECKPOINT_DIR / args.base / "model.pt")
     elif Path(args.model).resolve() != dest.resolve():
-        shutil.copyfile(args.model, dest)
+        save_model(dest, loaded.model, loaded.meta)  # whole, even if the source was a delta
     check_image = load_rgb(list_images(REPO.parent / "shared" / "data" / "train")[0])[:256, :384]
     manifest = export_model(load_model(dest), ZOO_DIR / args.name, check_image)
     runs = [summarize(Path(r)) for r in args.run]

@@ -269,3 +269,36 @@ def test_bad_input_never_raises_anything_but_qaft_errors(ort_codec):
     for junk in (b"", b"QAFT", b"\x00" * 64, bytes(range(256)) * 4):
         with pytest.raises(QaftError):
             C.decode(ort_codec, junk)
+
+
+def test_tiled_transforms_equal_the_whole_frame(ort_codec):
+    """Large images run in tiles; with the documented margins the result is the same."""
+    from qaft.runtime import tiling
+
+    img = C.pad_image(synthetic_image(200, 328, 8))
+    y0, z0 = tiling.analyze(ort_codec.networks.analysis, img)
+    y1, z1 = tiling.analyze(ort_codec.networks.analysis, img, tile=128)
+    np.testing.assert_allclose(y1, y0, atol=1e-5)
+    np.testing.assert_allclose(z1, z0, atol=1e-5)
+    y_hat = np.round(y0)
+    whole = tiling.synthesize(ort_codec.networks.synthesis, y_hat, 200, 328)
+    tiled = tiling.synthesize(ort_codec.networks.synthesis, y_hat, 200, 328, tile=4)
+    assert np.abs(whole.astype(int) - tiled).max() <= 1
+    narrow = tiling.synthesize(ort_codec.networks.synthesis, y_hat, 200, 328, tile=4, margin=0)
+    assert np.abs(whole.astype(int) - narrow).max() > 1  # the margin is what makes it exact
+
+
+def test_thin_strips_count_by_their_padded_size(tmp_path, ort_codec):
+    """1 x 2^28 holds 2^28 pixels but 64 x 2^28 once padded: refused on both sides."""
+    path = tmp_path / "strip.png"
+    path.write_bytes(png_bytes(1 << 28, 1, 8, 2, None))
+    with pytest.raises(ImageError, match="after padding"):
+        load_rgb(path)
+    from qaft.runtime import container
+
+    data = bytearray(C.encode(ort_codec, synthetic_image(40, 56, 1)).data)
+    struct.pack_into("<II", data, 16, 1, 1 << 28)  # height 1, width 2^28
+    with pytest.raises(ContainerError, match="out of range"):
+        C.decode(ort_codec, fuzz_bitstreams.fix_checksum(bytes(data)))
+    with pytest.raises(ValueError):
+        container.pack(container.Header(0, b"12345678", 1, 1 << 28), [])

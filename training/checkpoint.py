@@ -68,6 +68,8 @@ def save_model(
     }
     if base is not None:
         base = Path(base)
+        if base.resolve() == Path(path).resolve():
+            raise CheckpointError(f"{path}: a model file cannot be its own base")
         ref = _read_blob(base)
         same = {
             k
@@ -97,7 +99,9 @@ def _weights_digest(state: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def _read_blob(path: Path) -> dict[str, Any]:
+def _read_blob(path: Path, _seen: frozenset = frozenset()) -> dict[str, Any]:
+    if path.resolve() in _seen:
+        raise CheckpointError(f"{path}: its chain of base models loops back to itself")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such model file")
     try:
@@ -115,10 +119,10 @@ def _read_blob(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: model format {blob['version']} is newer than this qaft")
     base = blob.get("base")
     if base:  # a file that stores only what differs from its base model
-        bpath = path.parent / base["path"]
+        bpath = path.resolve().parent / base["path"]
         if not bpath.is_file():
             raise CheckpointError(f"{path}: its base model {bpath} is missing")
-        ref = _read_blob(bpath)
+        ref = _read_blob(bpath, _seen | {path.resolve()})
         if _weights_digest(ref["state_dict"]) != base["weights_sha256"]:
             raise CheckpointError(f"{path}: its base model {bpath} has other weights than its own")
         blob = {**blob, "state_dict": {**ref["state_dict"], **blob["state_dict"]}}
