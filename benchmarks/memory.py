@@ -1,8 +1,8 @@
 """Memory and throughput of ``qaft-run`` itself, measured from outside the process.
 
-    python benchmarks/memory.py peak [--model q3] [--threads 2]
+    python benchmarks/memory.py peak [--model q3] [--threads 2] [--size 2160x3840]
         peak resident memory of compressing and decompressing one 3840x2160 photograph
-        (Kodak images tiled; a synthetic picture without Kodak)
+        (Kodak images side by side; a synthetic picture without Kodak)
     python benchmarks/memory.py folder --count 1000 [--jobs 2] [--size 256x384]
         a folder of generated images through compress and decompress: resident memory and
         files per second in each tenth of the run, and every file checked to round-trip
@@ -62,14 +62,16 @@ def run_tracked(args: list[str], out_dir: Path | None = None, suffix: str = ""):
     return code, time.perf_counter() - t0, usage.ru_maxrss / 1024, samples
 
 
-def _uhd_image() -> np.ndarray:
+def _photo(h: int, w: int) -> np.ndarray:
+    """An h x w picture made of Kodak images side by side (a synthetic one without Kodak)."""
     if KODAK.is_dir():
         tiles = [np.asarray(Image.open(p).convert("RGB")) for p in sorted(KODAK.glob("*.png"))]
         tiles = [t for t in tiles if t.shape[:2] == (512, 768)]
-        pick = [tiles[i % len(tiles)] for i in range(25)]
-        rows = [np.concatenate(pick[r * 5 : r * 5 + 5], axis=1) for r in range(5)]
-        return np.concatenate(rows, axis=0)[:2160, :3840]
-    yy, xx = np.mgrid[0:2160, 0:3840].astype(np.float32)
+        rows, cols = -(-h // 512), -(-w // 768)
+        pick = [tiles[i % len(tiles)] for i in range(rows * cols)]
+        grid = [np.concatenate(pick[r * cols : (r + 1) * cols], axis=1) for r in range(rows)]
+        return np.concatenate(grid, axis=0)[:h, :w]
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     img = np.stack([128 + 100 * np.sin(xx / (30 + 9 * c) + yy / 41) for c in range(3)], -1)
     return img.astype(np.uint8)
 
@@ -77,9 +79,10 @@ def _uhd_image() -> np.ndarray:
 def peak(args) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        Image.fromarray(_uhd_image()).save(tmp / "uhd.png")
+        h, w = map(int, args.size.split("x"))
+        Image.fromarray(_photo(h, w)).save(tmp / "uhd.png", compress_level=1)
         common = ["--model", args.model, "--threads", str(args.threads), "--force"]
-        print(f"3840x2160, model {args.model}, {args.threads} threads")
+        print(f"{w}x{h}, model {args.model}, {args.threads} threads")
         for name, cmd in (
             ("compress", ["compress", str(tmp / "uhd.png"), "--out", str(tmp / "c")]),
             (
@@ -91,6 +94,9 @@ def peak(args) -> None:
             if code:
                 sys.exit(f"{name} failed with exit code {code}")
             print(f"  {name:<10} peak RSS {mb / 1024:5.2f} GiB   wall {wall:5.1f} s")
+        back = Image.open(tmp / "d" / "uhd.png")
+        size = (tmp / "c" / "uhd.qaft").stat().st_size
+        print(f"  decoded {back.size[0]}x{back.size[1]}, file {size:,} bytes")
 
 
 def _generated(folder: Path, count: int, h: int, w: int) -> None:
@@ -172,6 +178,7 @@ def main() -> None:
     p = sub.add_parser("peak")
     p.add_argument("--model", default="q3")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--size", default="2160x3840", help="HxW of the picture.")
     f = sub.add_parser("folder")
     f.add_argument("--model", default="q3")
     f.add_argument("--count", type=int, default=1000)
