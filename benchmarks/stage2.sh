@@ -4,6 +4,7 @@
 # it was finetuned for, and print BD-rates against stage 1.
 #
 #   bash benchmarks/stage2.sh [RUNS_DIR] [--eval-only]
+#   bash benchmarks/stage2.sh RUNS_DIR --bundle     # put the finetuned models into the zoo
 #
 # Writes results/kodak/qaft-stage2-{sq,tcq}.json; the finetuned models stay in RUNS_DIR
 # (scripts/zoo_add.py bundles them).
@@ -20,6 +21,15 @@ finetune() {  # model quantizer parts
     --steps "$STEPS" --lr "$LR" --threads 1 --log-every 100 --ckpt-every 500 \
     $( [ -f "$RUNS/s2_$1_$2/last.pt" ] && echo --resume )
 }
+if [ "${2:-}" = "--bundle" ]; then  # as q1-sq ... q5-tcq, stored as deltas of q1 ... q5
+  for m in q1 q2 q3 q4 q5; do
+    for q in sq tcq; do
+      $BIN/python scripts/zoo_add.py "$RUNS/s2_${m}_$q/model.pt" --name "$m-$q" \
+        --quality "${m#q}" --base "$m" --run "$RUNS/s2_${m}_$q"
+    done
+  done
+  exit
+fi
 if [ "${2:-}" = "--one" ]; then  # one run: RUNS --one MODEL QUANTIZER PARTS
   finetune "$3" "$4" "$5"
   exit
