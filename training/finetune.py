@@ -204,8 +204,15 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, progress: bool = True) -
                     rec = T.reconstruction(idx.astype(np.int64), q_of) * params.step
                 y_hat = torch.from_numpy(rec.astype(np.float32)).to(device) + means
                 s = model.gaussian_conditional.lower_bound_scale(scales)
-                lo_t = torch.from_numpy(lo.astype(np.float32)).to(device)
-                hi_t = torch.from_numpy(hi.astype(np.float32)).to(device)
+                # The indices are fixed within a step, so the real rate has no gradient with
+                # respect to the means; a straight-through shift of the bin by the residual
+                # gives it one (moving a mean away from its latent moves the latent towards
+                # a costlier bin). Without it the distortion term alone steers the means and
+                # at high λ the rate grew by 14% on Kodak for 0.02 dB (q5).
+                r = b["y"] - means
+                shift = r - r.detach()
+                lo_t = torch.from_numpy(lo.astype(np.float32)).to(device) + shift
+                hi_t = torch.from_numpy(hi.astype(np.float32)).to(device) + shift
                 mass = 0.5 * (
                     torch.erfc(-hi_t / s / math.sqrt(2)) - torch.erfc(-lo_t / s / math.sqrt(2))
                 )
