@@ -16,8 +16,10 @@ other failure, and a worker that keeps dying gets no more work.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import shutil
 import signal
 import socket
 import tempfile
@@ -61,14 +63,33 @@ class _Worker:
         if self.codec is None:
             import ray
 
-            from qaft.runtime.model_dir import open_model_dir
+            from qaft.runtime.model_dir import ModelDirError, open_model_dir
             from qaft.runtime.onnx_backend import onnx_codec
 
-            folder = Path(tempfile.mkdtemp(prefix="qaft-worker-")) / self.name
-            folder.mkdir()
-            for fname, data in ray.get(model_ref[0]).items():
-                (folder / fname).write_bytes(data)
-            self.codec = onnx_codec(open_model_dir(folder), self.backend, self.threads)
+            files = ray.get(model_ref[0])
+            # One copy per model and node, shared by its workers and reused by later runs
+            # (verified against the manifest's hashes on every open), instead of one per
+            # worker left behind in the temporary folder.
+            key = hashlib.sha256(files["manifest.json"]).hexdigest()[:16]
+            folder = Path(tempfile.gettempdir()) / "qaft-models" / key / self.name
+            try:
+                model = open_model_dir(folder)
+            except ModelDirError:  # absent, or damaged: written anew
+                folder.parent.mkdir(parents=True, exist_ok=True)
+                shutil.rmtree(folder, ignore_errors=True)
+                tmp = Path(tempfile.mkdtemp(prefix=".part-", dir=folder.parent.parent))
+                try:
+                    (tmp / self.name).mkdir()
+                    for fname, data in files.items():
+                        (tmp / self.name / fname).write_bytes(data)
+                    try:
+                        os.rename(tmp / self.name, folder)
+                    except OSError:  # another worker of this node was first
+                        pass
+                finally:
+                    shutil.rmtree(tmp, ignore_errors=True)
+                model = open_model_dir(folder)
+            self.codec = onnx_codec(model, self.backend, self.threads)
         return self.codec
 
     def compress(
