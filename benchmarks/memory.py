@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
+Image.MAX_IMAGE_PIXELS = None  # this script makes its own large pictures
 KODAK = REPO.parent / "shared" / "data" / "kodak"
 QAFT_RUN = str(Path(sys.executable).parent / "qaft-run")
 

@@ -16,8 +16,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".p
 
 
 #: Largest image accepted (pixels), checked from the header before anything is decoded.
-#: 16384 x 16384 fits exactly; the transforms run in tiles (``tiling.py``), so memory grows
-#: with the latent rather than with the networks' activations.
+#: 16384 x 16384 fits exactly (coded here with 14.9 GiB peak: docs/performance.md).
 MAX_IMAGE_PIXELS = MAX_PIXELS
 
 # Pillow refuses images over twice its own MAX_IMAGE_PIXELS as decompression bombs while
