@@ -11,6 +11,10 @@ import numpy as np
 
 from qaft.runtime.entropy.tables import TableSet
 
+#: Derived table sets kept per model (a few steps per quantizer in practice).
+MAX_DERIVED = 16
+_MISSING = object()
+
 
 @dataclass(frozen=True)
 class ModelTables:
@@ -24,10 +28,16 @@ class ModelTables:
     _derived: dict = field(default_factory=dict, repr=False, compare=False)
 
     def cached(self, key: Any, build: Callable[[], Any]) -> Any:
-        """``build()``, computed once for this model and ``key``."""
-        if key not in self._derived:
-            self._derived[key] = build()
-        return self._derived[key]
+        """``build()``, computed once for this model and ``key`` while it stays among the
+        :data:`MAX_DERIVED` most recently used (files choose their step, so a decoder fed
+        many different steps must not keep a table set for each)."""
+        value = self._derived.pop(key, _MISSING)
+        if value is _MISSING:
+            value = build()
+        self._derived[key] = value  # most recent last
+        while len(self._derived) > MAX_DERIVED:
+            self._derived.pop(next(iter(self._derived)), None)
+        return value
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         return {

@@ -302,3 +302,15 @@ def test_thin_strips_count_by_their_padded_size(tmp_path, ort_codec):
         C.decode(ort_codec, fuzz_bitstreams.fix_checksum(bytes(data)))
     with pytest.raises(ValueError):
         container.pack(container.Header(0, b"12345678", 1, 1 << 28), [])
+
+
+def test_files_with_many_different_steps_keep_the_table_cache_bounded(ort_codec):
+    from qaft.runtime.model_tables import MAX_DERIVED
+    from qaft.runtime.quantizers import QuantizerParams
+
+    img = synthetic_image(32, 32, 3)
+    for i in range(MAX_DERIVED + 8):
+        params = QuantizerParams(0.5 + i / 64, 0.1)
+        data = C.encode(ort_codec, img, "tcq", params).data
+        C.decode(ort_codec, data)
+    assert len(ort_codec.tables._derived) <= MAX_DERIVED
