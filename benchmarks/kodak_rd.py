@@ -11,14 +11,14 @@ prints a Markdown table of BD-rates (PSNR-RGB, Akima) against the anchors found 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
+from qaft.runtime.evaluation import curve_point, write_results
 from qaft.training.backend import codec_from_loaded
 from qaft.training.bdrate import bd_rate, load_curve
 from qaft.training.checkpoint import load_model
 from qaft.training.data import list_images
-from qaft.training.evaluate import default_kodak, evaluate_codec, results_json, summarize
+from qaft.training.evaluate import default_kodak, evaluate_codec
 from qaft.training.plot import plot_rd
 from qaft.training.zoo import list_models
 
@@ -37,35 +37,20 @@ def evaluate_zoo(out: Path, quantizers: list[str], stage: int, data: str) -> dic
             loaded = load_model(e["path"])
             codec = codec_from_loaded(loaded)
             res = evaluate_codec(codec, images, q)
-            s = summarize(res)
             params = codec.params(q)
+            points.append(curve_point(res, {"name": e["name"], "lmbda": e["lmbda"]}, q, params))
+            s = points[-1]["summary"]
             print(
                 f"{e['name']:>6} {q:>5}: {s['bpp']:.4f} bpp {s['psnr']:.3f} dB "
                 f"(step {params.step}, λ {params.lmbda})",
                 flush=True,
             )
-            points.append(
-                {
-                    "summary": s,
-                    "images": res,
-                    "model": {
-                        "name": e["name"],
-                        "lmbda": e["lmbda"],
-                        "quantizer": q,
-                        "step": params.step,
-                        "q_lmbda": params.lmbda,
-                    },
-                }
-            )
-        points.sort(key=lambda p: p["summary"]["bpp"])
         desc = (
             f"qaft stage-{stage} zoo ({', '.join(e['name'] for e in entries)}), quantizer "
             f"{q}, {len(images)} Kodak images, real files"
         )
         path = out / f"qaft-stage{stage}-{q}.json"
-        path.write_text(
-            json.dumps(results_json(f"qaft stage {stage}, {q}", desc, points), indent=2)
-        )
+        write_results(path, f"qaft stage {stage}, {q}", desc, points)
         files[q] = path
     return files
 

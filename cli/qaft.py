@@ -129,9 +129,8 @@ def _images_or_fail(data: str | None):
 @fail_cleanly
 def eval_cmd(models, ckpts, data, quantizer, step, q_lmbda, json_out, name, max_images) -> None:
     """Rate-distortion of models on a folder, coding real files (one point per model)."""
-    import json
-
-    from qaft.training.evaluate import evaluate_codec, results_json, summarize
+    from qaft.runtime.evaluation import curve_point, write_results
+    from qaft.training.evaluate import evaluate_codec
 
     if not models and not ckpts:
         raise click.UsageError("give at least one --model or --ckpt")
@@ -143,30 +142,17 @@ def eval_cmd(models, ckpts, data, quantizer, step, q_lmbda, json_out, name, max_
         codec, loaded, label = _load_codec(m, c)
         params = codec.params(quantizer, step, q_lmbda)
         res = evaluate_codec(codec, images, quantizer, params, progress=sys.stderr.isatty())
-        s = summarize(res)
+        about = {k: loaded.meta.get(k) for k in ("lmbda", "stage", "finetuned_for", "steps")}
+        points.append(curve_point(res, {"label": label, **about}, quantizer, params))
+        s = points[-1]["summary"]
         click.echo(
             f"{label:>24}  {s['bpp']:.4f} bpp  {s['psnr']:.3f} dB  "
             f"MS-SSIM {s['ms_ssim']:.4f}  enc {s['encoding_time'] * 1e3:.0f} ms  "
             f"dec {s['decoding_time'] * 1e3:.0f} ms"
         )
-        points.append(
-            {
-                "summary": s,
-                "images": res,
-                "model": {
-                    "label": label,
-                    **{k: loaded.meta.get(k) for k in ("lmbda", "stage", "finetuned_for", "steps")},
-                    "quantizer": quantizer,
-                    "step": params.step,
-                    "q_lmbda": params.lmbda,
-                },
-            }
-        )
-    points.sort(key=lambda p: p["summary"]["bpp"])
     if json_out:
         desc = f"qaft {quantizer} on {len(images)} images of {Path(images[0]).parent}, real files"
-        Path(json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_out).write_text(json.dumps(results_json(name, desc, points), indent=2))
+        write_results(json_out, name, desc, points)
         click.echo(f"wrote {json_out}")
 
 

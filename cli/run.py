@@ -483,7 +483,7 @@ def bench(model, baseline, images, count, repeat, quantizer, json_out, backend, 
 def eval_cmd(models, data, quantizer, step, q_lmbda, json_out, name, backend, threads):
     """Rate-distortion on a folder with real files, in CompressAI's JSON layout (MS-SSIM is
     left null here: it needs the PyTorch side's `qaft eval`)."""
-    from qaft.runtime.evaluation import default_kodak, evaluate_codec, results_json, summarize
+    from qaft.runtime.evaluation import curve_point, default_kodak, evaluate_codec, write_results
     from qaft.runtime.image import IMAGE_SUFFIXES
 
     folder = data or default_kodak()
@@ -496,28 +496,14 @@ def eval_cmd(models, data, quantizer, step, q_lmbda, json_out, name, backend, th
         codec = _codec(md, backend, threads)
         params = codec.params(quantizer, step, q_lmbda)
         res = evaluate_codec(codec, images, quantizer, params, progress=sys.stderr.isatty())
-        s = summarize(res)
+        about = {k: md.manifest.get(k) for k in ("lmbda", "stage", "finetuned_for")}
+        points.append(curve_point(res, {"label": m, **about}, quantizer, params))
+        s = points[-1]["summary"]
         click.echo(
             f"{m:>24}  {s['bpp']:.4f} bpp  {s['psnr']:.3f} dB  enc "
             f"{s['encoding_time'] * 1e3:.0f} ms  dec {s['decoding_time'] * 1e3:.0f} ms"
         )
-        points.append(
-            {
-                "summary": s,
-                "images": res,
-                "model": {
-                    "label": m,
-                    "lmbda": md.manifest.get("lmbda"),
-                    "stage": md.manifest.get("stage"),
-                    "finetuned_for": md.manifest.get("finetuned_for"),
-                    "quantizer": quantizer,
-                    "step": params.step,
-                    "q_lmbda": params.lmbda,
-                },
-            }
-        )
-    points.sort(key=lambda p: p["summary"]["bpp"])
     if json_out:
         desc = f"qaft-run {quantizer} on {len(images)} images of {folder}, real files"
-        Path(json_out).write_text(json.dumps(results_json(name, desc, points), indent=2))
+        write_results(json_out, name, desc, points)
         click.echo(f"wrote {json_out}")

@@ -8,6 +8,7 @@ a measure is supplied (the PyTorch side supplies pytorch-msssim); otherwise it i
 
 from __future__ import annotations
 
+import json
 import math
 import tempfile
 import time
@@ -140,3 +141,23 @@ def results_json(name: str, description: str, points: list[dict]) -> dict:
             "per_image": [[asdict(r) for r in p["images"]] for p in points],
         }
     )
+
+
+def curve_point(
+    results: list[ImageResult], model: dict, quantizer: str, params: QuantizerParams
+) -> dict:
+    """One model's point of a curve: its summary, per-image results and description
+    (``model``, completed with the quantizer settings it was coded with)."""
+    return {
+        "summary": summarize(results),
+        "images": results,
+        "model": {**model, "quantizer": quantizer, "step": params.step, "q_lmbda": params.lmbda},
+    }
+
+
+def write_results(path: str | Path, name: str, description: str, points: list[dict]) -> None:
+    """Writes the points, by increasing rate, as a results JSON in CompressAI's layout."""
+    points = sorted(points, key=lambda p: p["summary"]["bpp"])
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results_json(name, description, points), indent=2))
