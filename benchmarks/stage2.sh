@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Stage 2 for the zoo: finetune every stage-1 model for sq (decoder and hyper-decoder) and for
-# tcq (decoder), two runs at a time (one per core), evaluate each on Kodak with the quantizer
-# it was finetuned for, and print BD-rates against stage 1.
+# Stage 2 for the zoo: finetune every stage-1 model for sq and for tcq (decoder and
+# hyper-decoder, 500 steps of 256² crops), two runs at a time (one per core), evaluate each on
+# Kodak with the quantizer it was finetuned for, and print BD-rates against stage 1.
 #
 #   bash benchmarks/stage2.sh [RUNS_DIR] [--eval-only]
 #   bash benchmarks/stage2.sh RUNS_DIR --bundle     # put the finetuned models into the zoo
@@ -13,12 +13,13 @@ SELF="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
 cd "$(dirname "$0")/.."
 RUNS=${1:-runs}
 BIN=.venv/bin
-STEPS=${STEPS:-2000}
+STEPS=${STEPS:-500}
 LR=${LR:-1e-4}
+CROP=${CROP:-256}
 finetune() {  # model quantizer parts
   OMP_NUM_THREADS=1 $BIN/qaft finetune --ckpt training/zoo/$1/model.pt \
     --data ../shared/data/train --quantizer "$2" --parts "$3" --out "$RUNS/s2_$1_$2" \
-    --steps "$STEPS" --lr "$LR" --threads 1 --log-every 100 --ckpt-every 500 \
+    --steps "$STEPS" --lr "$LR" --crop "$CROP" --threads 1 --log-every 50 --ckpt-every 100 \
     $( [ -f "$RUNS/s2_$1_$2/last.pt" ] && echo --resume )
 }
 if [ "${2:-}" = "--bundle" ]; then  # as q1-sq ... q5-tcq, stored as deltas of q1 ... q5
@@ -37,7 +38,7 @@ fi
 if [ "${2:-}" != "--eval-only" ]; then  # two runs at a time, one per core
   for m in q1 q2 q3 q4 q5; do
     [ -f "$RUNS/s2_${m}_sq/model.pt" ] || echo "$m sq decoder,hyper-decoder"
-    [ -f "$RUNS/s2_${m}_tcq/model.pt" ] || echo "$m tcq decoder"
+    [ -f "$RUNS/s2_${m}_tcq/model.pt" ] || echo "$m tcq decoder,hyper-decoder"
   done | xargs -P 2 -L 1 bash "$SELF" "$RUNS" --one
 fi
 for q in sq tcq; do

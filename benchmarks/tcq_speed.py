@@ -20,7 +20,6 @@ import numpy as np
 import torch
 
 from qaft.runtime import codec as C
-from qaft.runtime.entropy.tables import scale_to_level
 from qaft.runtime.evaluation import default_kodak
 from qaft.runtime.image import load_rgb
 from qaft.runtime.quantizers import QUANTIZERS
@@ -44,8 +43,7 @@ def search_inputs(codec, image, quantizer: str):
     x = C._pad(image)
     y, z = codec.networks.analysis(x)
     _, z_hat = C._code_z(codec, z)
-    scales, means = codec.networks.hyper_synthesis(z_hat)
-    levels = scale_to_level(scales, codec.tables.scale_levels)
+    levels, means = codec.entropy_parameters(z_hat)
     params = codec.params(quantizer)
     tset, bits = QUANTIZERS[quantizer].tables_for(codec.tables, params.step)
     u = ((y - means).astype(np.float64) / params.step).reshape(-1, y.shape[-1])

@@ -40,7 +40,14 @@ def main() -> None:
     "--lr-decay-at",
     default="0.8,0.95",
     show_default=True,
-    help="Fractions of --steps where the learning rate drops 10x.",
+    help="Fractions of --steps (or of --time-budget) where the learning rate drops 10x.",
+)
+@click.option(
+    "--time-budget",
+    default=0.0,
+    show_default=True,
+    help="Seconds of training: the run ends when they are spent and the learning-rate "
+    "drops follow elapsed time (0: --steps decides).",
 )
 @click.option("--seed", default=0, show_default=True)
 @click.option(
@@ -344,9 +351,16 @@ def finetune(resume, parts, **kw) -> None:
     is_flag=True,
     help="Also build TensorRT engines (needs the tensorrt package and a GPU).",
 )
+@click.option(
+    "--fp16/--no-fp16",
+    default=True,
+    show_default=True,
+    help="Also write half-precision graphs (qaft-run --precision fp16).",
+)
 @fail_cleanly
-def export(ckpt, out, check_image, tensorrt) -> None:
-    """Export a model file to a model folder for qaft-run (ONNX graphs, tables, manifest)."""
+def export(ckpt, out, check_image, tensorrt, fp16) -> None:
+    """Export a model file to a model folder for qaft-run (ONNX graphs, the integer
+    hyper-synthesis, tables, manifest)."""
     from qaft.export.onnx_export import export_model
     from qaft.runtime.image import load_rgb
     from qaft.training.checkpoint import load_model
@@ -359,15 +373,15 @@ def export(ckpt, out, check_image, tensorrt) -> None:
                 "--tensorrt: TensorRT is not installed here, nothing was written (export "
                 "without --tensorrt: the ONNX graphs run on any ONNX Runtime)"
             )
-    manifest = export_model(load_model(ckpt), out, load_rgb(check_image) if check_image else None)
+    manifest = export_model(
+        load_model(ckpt), out, load_rgb(check_image) if check_image else None, fp16=fp16
+    )
     errs = ", ".join(f"{k} {v:.1e}" for k, v in manifest["check"]["max_relative_error"].items())
     if tensorrt:
         from qaft.export.tensorrt_engine import build_engines
 
         arch = manifest["architecture"]
-        engines = build_engines(
-            out, {"analysis": 3, "hyper_synthesis": arch["N"], "synthesis": arch["M"]}
-        )
+        engines = build_engines(out, {"analysis": 3, "synthesis": arch["M"]})
         click.echo(f"TensorRT engines: {', '.join(p.name for p in engines)}")
     click.echo(
         f"wrote {out} (fingerprint {manifest['fingerprint']}; ONNX Runtime vs PyTorch: {errs})"

@@ -18,6 +18,14 @@ QUANTIZER_CHOICE = click.Choice(["sq", "rdoq", "tcq", "tcq8"])
 
 def _backend_options(fn):
     fn = click.option(
+        "--precision",
+        default="fp32",
+        show_default=True,
+        type=click.Choice(["fp32", "fp16"]),
+        help="Precision of the float graphs (the entropy parameters are exact either way: "
+        "a file written at one precision decodes at the other).",
+    )(fn)
+    fn = click.option(
         "--threads",
         default=0,
         show_default=True,
@@ -53,13 +61,13 @@ def _open_model(model: str):
     return open_model_dir(model_path(model))
 
 
-def _codec(model_dir, backend: str, threads: int):
+def _codec(model_dir, backend: str, threads: int, precision: str = "fp32"):
     from qaft.runtime.onnx_backend import onnx_codec
 
-    codec = onnx_codec(model_dir, backend, threads)
+    codec = onnx_codec(model_dir, backend, threads, precision)
     click.echo(
         f"model {model_dir.path.name} ({model_dir.fingerprint.hex()}), backend "
-        f"{codec.networks.backend}, threads {threads or 'default'}",
+        f"{codec.networks.backend}, {precision}, threads {threads or 'default'}",
         err=True,
     )
     return codec
@@ -207,6 +215,7 @@ def compress(
     gpus_per_worker,
     backend,
     threads,
+    precision,
 ):
     """Compress images (files or folders) to .qaft files."""
     from tqdm import tqdm
@@ -217,7 +226,7 @@ def compress(
 
     files = _inputs(paths, IMAGE_SUFFIXES, recursive)
     model_dir = _open_model(model or DEFAULT_MODEL)
-    codec = None if ray_address else _codec(model_dir, backend, threads)
+    codec = None if ray_address else _codec(model_dir, backend, threads, precision)
     params = C.resolve_params(model_dir.quantizer_defaults, quantizer, step, q_lmbda)
     out_dir, failed, skipped = Path(out), [], 0
     claimed: set[Path] = set()
@@ -243,7 +252,7 @@ def compress(
         from qaft.runtime.cluster import ClusterConfig, compress_on_ray
 
         address = None if ray_address == "local" else ray_address
-        config = ClusterConfig(address, workers, threads or 1, backend, gpus_per_worker)
+        config = ClusterConfig(address, workers, threads or 1, backend, gpus_per_worker, precision)
         click.echo(
             f"model {model_dir.path.name} ({model_dir.fingerprint.hex()}), "
             f"Ray cluster {address or '(local)'}",
@@ -286,7 +295,7 @@ def compress(
 @_jobs_option
 @_backend_options
 @fail_cleanly
-def decompress(paths, out, model, recursive, force, jobs, backend, threads):
+def decompress(paths, out, model, recursive, force, jobs, backend, threads, precision):
     """Decompress .qaft files to PNG."""
     import threading
 
@@ -311,7 +320,7 @@ def decompress(paths, out, model, recursive, force, jobs, backend, threads):
                             f"written by model {fp.hex()}, which is not bundled: pass --model"
                         )
                     md = open_model_dir(path)
-                codecs[fp] = _codec(md, backend, threads)
+                codecs[fp] = _codec(md, backend, threads, precision)
             return codecs[fp]
 
     out_dir, failed, done, skipped = Path(out), [], 0, 0
@@ -358,7 +367,7 @@ def decompress(paths, out, model, recursive, force, jobs, backend, threads):
 @click.option("--out", default="demo-out", show_default=True, type=click.Path(file_okay=False))
 @_backend_options
 @fail_cleanly
-def demo(images, model, quantizer, out, backend, threads) -> None:
+def demo(images, model, quantizer, out, backend, threads, precision) -> None:
     """Compress a folder to .qaft files, decode the files back to PNG, print a table."""
     from qaft.runtime import codec as C
     from qaft.runtime.evaluation import default_kodak
@@ -411,7 +420,7 @@ def demo(images, model, quantizer, out, backend, threads) -> None:
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write figures here.")
 @_backend_options
 @fail_cleanly
-def bench(model, baseline, images, count, repeat, quantizer, json_out, backend, threads):
+def bench(model, baseline, images, count, repeat, quantizer, json_out, backend, threads, precision):
     """Per-stage latency medians of a model, and its ratio to a baseline."""
     from qaft.runtime.bench import bench as run_bench
     from qaft.runtime.bench import graph_stats, load_images
@@ -422,7 +431,7 @@ def bench(model, baseline, images, count, repeat, quantizer, json_out, backend, 
     dirs = {"model": _open_model(model)}
     if baseline:
         dirs["baseline"] = _open_model(baseline)
-    codecs = {k: _codec(d, backend, threads) for k, d in dirs.items()}
+    codecs = {k: _codec(d, backend, threads, precision) for k, d in dirs.items()}
     med = run_bench(codecs, imgs, quantizer, repeat)
     stats = {k: graph_stats(d) for k, d in dirs.items()}
     keys = list(med["model"])
@@ -480,7 +489,7 @@ def bench(model, baseline, images, count, repeat, quantizer, json_out, backend, 
 @click.option("--name", default="qaft-run", show_default=True, help="Curve name in the JSON.")
 @_backend_options
 @fail_cleanly
-def eval_cmd(models, data, quantizer, step, q_lmbda, json_out, name, backend, threads):
+def eval_cmd(models, data, quantizer, step, q_lmbda, json_out, name, backend, threads, precision):
     """Rate-distortion on a folder with real files, in CompressAI's JSON layout (MS-SSIM is
     left null here: it needs the PyTorch side's `qaft eval`)."""
     from qaft.runtime.evaluation import curve_point, default_kodak, evaluate_codec, write_results
@@ -493,7 +502,7 @@ def eval_cmd(models, data, quantizer, step, q_lmbda, json_out, name, backend, th
     points = []
     for m in models:
         md = _open_model(m)
-        codec = _codec(md, backend, threads)
+        codec = _codec(md, backend, threads, precision)
         params = codec.params(quantizer, step, q_lmbda)
         res = evaluate_codec(codec, images, quantizer, params, progress=sys.stderr.isatty())
         about = {k: md.manifest.get(k) for k in ("lmbda", "stage", "finetuned_for")}

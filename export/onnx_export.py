@@ -1,14 +1,17 @@
 """``qaft export``: a model file -> a self-contained model folder for the runtime.
 
-The folder holds three ONNX graphs with dynamic height and width (``analysis.onnx``:
-image -> y, z; ``hyper_synthesis.onnx``: ẑ -> scales, means; ``synthesis.onnx``: ŷ ->
-image), the coding tables (``tables.npz``) and ``manifest.json`` (format version,
-fingerprint, architecture, λ, stage, ``finetuned_for``, quantizer settings, SHA-256 of every
-file).  Every graph is checked against PyTorch before the folder is written.
+The folder holds the float graphs with dynamic height and width (``analysis.onnx``:
+image -> y, z; ``synthesis.onnx``: ŷ -> image; with ``fp16``, also ``*_fp16.onnx``: the
+same in half precision, fp32 inputs and outputs), the integer hyper-synthesis that selects
+the probability tables (``hyper_synthesis.npz``, see ``docs/exact.md``), the coding tables
+(``tables.npz``) and ``manifest.json`` (format version, fingerprint, architecture, λ, stage,
+``finetuned_for``, quantizer settings, SHA-256 of every file).  Every graph is checked
+against PyTorch before the folder is written.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -20,13 +23,27 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from qaft.runtime.model_dir import GRAPHS, MANIFEST, MODEL_DIR_FORMAT, MODEL_DIR_VERSION, TABLES
+from qaft.runtime.entropy.integer_hyper import IntegerHyperSynthesis
+from qaft.runtime.model_dir import (
+    GRAPHS,
+    GRAPHS_FP16,
+    HYPER,
+    MANIFEST,
+    MODEL_DIR_FORMAT,
+    MODEL_DIR_VERSION,
+    TABLES,
+)
 from qaft.training.checkpoint import LoadedModel
 from qaft.training.models import MeanScaleHyperprior
 
 #: Largest accepted difference between ONNX Runtime and PyTorch, relative to the output's
 #: largest magnitude.
 TOLERANCE = 1e-4
+#: The same for the fp16 graphs (half precision: about 2**-11 per operation).
+TOLERANCE_FP16 = 1e-2
+#: The same for the integer hyper-synthesis against the float ``h_s`` (a coarser check: it
+#: rounds weights to 16 bits and activations to 2**-18; it catches conversion bugs).
+TOLERANCE_INTEGER = 1e-2
 
 
 class ExportError(RuntimeError):
@@ -43,16 +60,6 @@ class _Analysis(torch.nn.Module):
         return y, self.h_a(y)
 
 
-class _HyperSynthesis(torch.nn.Module):
-    def __init__(self, m: MeanScaleHyperprior):
-        super().__init__()
-        self.h_s = m.h_s
-
-    def forward(self, z_hat):
-        scales, means = self.h_s(z_hat).chunk(2, 1)
-        return scales, means
-
-
 class _Synthesis(torch.nn.Module):
     def __init__(self, m: MeanScaleHyperprior):
         super().__init__()
@@ -62,14 +69,32 @@ class _Synthesis(torch.nn.Module):
         return self.g_s(y_hat)
 
 
-def _graphs(m: MeanScaleHyperprior):
-    """(file, module, input name, output names, example input shape) of each graph."""
-    n, mm = m.config.N, m.config.M
-    return [
-        (GRAPHS["analysis"], _Analysis(m), "x", ["y", "z"], (1, 3, 128, 192)),
-        (GRAPHS["hyper_synthesis"], _HyperSynthesis(m), "z_hat", ["scales", "means"], (1, n, 2, 3)),
-        (GRAPHS["synthesis"], _Synthesis(m), "y_hat", ["x_hat"], (1, mm, 8, 12)),
+class _Half(torch.nn.Module):
+    """A module run in fp16 behind fp32 inputs and outputs."""
+
+    def __init__(self, module: torch.nn.Module):
+        super().__init__()
+        self.module = copy.deepcopy(module).half()
+
+    def forward(self, x):
+        out = self.module(x.half())
+        return tuple(o.float() for o in out) if isinstance(out, tuple) else out.float()
+
+
+def _graphs(m: MeanScaleHyperprior, fp16: bool):
+    """(file, module, input name, output names, example input shape, tolerance) of each
+    graph; the fp16 twins are checked against the fp32 PyTorch modules."""
+    mm = m.config.M
+    specs = [
+        ("analysis", _Analysis(m), "x", ["y", "z"], (1, 3, 128, 192)),
+        ("synthesis", _Synthesis(m), "y_hat", ["x_hat"], (1, mm, 8, 12)),
     ]
+    out = [(GRAPHS[n], mod, mod, i, o, s, TOLERANCE) for n, mod, i, o, s in specs]
+    if fp16:
+        out += [
+            (GRAPHS_FP16[n], _Half(mod), mod, i, o, s, TOLERANCE_FP16) for n, mod, i, o, s in specs
+        ]
+    return out
 
 
 def _check(path: Path, module, shape, real: torch.Tensor | None) -> float:
@@ -77,7 +102,9 @@ def _check(path: Path, module, shape, real: torch.Tensor | None) -> float:
     inputs of a size other than the one exported."""
     import onnxruntime as ort
 
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3  # fp16 graphs: ORT notes constants it leaves unfolded
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(0)
     inputs = [
         rng.normal(0, 1, (shape[0], shape[1], shape[2] * 2, shape[3] + shape[3] // 3 * 2)).astype(
@@ -117,14 +144,37 @@ def _real_inputs(
     return {"x": x, "z_hat": z_hat, "y_hat": torch.round(y - means) + means}
 
 
+@torch.no_grad()
+def _check_integer(
+    model: MeanScaleHyperprior, hyper: IntegerHyperSynthesis, real: torch.Tensor | None
+) -> float:
+    """Largest difference of the integer hyper-synthesis from the float ``h_s`` (relative
+    to the largest float output), on random integer ẑ and the real one."""
+    rng = np.random.default_rng(0)
+    inputs = [np.rint(rng.normal(0, 3, (1, model.config.N, 4, 6))).astype(np.float32)]
+    if real is not None:
+        inputs.append(real.numpy().astype(np.float32))
+    worst = 0.0
+    for z in inputs:
+        ref = model.h_s(torch.from_numpy(z)).numpy()
+        ours = np.concatenate(hyper(z), axis=1)
+        worst = max(worst, float(np.abs(ours - ref).max() / max(np.abs(ref).max(), 1e-6)))
+    return worst
+
+
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def export_model(
-    loaded: LoadedModel, out: str | Path, real_image: np.ndarray | None = None, opset: int = 17
+    loaded: LoadedModel,
+    out: str | Path,
+    real_image: np.ndarray | None = None,
+    opset: int = 17,
+    fp16: bool = True,
 ) -> dict:
-    """Writes the model folder ``out`` (atomically: a temporary folder, then a rename)."""
+    """Writes the model folder ``out`` (atomically: a temporary folder, then a rename);
+    ``fp16`` adds the half-precision graphs."""
     out = Path(out)
     model = loaded.model.cpu().eval()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -133,7 +183,7 @@ def export_model(
     try:
         real = _real_inputs(model, loaded.tables.z_medians, real_image)
         errors = {}
-        for fname, module, in_name, out_names, shape in _graphs(model):
+        for fname, module, ref, in_name, out_names, shape, tol in _graphs(model, fp16):
             dyn = {in_name: {2: "height", 3: "width"}}
             dyn.update({o: {2: "height", 3: "width"} for o in out_names})
             with warnings.catch_warnings():
@@ -148,13 +198,22 @@ def export_model(
                     opset_version=opset,
                     dynamo=False,
                 )
-            err = _check(tmp / fname, module, shape, real.get(in_name))
+            err = _check(tmp / fname, ref, shape, real.get(in_name))
             errors[fname] = err
-            if err > TOLERANCE:
+            if err > tol:
                 raise ExportError(
                     f"{fname}: ONNX Runtime differs from PyTorch by {err:.2e} "
-                    f"(relative), above the tolerance {TOLERANCE:.0e}"
+                    f"(relative), above the tolerance {tol:.0e}"
                 )
+        hyper = model.integer_hyper_synthesis()
+        np.savez(tmp / HYPER, **hyper.to_arrays())
+        err = _check_integer(model, hyper, real.get("z_hat"))
+        errors[HYPER] = err
+        if err > TOLERANCE_INTEGER:
+            raise ExportError(
+                f"{HYPER}: the integer hyper-synthesis differs from PyTorch's by {err:.2e} "
+                f"(relative), above the tolerance {TOLERANCE_INTEGER:.0e}"
+            )
         np.savez(tmp / TABLES, **loaded.tables.to_arrays())
         meta = loaded.meta
         manifest = {
@@ -171,8 +230,17 @@ def export_model(
             "finetuned_for": meta.get("finetuned_for"),
             "quantizers": meta.get("quantizers", {}),
             "synthesis_gain": meta.get("synthesis_gain"),
-            "check": {"max_relative_error": errors, "tolerance": TOLERANCE},
-            "files": {f: _sha256(tmp / f) for f in [*GRAPHS.values(), TABLES]},
+            "check": {
+                "max_relative_error": errors,
+                "tolerance": TOLERANCE,
+                "tolerance_fp16": TOLERANCE_FP16,
+                "tolerance_integer": TOLERANCE_INTEGER,
+            },
+            "files": {
+                f: _sha256(tmp / f)
+                for f in [*GRAPHS.values(), HYPER, TABLES]
+                + (list(GRAPHS_FP16.values()) if fp16 else [])
+            },
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         if out.exists():

@@ -17,7 +17,7 @@ from qaft.runtime.model_dir import GRAPHS
 #: reach the analysis in tiles of at most 2048 + 2 x 192 pixels a side, runtime/tiling.py).
 IMAGE_SHAPES = ((64, 64), (512, 768), (2432, 3840))
 #: Spatial downsampling of each graph's input relative to the image.
-INPUT_SCALE = {"analysis": 1, "hyper_synthesis": 64, "synthesis": 16}
+INPUT_SCALE = {"analysis": 1, "synthesis": 16}
 
 
 def tensorrt_available() -> bool:

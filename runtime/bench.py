@@ -18,8 +18,8 @@ DECODE_STAGES = ("entropy_decode", "hyper_synthesis", "synthesis")
 
 
 def graph_stats(model: ModelDir) -> dict:
-    """Operator counts by type and parameter counts of each graph (needs the onnx package;
-    None without it)."""
+    """Operator counts by type and parameter counts of the analysis, the integer
+    hyper-synthesis and the synthesis (the ONNX graphs need the onnx package: {} without)."""
     try:
         import onnx
     except ImportError:
@@ -32,7 +32,13 @@ def graph_stats(model: ModelDir) -> dict:
             ops[node.op_type] += 1
         params = int(sum(np.prod(t.dims) for t in g.initializer))
         out[name] = {"operators": dict(sorted(ops.items())), "parameters": params}
-    return out
+    ops = defaultdict(int)
+    for layer in model.hyper.layers:
+        ops[f"integer {layer.kind}"] += 1
+        ops["leaky relu"] += int(layer.leaky)
+    params = sum(layer.weight.size + layer.bias.size for layer in model.hyper.layers)
+    out["hyper_synthesis"] = {"operators": dict(sorted(ops.items())), "parameters": params}
+    return {k: out[k] for k in ("analysis", "hyper_synthesis", "synthesis")}
 
 
 def bench(

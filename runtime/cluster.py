@@ -43,6 +43,7 @@ class ClusterConfig:
     threads: int = 1  # ONNX Runtime threads per worker
     backend: str = "auto"  # per worker: the best execution provider its node has
     gpus_per_worker: float = 0.0
+    precision: str = "fp32"  # of the float graphs; the entropy parameters are exact anyway
     batch: int = 8  # files per task
     attempts: int = 3  # tries per batch before its files are reported failed
 
@@ -55,8 +56,9 @@ class _Worker:
     could not replay safely on a restart.
     """
 
-    def __init__(self, name: str, backend: str, threads: int):
+    def __init__(self, name: str, backend: str, threads: int, precision: str = "fp32"):
         self.name, self.backend, self.threads = name, backend, threads
+        self.precision = precision
         self.codec = None
 
     def _codec(self, model_ref):
@@ -89,7 +91,7 @@ class _Worker:
                 finally:
                     shutil.rmtree(tmp, ignore_errors=True)
                 model = open_model_dir(folder)
-            self.codec = onnx_codec(model, self.backend, self.threads)
+            self.codec = onnx_codec(model, self.backend, self.threads, self.precision)
         return self.codec
 
     def compress(
@@ -190,7 +192,10 @@ def _start_workers(ray, model: ModelDir, config: ClusterConfig) -> list:
         num_gpus=config.gpus_per_worker,
         max_restarts=-1,  # Ray brings a dead worker back (on another node if its own is gone)
     )(_Worker)
-    actors = [worker.remote(model.path.name, config.backend, config.threads) for _ in range(n)]
+    actors = [
+        worker.remote(model.path.name, config.backend, config.threads, config.precision)
+        for _ in range(n)
+    ]
     pings = {a.pid.remote(): a for a in actors}
     ready, late = ray.wait(list(pings), num_returns=len(pings), timeout=READY_TIMEOUT)
     for ref in late:

@@ -25,13 +25,19 @@ from qaft.runtime.quantizers.base import STEP_RANGE
 
 
 class Networks(Protocol):
-    """The transforms of a hyperprior codec on float32 NCHW arrays (analysis = g_a and h_a)."""
+    """The float transforms of a hyperprior codec on float32 NCHW arrays (analysis = g_a and
+    h_a).  The hyper-synthesis is not among them: it selects probability tables, so it runs
+    on the exact integer path (:mod:`qaft.runtime.entropy.integer_hyper`) for every backend."""
 
     def analysis(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...  # image -> y, z
 
-    def hyper_synthesis(self, z_hat: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
-
     def synthesis(self, y_hat: np.ndarray) -> np.ndarray: ...  # y_hat -> image in [0, 1]
+
+
+class HyperSynthesis(Protocol):
+    """ẑ -> (scales, means) of y; :class:`IntegerHyperSynthesis` is the one that codes."""
+
+    def __call__(self, z_hat: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 class ModelMismatchError(QaftError):
@@ -53,6 +59,7 @@ class Codec:
     the quantizer settings measured for it (``quantizer_defaults``)."""
 
     networks: Networks
+    hyper: HyperSynthesis
     tables: ModelTables
     fingerprint: bytes
     quantizer_defaults: dict[str, QuantizerParams] = field(default_factory=dict)
@@ -65,6 +72,11 @@ class Codec:
     ) -> QuantizerParams:
         """The model's settings for ``quantizer``, with explicit overrides applied."""
         return resolve_params(self.quantizer_defaults, quantizer, step, lmbda)
+
+    def entropy_parameters(self, z_hat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(scale levels int32, means float32) of y from ẑ: what both sides must agree on."""
+        scales, means = self.hyper(z_hat)
+        return scale_to_level(scales, self.tables.scale_levels), means
 
 
 def resolve_params(
@@ -143,11 +155,10 @@ def encode(
 
     t0 = time.perf_counter()
     z_idx, z_hat = _code_z(codec, z)
-    scales, means = codec.networks.hyper_synthesis(z_hat)
+    levels, means = codec.entropy_parameters(z_hat)
     t["hyper_synthesis"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    levels = scale_to_level(scales, codec.tables.scale_levels)
     y_idx, y_hat = quant.quantize(y, means, levels, codec.tables, params, codec.distortion_weights)
     t["quantization"] = time.perf_counter() - t0
 
@@ -176,15 +187,18 @@ def encode_file(
 class Decoded:
     """A decompressed image and the indices the decoder recovered."""
 
-    image: np.ndarray
+    image: np.ndarray | None  # None when decoded with synthesize=False
     y_indices: np.ndarray
     z_indices: np.ndarray
     header: container.Header
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def decode(codec: Codec, data: bytes) -> Decoded:
-    """Decompresses the bytes of a ``.qaft`` file to an (H, W, 3) uint8 image."""
+def decode(codec: Codec, data: bytes, synthesize: bool = True) -> Decoded:
+    """Decompresses the bytes of a ``.qaft`` file to an (H, W, 3) uint8 image.
+
+    ``synthesize=False`` stops after the entropy decoding (indices only): the part that
+    must agree bit for bit with the encoder; the synthesis is a float function of them."""
     t: dict[str, float] = {}
     t0 = time.perf_counter()
     header, sections = container.unpack(data)
@@ -216,14 +230,15 @@ def decode(codec: Codec, data: bytes) -> Decoded:
     t["entropy_decode"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    scales, means = codec.networks.hyper_synthesis(z_hat)
+    levels, means = codec.entropy_parameters(z_hat)
     t["hyper_synthesis"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    levels = scale_to_level(scales, codec.tables.scale_levels)
     y_idx, y_hat = quant.decode(sections[2:], means, levels, codec.tables, header.step)
     t["entropy_decode"] += time.perf_counter() - t0
 
+    if not synthesize:
+        return Decoded(None, y_idx, z_idx, header, t)
     t0 = time.perf_counter()
     image = tiling.synthesize(codec.networks.synthesis, y_hat, header.height, header.width)
     t["synthesis"] = time.perf_counter() - t0

@@ -17,7 +17,9 @@ from qaft.runtime.errors import QaftError
 from qaft.runtime.limits import limit_text, size_ok
 
 MAGIC = b"QAFT"
-FORMAT_VERSION = 1
+#: 2: entropy parameters from the integer hyper-synthesis (exact on every backend).
+#: Version-1 files chose their tables from a float network and are not read.
+FORMAT_VERSION = 2
 _HEAD = struct.Struct("<4sBBH8sIIfB")
 
 
@@ -66,8 +68,13 @@ def unpack(data: bytes) -> tuple[Header, list[bytes]]:
     if magic != MAGIC:
         raise ContainerError("not a .qaft file (bad magic number)")
     if version != FORMAT_VERSION:
+        hint = (
+            ": it predates exact entropy parameters; encode the image again"
+            if version < FORMAT_VERSION
+            else ": upgrade qaft"
+        )
         raise ContainerError(
-            f"format version {version} is not supported (this qaft reads {FORMAT_VERSION})"
+            f"format version {version} is not supported (this qaft reads {FORMAT_VERSION}){hint}"
         )
     (crc,) = struct.unpack_from("<I", data, len(data) - 4)
     if zlib.crc32(data[:-4]) != crc:

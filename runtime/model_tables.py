@@ -58,7 +58,8 @@ class ModelTables:
 
 
 def fingerprint(arrays: dict[str, np.ndarray]) -> bytes:
-    """8-byte digest of named arrays (weights and tables), independent of dict order.
+    """8-byte digest of named arrays (weights, tables, integer hyper-synthesis), independent
+    of dict order.
 
     Written into every file so a decoder can refuse a stream made by another model.
     """

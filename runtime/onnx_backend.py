@@ -50,20 +50,33 @@ def resolve_backend(backend: str) -> str:
 
 
 class OnnxNetworks:
-    """The three exported graphs, one ONNX Runtime session each, created once."""
+    """The float graphs (analysis, synthesis) at one precision, one ONNX Runtime session
+    each, created once.  ``optimize=False`` turns ONNX Runtime's graph optimizations off."""
 
-    def __init__(self, model: ModelDir, backend: str = "cpu", threads: int = 0):
+    def __init__(
+        self,
+        model: ModelDir,
+        backend: str = "cpu",
+        threads: int = 0,
+        precision: str = "fp32",
+        optimize: bool = True,
+    ):
         self.backend = resolve_backend(backend)
+        self.precision = precision
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
+        # ORT logs, at warning level, the constants of the fp16 graphs it leaves unfolded.
+        opts.log_severity_level = 3
+        if not optimize:
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         providers = [PROVIDERS[self.backend]]
         if self.backend != "cpu":
             providers.append(PROVIDERS["cpu"])
         self.sessions = {}
-        for name in ("analysis", "hyper_synthesis", "synthesis"):
-            path = model.graph(name)
+        for name in ("analysis", "synthesis"):
+            path = model.graph(name, precision)
             try:
                 self.sessions[name] = ort.InferenceSession(str(path), opts, providers=providers)
             except Exception as exc:  # ORT raises its own types for bad graphs
@@ -71,6 +84,7 @@ class OnnxNetworks:
                 raise QaftError(f"{path}: not a loadable ONNX graph ({first})") from None
 
     def _run(self, name: str, x: np.ndarray) -> list[np.ndarray]:
+        # fp16 graphs keep fp32 inputs and outputs (casts inside): callers see one type.
         sess = self.sessions[name]
         return sess.run(None, {sess.get_inputs()[0].name: np.ascontiguousarray(x, np.float32)})
 
@@ -78,18 +92,22 @@ class OnnxNetworks:
         y, z = self._run("analysis", x)
         return y, z
 
-    def hyper_synthesis(self, z_hat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        scales, means = self._run("hyper_synthesis", z_hat)
-        return scales, means
-
     def synthesis(self, y_hat: np.ndarray) -> np.ndarray:
         return self._run("synthesis", y_hat)[0]
 
 
-def onnx_codec(model: ModelDir, backend: str = "cpu", threads: int = 0) -> Codec:
-    """A codec running a model folder's graphs with ONNX Runtime."""
+def onnx_codec(
+    model: ModelDir,
+    backend: str = "cpu",
+    threads: int = 0,
+    precision: str = "fp32",
+    optimize: bool = True,
+) -> Codec:
+    """A codec running a model folder's graphs with ONNX Runtime (the entropy parameters
+    always come from the folder's integer hyper-synthesis)."""
     return Codec(
-        OnnxNetworks(model, backend, threads),
+        OnnxNetworks(model, backend, threads, precision, optimize),
+        model.hyper,
         model.tables,
         model.fingerprint,
         model.quantizer_defaults,

@@ -3,6 +3,7 @@ its entry in ``runtime/zoo/index.json``.
 
     python scripts/zoo_add.py MODEL.pt --name q3 --quality 3 [--run RUN_DIR ...]
     python scripts/zoo_add.py STAGE2.pt --name q3-tcq --quality 3 --base q3 [--run RUN_DIR]
+    python scripts/zoo_add.py --reexport      # every bundled model again, after a format change
 
 The model's λ, stage and ``finetuned_for`` come from its metadata; ``--run`` folders add
 training provenance (steps and wall time from their logs).  ``--base`` stores a stage-2
@@ -32,14 +33,39 @@ def _short(path: str | None) -> str | None:
     return None if not path else "/".join(Path(path).parts[-2:])
 
 
+def _check_image():
+    return load_rgb(list_images(REPO.parent / "shared" / "data" / "train")[0])[:256, :384]
+
+
+def reexport() -> None:
+    """Exports every bundled model's folder again from its PyTorch file (export is
+    deterministic: unchanged graphs come out byte for byte the same) and records the
+    fingerprints (they change when what they cover changes, e.g. the integer path)."""
+    entries = json.loads(INDEX.read_text())
+    for e in entries:
+        m = export_model(
+            load_model(CHECKPOINT_DIR / e["checkpoint"]), ZOO_DIR / e["model_dir"], _check_image()
+        )
+        if m["fingerprint"] != e["fingerprint"]:
+            print(f"{e['name']}: fingerprint {e['fingerprint']} -> {m['fingerprint']}")
+            e["fingerprint"] = m["fingerprint"]
+        print(f"{e['name']}: re-exported ({', '.join(sorted(m['files']))})")
+    INDEX.write_text(json.dumps(entries, indent=2) + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("model")
-    ap.add_argument("--name", required=True)
-    ap.add_argument("--quality", type=int, required=True)
+    ap.add_argument("model", nargs="?")
+    ap.add_argument("--name")
+    ap.add_argument("--quality", type=int)
     ap.add_argument("--run", action="append", default=[], help="Run folder(s) it came from.")
     ap.add_argument("--base", help="Bundled model it was finetuned from (stored as a delta).")
+    ap.add_argument("--reexport", action="store_true", help="Re-export every bundled model.")
     args = ap.parse_args()
+    if args.reexport:
+        return reexport()
+    if not (args.model and args.name and args.quality is not None):
+        ap.error("MODEL, --name and --quality are required (or --reexport)")
     loaded = load_model(args.model)
     dest = CHECKPOINT_DIR / args.name / "model.pt"
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -47,8 +73,7 @@ def main() -> None:
         save_model(dest, loaded.model, loaded.meta, base=CHECKPOINT_DIR / args.base / "model.pt")
     elif Path(args.model).resolve() != dest.resolve():
         save_model(dest, loaded.model, loaded.meta)  # whole, even if the source was a delta
-    check_image = load_rgb(list_images(REPO.parent / "shared" / "data" / "train")[0])[:256, :384]
-    manifest = export_model(load_model(dest), ZOO_DIR / args.name, check_image)
+    manifest = export_model(load_model(dest), ZOO_DIR / args.name, _check_image())
     runs = [summarize(Path(r)) for r in args.run]
     meta = loaded.meta
     entry = {

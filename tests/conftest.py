@@ -63,7 +63,9 @@ def model_dir(tiny_model_file, tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("export") / "tiny"
     manifest = export_model(load_model(tiny_model_file), out, synthetic_image(80, 100, 7))
-    assert all(e < 1e-4 for e in manifest["check"]["max_relative_error"].values())
+    errors = manifest["check"]["max_relative_error"]
+    assert all(e < 1e-4 for f, e in errors.items() if f in ("analysis.onnx", "synthesis.onnx"))
+    assert all(e < 1e-2 for e in errors.values())
     return out
 
 

@@ -24,7 +24,7 @@ def test_roundtrip_file_indices_and_pixels_identical(tiny_codec, tmp_path, shape
 
 def test_file_of_another_model_is_refused(tiny_codec):
     enc = C.encode(tiny_codec, synthetic_image(64, 64))
-    other = C.Codec(tiny_codec.networks, tiny_codec.tables, b"\x00" * 8)
+    other = C.Codec(tiny_codec.networks, tiny_codec.hyper, tiny_codec.tables, b"\x00" * 8)
     with pytest.raises(ModelMismatchError, match="another model|not by this one"):
         C.decode(other, enc.data)
 

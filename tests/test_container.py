@@ -19,7 +19,7 @@ def test_pack_unpack_roundtrip():
 
 def test_header_layout_is_as_documented():
     data = _example()
-    assert data[:4] == b"QAFT" and data[4] == 1 and data[5] == 0
+    assert data[:4] == b"QAFT" and data[4] == 2 and data[5] == 0
     assert data[8:16] == b"12345678"
     assert struct.unpack_from("<II", data, 16) == (512, 768)
     assert struct.unpack_from("<f", data, 24) == (1.0,)
@@ -42,14 +42,18 @@ def test_every_single_bit_flip_is_detected():
                 unpack(bytes(bad))
 
 
-def test_wrong_magic_and_newer_version():
+def test_wrong_magic_and_other_versions():
     data = bytearray(_example())
     data[0:4] = b"PNG!"
     with pytest.raises(ContainerError, match="magic"):
         unpack(bytes(data))
-    newer = pack(Header(0, b"12345678", 4, 4, version=2), [])
-    with pytest.raises(ContainerError, match="version 2"):
+    newer = pack(Header(0, b"12345678", 4, 4, version=3), [])
+    with pytest.raises(ContainerError, match="version 3.*upgrade qaft"):
         unpack(newer)
+    # Version 1 chose its probability tables from a float network: not decodable exactly.
+    older = pack(Header(0, b"12345678", 4, 4, version=1), [])
+    with pytest.raises(ContainerError, match="version 1.*predates exact entropy parameters"):
+        unpack(older)
 
 
 def test_absurd_dimensions_refused_before_allocation():

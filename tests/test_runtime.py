@@ -18,8 +18,10 @@ def test_manifest_lists_every_file_with_its_hash(model_dir, tiny_codec):
     assert md.fingerprint == tiny_codec.fingerprint
     assert set(md.manifest["files"]) == {
         "analysis.onnx",
-        "hyper_synthesis.onnx",
         "synthesis.onnx",
+        "analysis_fp16.onnx",
+        "synthesis_fp16.onnx",
+        "hyper_synthesis.npz",
         "tables.npz",
     }
     assert md.manifest["architecture"]["N"] == 16 and md.manifest["stage"] == 1

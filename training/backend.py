@@ -29,7 +29,9 @@ class TorchNetworks:
             z = self.model.h_a(y)
         return y.cpu().numpy(), z.cpu().numpy()
 
-    def hyper_synthesis(self, z_hat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def float_hyper_synthesis(self, z_hat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The float ``h_s`` (not used for coding: benchmarks compare the integer path
+        against it)."""
         scales, means = self._run(self.model.h_s, z_hat).chunk(2, 1)
         return scales.cpu().numpy(), means.cpu().numpy()
 
@@ -56,6 +58,7 @@ def codec_from_loaded(loaded: LoadedModel, device: str = "cpu") -> Codec:
     """A codec running a loaded model file through PyTorch."""
     return Codec(
         TorchNetworks(loaded.model.to(device).eval(), device),
+        loaded.model.integer_hyper_synthesis(),
         loaded.tables,
         loaded.fingerprint,
         quantizer_defaults(loaded.meta),
@@ -69,5 +72,8 @@ def codec_from_model(model: MeanScaleHyperprior) -> Codec:
     tables = model.build_tables()
     device = next(model.parameters()).device
     return Codec(
-        TorchNetworks(model, device), tables, model_fingerprint(model.state_dict(), tables)
+        TorchNetworks(model, device),
+        model.integer_hyper_synthesis(),
+        tables,
+        model_fingerprint(model, tables),
     )

@@ -35,9 +35,13 @@ def atomic_save(obj: Any, path: str | Path) -> None:
     os.replace(tmp, path)
 
 
-def model_fingerprint(state_dict: dict[str, torch.Tensor], tables: ModelTables) -> bytes:
-    arrays = {f"w.{k}": v.detach().cpu().numpy() for k, v in state_dict.items()}
+def model_fingerprint(model: MeanScaleHyperprior, tables: ModelTables) -> bytes:
+    """The digest files carry: the weights, the coding tables and the integer hyper-synthesis
+    the weights convert to (so a stream is tied to the entropy parameters that wrote it,
+    even if the conversion changes)."""
+    arrays = {f"w.{k}": v.detach().cpu().numpy() for k, v in model.state_dict().items()}
     arrays.update({f"t.{k}": v for k, v in tables.to_arrays().items()})
+    arrays.update({f"h.{k}": v for k, v in model.integer_hyper_synthesis().to_arrays().items()})
     return fingerprint(arrays)
 
 
@@ -138,7 +142,7 @@ class LoadedModel:
         self.model = model
         self.tables = tables
         self.meta = meta
-        self.fingerprint = model_fingerprint(model.state_dict(), tables)
+        self.fingerprint = model_fingerprint(model, tables)
 
 
 def load_model(path: str | Path, device: str = "cpu") -> LoadedModel:

@@ -82,8 +82,11 @@ class FinetuneConfig:
 class _LatentSource:
     """Frozen analysis + the runtime quantizer, batch by batch."""
 
-    def __init__(self, model, codec, quantizer: str, params, device):
+    def __init__(self, model, codec, quantizer: str, params, device, live_hyper: bool = False):
         self.model, self.codec, self.device = model, codec, device
+        # With the hyper-decoder in training, the entropy parameters follow its weights:
+        # the integer path is rebuilt from them for every batch (a few ms).
+        self.live_hyper = live_hyper
         self.quant = QUANTIZERS[quantizer]
         self.params = params
         self.medians = torch.from_numpy(codec.tables.z_medians).reshape(1, -1, 1, 1).to(device)
@@ -95,9 +98,10 @@ class _LatentSource:
         y = m.g_a(x)
         z = m.h_a(y)
         z_hat = torch.round(z - self.medians) + self.medians
-        scales, means = m.hyper_synthesis(z_hat)
-        y_np, means_np = y.cpu().numpy(), means.cpu().numpy()
-        levels = scale_to_level(scales.cpu().numpy(), self.codec.tables.scale_levels)
+        hyper = m.integer_hyper_synthesis() if self.live_hyper else self.codec.hyper
+        scales, means_np = hyper(z_hat.float().cpu().numpy())
+        levels = scale_to_level(scales, self.codec.tables.scale_levels)
+        y_np = y.float().cpu().numpy()
         idx, y_hat = self.quant.quantize(
             y_np, means_np, levels, self.codec.tables, self.params, self.codec.distortion_weights
         )
@@ -155,7 +159,7 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, progress: bool = True) -
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
 
     model.eval()  # no layer here behaves differently in training; keeps the analysis exact
-    source = _LatentSource(model, codec, cfg.quantizer, params, device)
+    source = _LatentSource(model, codec, cfg.quantizer, params, device, train_hs)
     machine = getattr(QUANTIZERS[cfg.quantizer], "machine", None)
     batches: queue.Queue = queue.Queue(maxsize=2)
     stop = threading.Event()

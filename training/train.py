@@ -51,6 +51,10 @@ class TrainConfig:
     ckpt_every: int = 250
     threads: int = 0  # 0: torch's default
     amp: str = "bf16"  # networks under bf16 autocast (AMX on this CPU): about 2x faster
+    # Seconds of training (0: none). With a budget the run ends when it is spent and the
+    # learning-rate drops follow elapsed time instead of steps: on a lent GPU the wall time,
+    # not the step count, is what is fixed in advance.
+    time_budget: float = 0.0
 
     def __post_init__(self) -> None:
         if self.stand_in not in STAND_INS:
@@ -79,8 +83,13 @@ def rd_terms(
     return {"loss": lmbda * 255**2 * mse + bpp, "bpp": bpp, "mse": mse}
 
 
-def lr_at(cfg: TrainConfig, step: int) -> float:
-    return cfg.lr * 0.1 ** sum(step >= f * cfg.steps for f in cfg.lr_decay_at)
+def lr_at(cfg: TrainConfig, step: int, elapsed: float = 0.0) -> float:
+    """The learning rate at ``step`` (or at ``elapsed`` seconds with a time budget)."""
+    if cfg.time_budget > 0:
+        done = elapsed / cfg.time_budget
+    else:
+        done = step / cfg.steps
+    return cfg.lr * 0.1 ** sum(done >= f for f in cfg.lr_decay_at)
 
 
 Validator = Callable[[MeanScaleHyperprior], dict]
@@ -112,7 +121,7 @@ def train(
     opt = torch.optim.Adam(main_params, lr=cfg.lr)
     aux_opt = torch.optim.Adam(aux_params, lr=cfg.aux_lr)
 
-    step = 0
+    step, elapsed, skipped = 0, 0.0, 0
     ckpt_path = out / "last.pt"
     if resume:
         state = read_run_checkpoint(ckpt_path)
@@ -122,6 +131,8 @@ def train(
         sampler.set_state(state["sampler"])
         torch.set_rng_state(state["torch_rng"])
         step = state["step"]
+        elapsed = state.get("elapsed", 0.0)
+        skipped = state.get("skipped", 0)
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
 
     def save_checkpoint() -> None:
@@ -133,6 +144,8 @@ def train(
                 "sampler": sampler.state(),
                 "torch_rng": torch.get_rng_state(),
                 "step": step,
+                "elapsed": elapsed,
+                "skipped": skipped,
                 "config": asdict(cfg),
             },
             ckpt_path,
@@ -142,29 +155,41 @@ def train(
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress, dynamic_ncols=True)
     acc = {"loss": 0.0, "bpp": 0.0, "mse": 0.0, "aux": 0.0}
     n_acc, t0 = 0, time.time()
+    t_last = time.time()
     model.train()
-    while step < cfg.steps:
+    last = False
+    while step < cfg.steps and not (cfg.time_budget > 0 and elapsed >= cfg.time_budget):
         for g in opt.param_groups:
-            g["lr"] = lr_at(cfg, step)
+            g["lr"] = lr_at(cfg, step, elapsed)
         x = sampler.batch(cfg.batch).to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp == "bf16"):
             fwd = model(x, cfg.stand_in)
         terms = rd_terms(fwd, x, cfg.lmbda)
         opt.zero_grad(set_to_none=True)
         terms["loss"].backward()
-        if cfg.clip > 0:
-            torch.nn.utils.clip_grad_norm_(main_params, cfg.clip)
-        opt.step()
-        aux = model.aux_loss()
-        aux_opt.zero_grad(set_to_none=True)
-        aux.backward()
-        aux_opt.step()
+        norm = torch.nn.utils.clip_grad_norm_(main_params, cfg.clip if cfg.clip > 0 else math.inf)
+        # A rare non-finite batch (a likelihood underflow under bf16) would poison Adam's
+        # moments for good: such a step is dropped and counted instead.
+        finite = bool(torch.isfinite(norm))
+        if finite:
+            opt.step()
+            aux = model.aux_loss()
+            aux_opt.zero_grad(set_to_none=True)
+            aux.backward()
+            aux_opt.step()
         step += 1
+        now = time.time()
+        elapsed, t_last = elapsed + now - t_last, now
+        last = step >= cfg.steps or (cfg.time_budget > 0 and elapsed >= cfg.time_budget)
+        if not finite:
+            skipped += 1
+            bar.update(1)
+            continue
         for k in ("loss", "bpp", "mse"):
             acc[k] += float(terms[k].detach())
         acc["aux"] += float(aux.detach())
         n_acc += 1
-        if step % cfg.log_every == 0 or step == cfg.steps:
+        if n_acc and (step % cfg.log_every == 0 or last):
             mean = {k: v / n_acc for k, v in acc.items()}
             psnr = -10 * math.log10(max(mean["mse"], 1e-12))
             rec = {
@@ -173,8 +198,10 @@ def train(
                 "bpp": mean["bpp"],
                 "psnr": psnr,
                 "aux": mean["aux"],
-                "lr": lr_at(cfg, step - 1),
+                "lr": lr_at(cfg, step - 1, elapsed),
                 "s_per_step": (time.time() - t0) / n_acc,
+                "elapsed": round(elapsed, 1),
+                "skipped": skipped,
             }
             log.write(json.dumps(rec) + "\n")
             log.flush()
@@ -183,9 +210,9 @@ def train(
             )
             acc = dict.fromkeys(acc, 0.0)
             n_acc, t0 = 0, time.time()
-        if step % cfg.ckpt_every == 0 or step == cfg.steps:
+        if step % cfg.ckpt_every == 0 or last:
             save_checkpoint()
-        if validate and cfg.val_every and (step % cfg.val_every == 0 or step == cfg.steps):
+        if validate and cfg.val_every and (step % cfg.val_every == 0 or last):
             model.eval()
             val = validate(model)
             model.train()
@@ -207,6 +234,7 @@ def train(
             "steps": step,
             "N": cfg.N,
             "M": cfg.M,
+            "init_from": cfg.init_from,
         },
     )
     model.to(device)

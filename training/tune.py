@@ -18,7 +18,6 @@ from qaft.runtime import codec as C
 from qaft.runtime import container
 from qaft.runtime.codec import Codec
 from qaft.runtime.entropy import coder
-from qaft.runtime.entropy.tables import scale_to_level
 from qaft.runtime.image import load_rgb
 from qaft.runtime.quantizers import QUANTIZERS, QuantizerParams
 from qaft.runtime.quantizers.base import encode_latent
@@ -71,8 +70,7 @@ def _prepare(codec: Codec, image: np.ndarray) -> _Prepared:
     x = C._pad(image)
     y, z = codec.networks.analysis(x)
     z_idx, z_hat = C._code_z(codec, z)
-    scales, means = codec.networks.hyper_synthesis(z_hat)
-    levels = scale_to_level(scales, codec.tables.scale_levels)
+    levels, means = codec.entropy_parameters(z_hat)
     z_code = coder.encode(z_idx, C._z_table_ids(z_idx.shape), codec.tables.z_tables)
     # The file without its y sections: header, section table, z sections, checksum.
     header = container.Header(0, codec.fingerprint, *image.shape[:2])

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from qaft.runtime.entropy.integer_hyper import FloatLayer, IntegerHyperSynthesis, integerize
 from qaft.runtime.model_tables import ModelTables
 from qaft.training.entropy_models import EntropyBottleneck, GaussianConditional
 from qaft.training.layers import GDN
@@ -81,6 +82,26 @@ class MeanScaleHyperprior(nn.Module):
         """(scales, means) of ``y`` from the decoded hyper-latent."""
         scales, means = self.h_s(z_hat).chunk(2, 1)
         return scales, means
+
+    def integer_hyper_synthesis(self) -> IntegerHyperSynthesis:
+        """``h_s`` converted to the runtime's exact integer path (the one that codes)."""
+        layers, mods = [], list(self.h_s)
+        for i, mod in enumerate(mods):
+            if isinstance(mod, (nn.Conv2d, nn.ConvTranspose2d)):
+                leaky = i + 1 < len(mods) and isinstance(mods[i + 1], nn.LeakyReLU)
+                if leaky and mods[i + 1].negative_slope != 0.01:
+                    raise ValueError("the integer path implements a leaky-ReLU slope of 0.01")
+                layers.append(
+                    FloatLayer(
+                        "deconv" if isinstance(mod, nn.ConvTranspose2d) else "conv",
+                        mod.weight.detach().float().cpu().numpy(),
+                        mod.bias.detach().float().cpu().numpy(),
+                        mod.stride[0],
+                        mod.padding[0],
+                        leaky,
+                    )
+                )
+        return integerize(layers)
 
     def forward(self, x: torch.Tensor, stand_in: str = "mixed") -> dict[str, torch.Tensor]:
         """Training pass with a differentiable stand-in for quantization.

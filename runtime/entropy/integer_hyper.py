@@ -1,0 +1,321 @@
+"""Exact entropy parameters: the hyper-synthesis ``h_s`` in integer arithmetic.
+
+The scale of each latent selects its probability table, so encoder and decoder must compute
+it bit for bit alike; a float network run by another backend, precision, thread count or
+machine does not (the determinism hazard: ``docs/exact.md``).  Here ``h_s`` runs on integers:
+
+* weights are rounded per output channel to ``w_int = rint(w * 2**e_c)`` with
+  ``|w_int| <= 2**15 - 1`` (int16), biases to ``rint(b * 2**(e_c + A))``;
+* activations are integers ``a = real * 2**A`` (``A = ACT_BITS``), clipped to ``±2**28``;
+* each layer accumulates ``sum(w_int * a) + b_int`` and rescales by ``floor(acc * 2**-e_c)``
+  (a power of two: exact); leaky ReLU is ``floor(a * 0.01)`` on negative values.
+
+Every value is an integer held in float64, and every partial sum is bounded by
+``sum|w_int| * 2**28 + |b_int| < 2**53`` (enforced when the weights are converted), so each
+addition is exact in any order: BLAS on any machine, with or without FMA, one thread or many,
+returns the same integers.  The only other operations are IEEE multiplications by constants
+and ``floor``, which are deterministic.  Means come out of the same path, so the
+reconstruction ``ŷ`` is identical everywhere too; only ``g_s`` remains floating point.
+
+This module is the one place that computes entropy parameters: the PyTorch path and every
+ONNX Runtime backend call it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+#: Fractional bits of every activation: a = real * 2**ACT_BITS.  (12 bits left errors of
+#: up to 0.05 in the means of the zoo's models, 18 bits leave 1e-3: the weights' rounding.)
+ACT_BITS = 18
+#: Activations (and the input ẑ) are clipped to ±ACT_LIMIT (±1024 in real units; the zoo's
+#: largest on Kodak is 44) before each layer.
+ACT_LIMIT = 2.0**28
+#: Weights are int16 after per-channel power-of-two scaling.
+WEIGHT_LIMIT = 2**15 - 1
+#: Largest integer every partial sum must stay below (float64 holds integers exactly to 2**53).
+SUM_LIMIT = 2.0**53
+#: Negative slope of the leaky ReLUs (PyTorch's default, as the float model trains with).
+LEAKY_SLOPE = 0.01
+#: ẑ is processed in tiles (halo included) whose largest im2col buffer stays near this size:
+#: the memory is bounded for any image size and shape.
+TILE_BYTES = 768 << 20
+#: ẑ rows and columns of context around a tile: an output depends on ẑ rows r-1 … r+2 and
+#: likewise columns, and the sums are exact, so a tile equals the whole frame bit for bit.
+HALO = 2
+#: Largest exponent accepted in a stored model: ldexp by more would reach denormals.
+SHIFT_LIMIT = 64
+
+
+class IntegerHyperError(ValueError):
+    """Weights that cannot be made exact within the bounds, or inconsistent stored arrays."""
+
+
+@dataclass(frozen=True)
+class IntegerLayer:
+    """One integer convolution (``deconv``: transposed, stride 2) and its rescaling.
+
+    ``weight`` is int16 in PyTorch's layout: (out, in, k, k) for ``conv``, (in, out, k, k)
+    for ``deconv``; ``shift`` (out,) are the exponents ``e_c``; ``bias`` (out,) int64.
+    """
+
+    kind: str
+    weight: np.ndarray
+    shift: np.ndarray
+    bias: np.ndarray
+    stride: int
+    padding: int
+    leaky: bool
+
+    def __post_init__(self) -> None:
+        # The float64 copies the products run on, made once (a frozen dataclass's cache).
+        object.__setattr__(self, "_w64", self.weight.astype(np.float64))
+        object.__setattr__(self, "_b64", self.bias.astype(np.float64).reshape(1, -1, 1, 1))
+
+    @property
+    def out_channels(self) -> int:
+        return int(self.weight.shape[1] if self.kind == "deconv" else self.weight.shape[0])
+
+    def worst_sum(self) -> float:
+        """Largest |partial sum| any input within ±ACT_LIMIT can produce."""
+        w = np.abs(self.weight.astype(np.float64))
+        per_out = w.sum(axis=(0, 2, 3)) if self.kind == "deconv" else w.sum(axis=(1, 2, 3))
+        return float((per_out * ACT_LIMIT + np.abs(self.bias.astype(np.float64))).max())
+
+    def __call__(self, a: np.ndarray) -> np.ndarray:
+        """(1, C, H, W) integer-valued float64 -> the next layer's activations."""
+        w = self._w64
+        acc = _deconv(a, w, self.padding) if self.kind == "deconv" else _conv(a, w, self.padding)
+        acc += self._b64
+        # ldexp: an exact power-of-two rescaling on any machine (exp2 need not be exact).
+        out = np.floor(np.ldexp(acc, -self.shift.reshape(1, -1, 1, 1)))
+        np.clip(out, -ACT_LIMIT, ACT_LIMIT, out=out)
+        if self.leaky:
+            neg = out < 0
+            out[neg] = np.floor(out[neg] * LEAKY_SLOPE)
+        return out
+
+
+def _conv(a: np.ndarray, w: np.ndarray, pad: int) -> np.ndarray:
+    """Stride-1 convolution, 'same' padding, as one matrix product (im2col)."""
+    cout, cin, k, _ = w.shape
+    _, _, h, wd = a.shape
+    ap = np.pad(a[0], ((0, 0), (pad, pad), (pad, pad)))
+    cols = sliding_window_view(ap, (k, k), axis=(1, 2))  # (cin, h, w, k, k)
+    cols = cols.transpose(0, 3, 4, 1, 2).reshape(cin * k * k, h * wd)
+    return (w.reshape(cout, -1) @ cols).reshape(1, cout, h, wd)
+
+
+def _deconv(a: np.ndarray, w: np.ndarray, pad: int) -> np.ndarray:
+    """Stride-2 transposed convolution with output padding 1 (output 2H x 2W): one matrix
+    product per input pixel's k x k contributions, then k² strided adds."""
+    cin, cout, k, _ = w.shape
+    _, _, h, wd = a.shape
+    contrib = w.reshape(cin, cout * k * k).T @ a[0].reshape(cin, h * wd)
+    contrib = contrib.reshape(cout, k, k, h, wd)
+    full = np.zeros((cout, 2 * h + k - 1, 2 * wd + k - 1))
+    for i in range(k):
+        for j in range(k):
+            full[:, i : i + 2 * h : 2, j : j + 2 * wd : 2] += contrib[:, i, j]
+    return full[None, :, pad : pad + 2 * h, pad : pad + 2 * wd]
+
+
+@dataclass(frozen=True)
+class IntegerHyperSynthesis:
+    """``ẑ`` -> (scales, means) of ``y``, bit-identical on every machine."""
+
+    layers: tuple[IntegerLayer, ...]
+
+    def tile_shape(self, h: int, w: int) -> tuple[int, int]:
+        """ẑ rows and columns per tile (halo not counted) for a ẑ of h x w."""
+        up = 2 ** sum(L.kind == "deconv" for L in self.layers)
+        # products per output pixel of the widest layer: the rows of its im2col buffer
+        widest = max(
+            L.weight[0].size if L.kind == "conv" else L.weight.shape[0] * L.weight[0, 0].size
+            for L in self.layers
+        )
+        area = max(1, TILE_BYTES // (8 * widest * up * up))  # ẑ pixels per tile, halo included
+        th = min(h, max(1, math.isqrt(area) - 2 * HALO))
+        tw = min(w, max(1, area // (th + 2 * HALO) - 2 * HALO))
+        return th, tw
+
+    def __call__(self, z_hat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(B, N, h, w) float32 ẑ -> (scales, means) float32, each (B, M, 4h, 4w).
+
+        ẑ is rounded to ``ACT_BITS`` fractional bits first: its values are integers plus
+        the fixed per-channel medians, so nothing of it is lost in practice.  The outputs
+        are rounded once from exact values to float32 (IEEE: the same everywhere)."""
+        if z_hat.ndim != 4:
+            raise ValueError(f"expected ẑ of shape (B, N, h, w), got {z_hat.shape}")
+        nb, _, h, w = z_hat.shape
+        up = 2 ** sum(L.kind == "deconv" for L in self.layers)
+        m = self.layers[-1].out_channels // 2
+        scales = np.empty((nb, m, up * h, up * w), np.float32)
+        means = np.empty((nb, m, up * h, up * w), np.float32)
+        th, tw = self.tile_shape(h, w)
+        for b in range(nb):
+            for r0 in range(0, h, th):
+                r1 = min(h, r0 + th)
+                s0, s1 = max(0, r0 - HALO), min(h, r1 + HALO)
+                for c0 in range(0, w, tw):
+                    c1 = min(w, c0 + tw)
+                    t0, t1 = max(0, c0 - HALO), min(w, c1 + HALO)
+                    z = np.asarray(z_hat[b : b + 1, :, s0:s1, t0:t1], np.float64)
+                    a = np.rint(z * 2.0**ACT_BITS)
+                    np.clip(a, -ACT_LIMIT, ACT_LIMIT, out=a)
+                    for layer in self.layers:
+                        a = layer(a)
+                    a = a[0, :, up * (r0 - s0) : up * (r1 - s0), up * (c0 - t0) : up * (c1 - t0)]
+                    a *= 2.0**-ACT_BITS
+                    rows, cols = slice(up * r0, up * r1), slice(up * c0, up * c1)
+                    scales[b, :, rows, cols] = a[:m]
+                    means[b, :, rows, cols] = a[m:]
+        return scales, means
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Arrays for an ``.npz`` (no pickles)."""
+        out: dict[str, np.ndarray] = {"act_bits": np.array(ACT_BITS)}
+        for i, L in enumerate(self.layers):
+            out[f"{i}.weight"] = L.weight.astype(np.int16)
+            out[f"{i}.shift"] = L.shift.astype(np.int32)
+            out[f"{i}.bias"] = L.bias.astype(np.int64)
+            out[f"{i}.spec"] = np.array(
+                [1 if L.kind == "deconv" else 0, L.stride, L.padding, int(L.leaky)], np.int32
+            )
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays) -> IntegerHyperSynthesis:
+        """Inverse of :meth:`to_arrays`; checks the bounds that make it exact."""
+        try:
+            if int(arrays["act_bits"]) != ACT_BITS:
+                raise IntegerHyperError(f"activation bits {int(arrays['act_bits'])} != {ACT_BITS}")
+            layers = []
+            i = 0
+            while f"{i}.weight" in arrays:
+                deconv, stride, pad, leaky = (int(v) for v in arrays[f"{i}.spec"])
+                # Read wide and range-checked, never wrapped by a cast.
+                weight = np.asarray(arrays[f"{i}.weight"])
+                shift = np.asarray(arrays[f"{i}.shift"])
+                bias = np.asarray(arrays[f"{i}.bias"])
+                for name, arr in (("weight", weight), ("shift", shift), ("bias", bias)):
+                    if arr.dtype.kind not in "iu":
+                        raise IntegerHyperError(f"layer {i}: {name} is not an integer array")
+                if np.abs(weight.astype(np.int64)).max(initial=0) > WEIGHT_LIMIT:
+                    raise IntegerHyperError(f"layer {i}: weights outside int16")
+                if np.abs(shift.astype(np.int64)).max(initial=0) > SHIFT_LIMIT:
+                    raise IntegerHyperError(f"layer {i}: exponents outside ±{SHIFT_LIMIT}")
+                layers.append(
+                    IntegerLayer(
+                        "deconv" if deconv else "conv",
+                        weight.astype(np.int16),
+                        shift.astype(np.int32),
+                        bias.astype(np.int64),
+                        stride,
+                        pad,
+                        bool(leaky),
+                    )
+                )
+                i += 1
+        except (KeyError, TypeError, ValueError) as exc:
+            if isinstance(exc, IntegerHyperError):
+                raise
+            raise IntegerHyperError(f"unreadable arrays ({exc})") from None
+        hyper = cls(tuple(layers))
+        hyper.check()
+        return hyper
+
+    def check(self) -> None:
+        """Raises :class:`IntegerHyperError` unless every layer's sums stay exact."""
+        if not self.layers:
+            raise IntegerHyperError("no layers")
+        channels = None
+        for i, L in enumerate(self.layers):
+            if L.weight.ndim != 4 or L.weight.shape[2] != L.weight.shape[3]:
+                raise IntegerHyperError(f"layer {i}: weights are not square kernels")
+            k = L.weight.shape[2]
+            cin = L.weight.shape[0] if L.kind == "deconv" else L.weight.shape[1]
+            if channels is not None and cin != channels:
+                raise IntegerHyperError(f"layer {i}: {cin} input channels, {channels} given")
+            channels = L.out_channels
+            if L.shift.shape != (channels,) or L.bias.shape != (channels,):
+                raise IntegerHyperError(f"layer {i}: exponents or biases of the wrong shape")
+            # What _deconv and _conv implement: stride 2 with output 2H x 2W, stride 1 'same'.
+            if L.kind == "deconv" and (L.stride != 2 or k != 2 * L.padding + 1):
+                raise IntegerHyperError(f"layer {i}: transposed convolutions must double the size")
+            if L.kind == "conv" and (L.stride != 1 or k != 2 * L.padding + 1):
+                raise IntegerHyperError(f"layer {i}: convolutions must keep the size")
+            if np.abs(L.weight.astype(np.int64)).max(initial=0) > WEIGHT_LIMIT:
+                raise IntegerHyperError(f"layer {i}: weights outside ±{WEIGHT_LIMIT}")
+            if np.abs(L.shift.astype(np.int64)).max(initial=0) > SHIFT_LIMIT:
+                raise IntegerHyperError(f"layer {i}: exponents outside ±{SHIFT_LIMIT}")
+            worst = L.worst_sum()
+            if not worst < SUM_LIMIT:
+                raise IntegerHyperError(f"layer {i}: partial sums up to {worst:.3g} >= 2**53")
+
+
+@dataclass(frozen=True)
+class FloatLayer:
+    """A float layer of ``h_s`` as the model holds it (PyTorch's weight layout)."""
+
+    kind: str  # "conv" | "deconv"
+    weight: np.ndarray
+    bias: np.ndarray
+    stride: int
+    padding: int
+    leaky: bool
+
+
+def integerize(layers: list[FloatLayer]) -> IntegerHyperSynthesis:
+    """Converts float weights to the integer path: deterministic (float64 arithmetic on
+    float32 values), so the PyTorch side and ``qaft export`` produce identical integers."""
+    out = []
+    for i, L in enumerate(layers):
+        w = np.asarray(L.weight, np.float32).astype(np.float64)
+        b = np.asarray(L.bias, np.float32).astype(np.float64)
+        if not (np.isfinite(w).all() and np.isfinite(b).all()):
+            raise IntegerHyperError(f"layer {i}: weights or biases that are not finite")
+        # float32 denormals are flushed here, explicitly, rather than by whatever the
+        # CPU's flush-to-zero setting would make of them.
+        tiny = float(np.finfo(np.float32).tiny)
+        w[np.abs(w) < tiny] = 0.0
+        b[np.abs(b) < tiny] = 0.0
+        axes = (0, 2, 3) if L.kind == "deconv" else (1, 2, 3)
+        shape = (1, -1, 1, 1) if L.kind == "deconv" else (-1, 1, 1, 1)
+        # Exponents from frexp (exact), not log2 (whose last bit may differ between
+        # libraries): |w| < 2**kw, so |w| * 2**(15 - kw) < 2**15; and |b_int| <= 2**50.
+        _, kw = np.frexp(np.abs(w).max(axis=axes))
+        _, kb = np.frexp(np.abs(b))
+        e_b = np.where(b == 0, SHIFT_LIMIT, 50 - ACT_BITS - kb)
+        e = np.minimum(np.minimum(15 - kw, e_b), SHIFT_LIMIT).astype(np.int32)
+        w_int = np.rint(np.ldexp(w, e.reshape(shape)))
+        # Step a channel's exponent down while rint rounds a weight up to 32768, or while its
+        # worst sum, sum|w_int| * ACT_LIMIT + |b_int|, could reach 2**52 (one bit of margin).
+        for _ in range(64):
+            w_int = np.rint(np.ldexp(w, e.reshape(shape)))
+            b_int = np.rint(np.ldexp(b, e + ACT_BITS))
+            worst = np.abs(w_int).sum(axis=axes) * ACT_LIMIT + np.abs(b_int)
+            over = (np.abs(w_int).max(axis=axes) > WEIGHT_LIMIT) | (worst >= 2.0**52)
+            if not over.any():
+                break
+            e[over] -= 1
+        else:
+            raise IntegerHyperError(f"layer {i}: no exponent keeps the sums below 2**52")
+        out.append(
+            IntegerLayer(
+                L.kind,
+                w_int.astype(np.int16),
+                e,
+                b_int.astype(np.int64),
+                L.stride,
+                L.padding,
+                L.leaky,
+            )
+        )
+    hyper = IntegerHyperSynthesis(tuple(out))
+    hyper.check()
+    return hyper
