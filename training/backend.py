@@ -13,7 +13,7 @@ from qaft.training.models import MeanScaleHyperprior
 
 
 class TorchNetworks:
-    """Runs a model's four transforms in fp32 on NumPy arrays."""
+    """Runs a model's float transforms (analysis, synthesis) in fp32 on NumPy arrays."""
 
     def __init__(self, model: MeanScaleHyperprior, device: str | torch.device = "cpu"):
         self.model = model
@@ -28,12 +28,6 @@ class TorchNetworks:
         with torch.no_grad():
             z = self.model.h_a(y)
         return y.cpu().numpy(), z.cpu().numpy()
-
-    def float_hyper_synthesis(self, z_hat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The float ``h_s`` (not used for coding: benchmarks compare the integer path
-        against it)."""
-        scales, means = self._run(self.model.h_s, z_hat).chunk(2, 1)
-        return scales.cpu().numpy(), means.cpu().numpy()
 
     def synthesis(self, y_hat: np.ndarray) -> np.ndarray:
         return self._run(self.model.g_s, y_hat).cpu().numpy()
