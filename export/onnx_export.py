@@ -205,7 +205,7 @@ def export_model(
                     f"{fname}: ONNX Runtime differs from PyTorch by {err:.2e} "
                     f"(relative), above the tolerance {tol:.0e}"
                 )
-        hyper = model.integer_hyper_synthesis()
+        hyper = loaded.hyper
         np.savez(tmp / HYPER, **hyper.to_arrays())
         err = _check_integer(model, hyper, real.get("z_hat"))
         errors[HYPER] = err

@@ -52,7 +52,7 @@ def codec_from_loaded(loaded: LoadedModel, device: str = "cpu") -> Codec:
     """A codec running a loaded model file through PyTorch."""
     return Codec(
         TorchNetworks(loaded.model.to(device).eval(), device),
-        loaded.model.integer_hyper_synthesis(),
+        loaded.hyper,
         loaded.tables,
         loaded.fingerprint,
         quantizer_defaults(loaded.meta),
@@ -65,9 +65,7 @@ def codec_from_model(model: MeanScaleHyperprior) -> Codec:
     model = model.eval()
     tables = model.build_tables()
     device = next(model.parameters()).device
+    hyper = model.integer_hyper_synthesis()
     return Codec(
-        TorchNetworks(model, device),
-        model.integer_hyper_synthesis(),
-        tables,
-        model_fingerprint(model, tables),
+        TorchNetworks(model, device), hyper, tables, model_fingerprint(model, tables, hyper)
     )

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from qaft.runtime.entropy.integer_hyper import IntegerHyperSynthesis
 from qaft.runtime.model_tables import ModelTables, fingerprint
 from qaft.training.models import MeanScaleHyperprior, ModelConfig
 
@@ -35,13 +36,15 @@ def atomic_save(obj: Any, path: str | Path) -> None:
     os.replace(tmp, path)
 
 
-def model_fingerprint(model: MeanScaleHyperprior, tables: ModelTables) -> bytes:
+def model_fingerprint(
+    model: MeanScaleHyperprior, tables: ModelTables, hyper: IntegerHyperSynthesis
+) -> bytes:
     """The digest files carry: the weights, the coding tables and the integer hyper-synthesis
     the weights convert to (so a stream is tied to the entropy parameters that wrote it,
     even if the conversion changes)."""
     arrays = {f"w.{k}": v.detach().cpu().numpy() for k, v in model.state_dict().items()}
     arrays.update({f"t.{k}": v for k, v in tables.to_arrays().items()})
-    arrays.update({f"h.{k}": v for k, v in model.integer_hyper_synthesis().to_arrays().items()})
+    arrays.update({f"h.{k}": v for k, v in hyper.to_arrays().items()})
     return fingerprint(arrays)
 
 
@@ -142,7 +145,9 @@ class LoadedModel:
         self.model = model
         self.tables = tables
         self.meta = meta
-        self.fingerprint = model_fingerprint(model, tables)
+        # converted once: the fingerprint, the codec and export all use this one
+        self.hyper = model.integer_hyper_synthesis()
+        self.fingerprint = model_fingerprint(model, tables, self.hyper)
 
 
 def load_model(path: str | Path, device: str = "cpu") -> LoadedModel:
