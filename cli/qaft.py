@@ -301,6 +301,48 @@ def tune_quantizer(model, ckpt, quantizers, data, n_images, crop, write) -> None
 
 
 @main.command()
+@click.option("--model", help="Bundled model name.")
+@click.option("--ckpt", type=click.Path(dir_okay=False), help="Model file.")
+@click.option(
+    "--data",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Calibration images (training images, not the test set).",
+)
+@click.option("--images", "n_images", default=0, show_default=True, help="Images used (0: all).")
+@click.option("--write", is_flag=True, help="Store the fitted densities in the model file.")
+@click.option("--reset", is_flag=True, help="Remove a model file's calibration (plain Gaussians).")
+@fail_cleanly
+def calibrate(model, ckpt, data, n_images, write, reset) -> None:
+    """Fit the residual density of each scale level on training images (smaller files,
+    same reconstruction)."""
+    from qaft.training.calibrate import fit_model, store
+    from qaft.training.data import list_images
+    from qaft.training.zoo import model_path
+
+    if bool(model) == bool(ckpt):
+        raise click.UsageError("give exactly one of --model and --ckpt")
+    path = model_path(model) if model else Path(ckpt)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    if reset:
+        store(path, None, {})
+        click.echo(f"{path}: calibration removed")
+        return
+    images = list_images(data)
+    images = images[:n_images] if n_images else images
+    rep = fit_model(path, images)
+    click.echo(
+        f"{path}: y code length on {rep.images} images ({rep.symbols} latents) "
+        f"{rep.bits_before / 8e3:.1f} kB -> {rep.bits_after / 8e3:.1f} kB ({100 * rep.change:+.2f}%)"
+    )
+    if write:
+        note = {"images": rep.images, "data": Path(data).name, "y_change": round(rep.change, 5)}
+        store(path, rep.calibration, note)
+        click.echo(f"stored in {path}")
+
+
+@main.command()
 @click.option("--ckpt", required=True, type=click.Path(dir_okay=False), help="Stage-1 model file.")
 @click.option("--data", required=True, type=click.Path(file_okay=False), help="Training images.")
 @click.option(

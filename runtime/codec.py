@@ -125,6 +125,24 @@ def _code_z(codec: Codec, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return z_idx, (z_idx + medians).astype(np.float32)
 
 
+@dataclass
+class Latents:
+    """What the analysis side gives for one (padded) image, before any quantizer."""
+
+    y: np.ndarray  # (1, M, h, w) float32
+    z_indices: np.ndarray  # (1, N, h/4, w/4) int32
+    levels: np.ndarray  # scale level of each latent, int32, shaped like y
+    means: np.ndarray  # float32, shaped like y
+
+
+def latents(codec: Codec, image: np.ndarray) -> Latents:
+    """Runs the analysis and the exact entropy parameters on an (H, W, 3) uint8 image."""
+    y, z = tiling.analyze(codec.networks.analysis, pad_image(image))
+    z_idx, z_hat = _code_z(codec, z)
+    levels, means = codec.entropy_parameters(z_hat)
+    return Latents(y, z_idx, levels, means)
+
+
 def encode(
     codec: Codec,
     image: np.ndarray,

@@ -17,7 +17,11 @@ from qaft.runtime.quantizers.base import distortion_weights
 
 MODEL_DIR_FORMAT = "qaft-model-dir"
 #: 2: the hyper-synthesis is an integer network (``hyper_synthesis.npz``), no ONNX graph.
-MODEL_DIR_VERSION = 2
+#: 3: ``tables.npz`` may carry a calibrated residual density (``y_calibration``), from which
+#: the trellis quantizers' tables derive: a version-2 reader would derive other tables.
+MODEL_DIR_VERSION = 3
+#: Oldest version still read (2 and 3 differ only in what version 3 may add).
+MODEL_DIR_OLDEST = 2
 MANIFEST = "manifest.json"
 TABLES = "tables.npz"
 HYPER = "hyper_synthesis.npz"
@@ -88,7 +92,7 @@ def open_model_dir(path: str | Path, verify: bool = True) -> ModelDir:
             f"{mpath}: model format version {manifest['version']} is newer than "
             f"this qaft ({MODEL_DIR_VERSION}); upgrade qaft"
         )
-    if version < MODEL_DIR_VERSION:
+    if version < MODEL_DIR_OLDEST:
         raise ModelDirError(
             f"{mpath}: model format version {version} predates exact entropy parameters; "
             "export the model again with `qaft export`"

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from qaft.runtime.entropy.calibration import Calibration
 from qaft.runtime.entropy.tables import TableSet
 
 #: Derived table sets kept per model (a few steps per quantizer in practice).
@@ -24,6 +25,9 @@ class ModelTables:
     z_medians: np.ndarray  # (N,) float32, centre of z's quantization
     y_tables: TableSet
     scale_levels: np.ndarray  # (L,) float64, scale of each y table
+    #: The residual density of each level, when fitted after training (``y_tables`` are then
+    #: built from it, and so are the trellis quantizers' tables); None: plain Gaussians.
+    calibration: Calibration | None = None
     # Derived tables (per quantizer step, code lengths), built on first use per model.
     _derived: dict = field(default_factory=dict, repr=False, compare=False)
 
@@ -40,12 +44,17 @@ class ModelTables:
         return value
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        return {
+        arrays = {
             **self.z_tables.to_arrays("z_"),
             **self.y_tables.to_arrays("y_"),
             "z_medians": self.z_medians,
             "scale_levels": self.scale_levels,
         }
+        # absent when uncalibrated: such models keep the arrays, hence the fingerprints,
+        # they had before calibration existed
+        if self.calibration is not None:
+            arrays["y_calibration"] = self.calibration.to_array()
+        return arrays
 
     @classmethod
     def from_arrays(cls, arrays) -> ModelTables:
@@ -54,6 +63,11 @@ class ModelTables:
             z_medians=np.asarray(arrays["z_medians"], dtype=np.float32),
             y_tables=TableSet.from_arrays(arrays, "y_"),
             scale_levels=np.asarray(arrays["scale_levels"], dtype=np.float64),
+            calibration=(
+                Calibration.from_array(arrays["y_calibration"])
+                if "y_calibration" in arrays
+                else None
+            ),
         )
 
 

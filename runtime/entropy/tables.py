@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from qaft.runtime.entropy.calibration import Calibration, level_cdf
+
 #: Scale levels of the Gaussian conditional, as in CompressAI (64 levels, 0.11 … 256).
 SCALE_BOUND = 0.11
 SCALE_LEVELS = np.exp(np.linspace(math.log(SCALE_BOUND), math.log(256.0), 64))
@@ -80,21 +82,23 @@ class TableSet:
         return cls(pmfs, lengths, np.asarray(offsets, dtype=np.int32))
 
 
-_erfc = np.frompyfunc(math.erfc, 1, 1)
+def tail_reach(scale: float, a: float = 1.0, w: float = 0.0) -> float:
+    """How far from zero a level's table reaches: :data:`TAIL_SIGMAS` nominal scales, wider
+    for a calibrated density with a wider or heavier-tailed shape (at most twice)."""
+    return TAIL_SIGMAS * scale * min(a * (1.0 + w), 2.0)
 
 
-def gaussian_cdf(x: np.ndarray) -> np.ndarray:
-    """Standard normal CDF in float64 (no SciPy in the runtime)."""
-    return _erfc(-np.asarray(x, dtype=np.float64) / math.sqrt(2.0)).astype(np.float64) / 2.0
-
-
-def gaussian_tables(levels: np.ndarray = SCALE_LEVELS) -> TableSet:
-    """Tables for zero-mean Gaussians of each scale level, integrated over unit bins."""
+def gaussian_tables(
+    levels: np.ndarray = SCALE_LEVELS, calibration: Calibration | None = None
+) -> TableSet:
+    """Tables for the residual density of each scale level integrated over unit bins: a
+    zero-mean Gaussian of the level's scale, or the level's calibrated density."""
+    cal = calibration or Calibration.identity(len(levels))
     rows, offsets = [], []
-    for s in levels:
-        r = int(math.ceil(TAIL_SIGMAS * s))
+    for s, a, w in zip(levels, cal.scale, cal.laplace, strict=True):
+        r = int(math.ceil(tail_reach(s, a, w)))
         k = np.arange(-r, r + 1, dtype=np.float64)
-        rows.append(gaussian_cdf((k + 0.5) / s) - gaussian_cdf((k - 0.5) / s))
+        rows.append(level_cdf(k + 0.5, s, a, w) - level_cdf(k - 0.5, s, a, w))
         offsets.append(-r)
     return TableSet.from_rows(rows, offsets)
 

@@ -43,7 +43,7 @@ class TrellisQuantizer:
         """(TableSet, bits lookup) for step Δ, built once per model and step."""
 
         def build():
-            t = T.tcq_tables(tables.scale_levels, step)
+            t = T.tcq_tables(tables.scale_levels, step, tables.calibration)
             return t, T.bits_lookup(t)
 
         return tables.cached(("tcq", step), build)

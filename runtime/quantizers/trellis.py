@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from qaft.runtime.entropy.tables import TAIL_SIGMAS, TableSet, gaussian_cdf
+from qaft.runtime.entropy.calibration import Calibration, level_cdf
+from qaft.runtime.entropy.tables import TableSet, tail_reach
 
 #: Extra bits charged for an escaped index (its int32 in the escape section).
 ESCAPE_EXTRA_BITS = 32.0
@@ -72,21 +73,23 @@ def reconstruction(k: np.ndarray, q: np.ndarray | int) -> np.ndarray:
     return 2 * k - np.asarray(q) * np.sign(k)
 
 
-def tcq_tables(levels: np.ndarray, step: float) -> TableSet:
+def tcq_tables(levels: np.ndarray, step: float, calibration: Calibration | None = None) -> TableSet:
     """Tables for indices of both quantizers at each scale level.
 
     Row ``q * L + l`` holds quantizer q at level l: each index's probability is the mass of
-    a zero-mean Gaussian of scale ``levels[l]`` on its decision interval (between the
-    midpoints to the neighbouring reconstructions of the same quantizer).
+    level l's residual density (a zero-mean Gaussian of scale ``levels[l]``, or the level's
+    calibrated density) on its decision interval (between the midpoints to the neighbouring
+    reconstructions of the same quantizer).
     """
+    cal = calibration or Calibration.identity(len(levels))
     rows, offsets = [], []
     for q in (0, 1):
-        for s in levels:
-            kmax = int(math.ceil(TAIL_SIGMAS * s / (2 * step))) + 1
+        for s, a, w in zip(levels, cal.scale, cal.laplace, strict=True):
+            kmax = int(math.ceil(tail_reach(s, a, w) / (2 * step))) + 1
             k = np.arange(-kmax, kmax + 1)
             rec = reconstruction(k, q).astype(np.float64)
             edges = np.concatenate([[-np.inf], (rec[1:] + rec[:-1]) / 2, [np.inf]]) * step
-            rows.append(np.diff(gaussian_cdf(edges / s)))
+            rows.append(np.diff(level_cdf(edges, s, a, w)))
             offsets.append(-kmax)
     return TableSet.from_rows(rows, offsets)
 

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from qaft.runtime.entropy.calibration import Calibration
 from qaft.runtime.entropy.tables import SCALE_BOUND, SCALE_LEVELS, TableSet, gaussian_tables
 from qaft.training.layers import LowerBound
 
@@ -25,6 +26,9 @@ class GaussianConditional(nn.Module):
         self.register_buffer("scale_bound", torch.tensor([SCALE_BOUND]))
         self.likelihood_lower_bound = LowerBound(1e-9)
         self.lower_bound_scale = LowerBound(SCALE_BOUND)
+        # Fitted after training (``qaft calibrate``), used only for the coding tables; kept in
+        # a model file's tables, not among the weights, so CompressAI's names stay as they are.
+        self.calibration: Calibration | None = None
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # A checkpoint may carry its own scale levels (CompressAI's ``update(scale_table=…)``):
@@ -53,7 +57,7 @@ class GaussianConditional(nn.Module):
         return y + (torch.round(y - means) + means - y).detach()
 
     def build_tables(self) -> TableSet:
-        return gaussian_tables(self.scale_table.double().cpu().numpy())
+        return gaussian_tables(self.scale_table.double().cpu().numpy(), self.calibration)
 
 
 def _std_cdf(x: torch.Tensor) -> torch.Tensor:

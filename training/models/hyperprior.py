@@ -143,6 +143,7 @@ class MeanScaleHyperprior(nn.Module):
             z_medians=z_medians,
             y_tables=self.gaussian_conditional.build_tables(),
             scale_levels=self.gaussian_conditional.scale_table.double().cpu().numpy().copy(),
+            calibration=self.gaussian_conditional.calibration,
         )
 
     def parameter_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
