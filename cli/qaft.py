@@ -334,7 +334,8 @@ def calibrate(model, ckpt, data, n_images, write, reset) -> None:
     rep = fit_model(path, images)
     click.echo(
         f"{path}: y code length on {rep.images} images ({rep.symbols} latents) "
-        f"{rep.bits_before / 8e3:.1f} kB -> {rep.bits_after / 8e3:.1f} kB ({100 * rep.change:+.2f}%)"
+        f"{rep.bits_before / 8e3:.1f} kB -> {rep.bits_after / 8e3:.1f} kB "
+        f"({100 * rep.change:+.2f}%)"
     )
     if write:
         note = {"images": rep.images, "data": Path(data).name, "y_change": round(rep.change, 5)}

@@ -8,8 +8,8 @@ import shutil
 
 import numpy as np
 import pytest
-
 from conftest import run_cli, synthetic_image
+
 from qaft.runtime.entropy import calibration as cal
 from qaft.runtime.entropy.tables import SCALE_LEVELS, gaussian_tables
 from qaft.runtime.quantizers import trellis as T
