@@ -5,6 +5,7 @@
 #
 #   bash benchmarks/stage2.sh [RUNS_DIR] [--eval-only]
 #   bash benchmarks/stage2.sh RUNS_DIR --bundle     # put the finetuned models into the zoo
+#   bash benchmarks/stage2.sh --eval-zoo            # evaluate the bundled stage-2 models
 #
 # Writes results/kodak/qaft-stage2-{sq,tcq}.json; the finetuned models stay in RUNS_DIR
 # (scripts/zoo_add.py bundles them).
@@ -29,26 +30,36 @@ if [ "${2:-}" = "--bundle" ]; then  # as q1-sq ... q5-tcq, stored as deltas of q
         --quality "${m#q}" --base "$m" --run "$RUNS/s2_${m}_$q"
     done
   done
+  # finetuning the hyper-decoder dropped the stage-1 calibration: fit the new one
+  bash scripts/calibrate_zoo.sh q{1,2,3,4,5}-{sq,tcq}
   exit
+fi
+if [ "${1:-}" = "--eval-zoo" ]; then
+  for q in sq tcq; do
+    $BIN/qaft eval $(for m in q1 q2 q3 q4 q5; do echo --model "$m-$q"; done) \
+      --quantizer $q --name "qaft stage 2 (for $q), $q" --json results/kodak/qaft-stage2-$q.json
+  done
+  RUNS=
 fi
 if [ "${2:-}" = "--one" ]; then  # one run: RUNS --one MODEL QUANTIZER PARTS
   finetune "$3" "$4" "$5"
   exit
 fi
-if [ "${2:-}" != "--eval-only" ]; then  # two runs at a time, one per core
+if [ -n "$RUNS" ] && [ "${2:-}" != "--eval-only" ]; then  # two runs at a time, one per core
   for m in q1 q2 q3 q4 q5; do
     [ -f "$RUNS/s2_${m}_sq/model.pt" ] || echo "$m sq decoder,hyper-decoder"
     [ -f "$RUNS/s2_${m}_tcq/model.pt" ] || echo "$m tcq decoder,hyper-decoder"
   done | xargs -P 2 -L 1 bash "$SELF" "$RUNS" --one
 fi
 for q in sq tcq; do
+  [ -n "$RUNS" ] || break
   $BIN/qaft eval $(for m in q1 q2 q3 q4 q5; do echo --ckpt "$RUNS/s2_${m}_$q/model.pt"; done) \
     --quantizer $q --name "qaft stage 2 (for $q), $q" --json results/kodak/qaft-stage2-$q.json
 done
 echo "stage 2 vs stage 1, each with its quantizer:"
-$BIN/qaft bdrate results/kodak/qaft-stage1-sq.json results/kodak/qaft-stage2-sq.json
-$BIN/qaft bdrate results/kodak/qaft-stage1-tcq.json results/kodak/qaft-stage2-tcq.json
+$BIN/qaft bdrate --anchor-models q1,q2,q3,q4,q5 results/kodak/qaft-stage1-sq.json results/kodak/qaft-stage2-sq.json
+$BIN/qaft bdrate --anchor-models q1,q2,q3,q4,q5 results/kodak/qaft-stage1-tcq.json results/kodak/qaft-stage2-tcq.json
 echo "all against stage 1 with sq:"
-$BIN/qaft bdrate results/kodak/qaft-stage1-sq.json results/kodak/qaft-stage1-tcq.json
-$BIN/qaft bdrate results/kodak/qaft-stage1-sq.json results/kodak/qaft-stage2-sq.json
-$BIN/qaft bdrate results/kodak/qaft-stage1-sq.json results/kodak/qaft-stage2-tcq.json
+$BIN/qaft bdrate --anchor-models q1,q2,q3,q4,q5 results/kodak/qaft-stage1-sq.json results/kodak/qaft-stage1-tcq.json
+$BIN/qaft bdrate --anchor-models q1,q2,q3,q4,q5 results/kodak/qaft-stage1-sq.json results/kodak/qaft-stage2-sq.json
+$BIN/qaft bdrate --anchor-models q1,q2,q3,q4,q5 results/kodak/qaft-stage1-sq.json results/kodak/qaft-stage2-tcq.json

@@ -167,14 +167,19 @@ def eval_cmd(models, ckpts, data, quantizer, step, q_lmbda, json_out, name, max_
 @click.argument("anchor", type=click.Path(exists=True, dir_okay=False))
 @click.argument("test", type=click.Path(exists=True, dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option(
+    "--anchor-models",
+    help="Only these points of ANCHOR, by model name (comma-separated; qaft's results files).",
+)
 @fail_cleanly
-def bdrate(anchor, test, as_json) -> None:
+def bdrate(anchor, test, as_json, anchor_models) -> None:
     """BD-rate of TEST against ANCHOR (results JSON files; negative: TEST is better)."""
     import json
 
     from qaft.training.bdrate import bd_rate, load_curve
 
-    a, t = load_curve(anchor), load_curve(test)
+    only = [m.strip() for m in anchor_models.split(",")] if anchor_models else None
+    a, t = load_curve(anchor, only), load_curve(test)
     out = {"anchor": a["name"], "test": t["name"], "bd_rate": bd_rate(a, t)}
     if "ms-ssim" in a and "ms-ssim" in t:
         out["bd_rate_ms_ssim"] = bd_rate(a, t, "ms-ssim")

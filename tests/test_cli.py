@@ -33,6 +33,24 @@ def test_bdrate_of_a_curve_needing_10_percent_less_rate(tmp_path):
     assert json.loads(r.stdout)["bd_rate"] == pytest.approx(-10.0, abs=0.01)
 
 
+def test_bdrate_anchor_models_keeps_only_the_named_points(tmp_path):
+    bpp = [0.05, 0.1, 0.2, 0.4, 0.8]
+    psnr = [20.0, 27.0, 29.0, 31.5, 34.0]  # the first point is far off the curve
+    blob = {
+        "name": "zoo",
+        "results": {"bpp": bpp, "psnr-rgb": psnr},
+        "models": [{"name": f"q{i}"} for i in range(5)],
+    }
+    a = tmp_path / "a.json"
+    a.write_text(json.dumps(blob))
+    t = _curve(tmp_path / "t.json", [b * 0.9 for b in bpp[1:]], psnr[1:])
+    r = run_cli("qaft", "bdrate", str(a), t, "--json", "--anchor-models", "q1,q2,q3,q4")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["bd_rate"] == pytest.approx(-10.0, abs=0.01)
+    r = run_cli("qaft", "bdrate", str(a), t, "--anchor-models", "q1,q9")
+    assert r.returncode != 0 and "no points of q9" in r.stderr
+
+
 def test_models_json_lists_required_fields():
     r = run_cli("qaft", "models", "--json")
     assert r.returncode == 0, r.stderr

@@ -11,8 +11,10 @@ import bjontegaard
 from qaft.runtime.errors import QaftError
 
 
-def load_curve(path: str | Path) -> dict:
-    """Reads a results JSON (ours or CompressAI's published files) as ``{metric: [...]}``."""
+def load_curve(path: str | Path, models: list[str] | None = None) -> dict:
+    """Reads a results JSON (ours or CompressAI's published files) as ``{metric: [...]}``;
+    ``models`` keeps only the points of those models (qaft's files name each point's model
+    under ``models``), e.g. to compare a zoo with a curve of fewer rates."""
     try:
         blob = json.loads(Path(path).read_text())
         res = blob["results"]
@@ -23,6 +25,13 @@ def load_curve(path: str | Path) -> dict:
         }
         if "ms-ssim" in res:
             curve["ms-ssim"] = list(res["ms-ssim"])
+        if models is not None:
+            names = [m["name"] for m in blob["models"]]
+            missing = sorted(set(models) - set(names))
+            if missing:
+                raise QaftError(f"{path}: no points of {', '.join(missing)}")
+            keep = [i for i, n in enumerate(names) if n in models]
+            curve = {k: v if k == "name" else [v[i] for i in keep] for k, v in curve.items()}
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise QaftError(f"{path}: not a results JSON ({exc})") from None
     return curve
