@@ -6,6 +6,7 @@
 #   bash benchmarks/stage2.sh [RUNS_DIR] [--eval-only]
 #   bash benchmarks/stage2.sh RUNS_DIR --bundle     # put the finetuned models into the zoo
 #   bash benchmarks/stage2.sh --eval-zoo            # evaluate the bundled stage-2 models
+#   bash benchmarks/stage2.sh --summary             # BD-rates and plot from the results files
 #
 # Writes results/kodak/qaft-stage2-{sq,tcq}.json; the finetuned models stay in RUNS_DIR
 # (scripts/zoo_add.py bundles them).
@@ -34,7 +35,9 @@ if [ "${2:-}" = "--bundle" ]; then  # as q1-sq ... q5-tcq, stored as deltas of q
   bash scripts/calibrate_zoo.sh q{1,2,3,4,5}-{sq,tcq}
   exit
 fi
-if [ "${1:-}" = "--eval-zoo" ]; then
+if [ "${1:-}" = "--summary" ]; then  # the BD-rates and plot from the results files
+  RUNS=
+elif [ "${1:-}" = "--eval-zoo" ]; then
   for q in sq tcq; do
     $BIN/qaft eval $(for m in q1 q2 q3 q4 q5; do echo --model "$m-$q"; done) \
       --quantizer $q --name "qaft stage 2 (for $q), $q" --json results/kodak/qaft-stage2-$q.json
@@ -56,10 +59,24 @@ for q in sq tcq; do
   $BIN/qaft eval $(for m in q1 q2 q3 q4 q5; do echo --ckpt "$RUNS/s2_${m}_$q/model.pt"; done) \
     --quantizer $q --name "qaft stage 2 (for $q), $q" --json results/kodak/qaft-stage2-$q.json
 done
-echo "stage 2 vs stage 1, each with its quantizer:"
-$BIN/qaft bdrate --anchor-models q1,q2,q3,q4,q5 results/kodak/qaft-stage1-sq.json results/kodak/qaft-stage2-sq.json
-$BIN/qaft bdrate --anchor-models q1,q2,q3,q4,q5 results/kodak/qaft-stage1-tcq.json results/kodak/qaft-stage2-tcq.json
-echo "all against stage 1 with sq:"
-$BIN/qaft bdrate --anchor-models q1,q2,q3,q4,q5 results/kodak/qaft-stage1-sq.json results/kodak/qaft-stage1-tcq.json
-$BIN/qaft bdrate --anchor-models q1,q2,q3,q4,q5 results/kodak/qaft-stage1-sq.json results/kodak/qaft-stage2-sq.json
-$BIN/qaft bdrate --anchor-models q1,q2,q3,q4,q5 results/kodak/qaft-stage1-sq.json results/kodak/qaft-stage2-tcq.json
+summary() {
+  local R=results/kodak S1=q1,q2,q3,q4,q5
+  echo "stage 2 vs stage 1 (q1-q5), each with its quantizer:"
+  $BIN/qaft bdrate --anchor-models $S1 $R/qaft-stage1-sq.json $R/qaft-stage2-sq.json
+  $BIN/qaft bdrate --anchor-models $S1 $R/qaft-stage1-tcq.json $R/qaft-stage2-tcq.json
+  echo "all against stage 1 with sq:"
+  $BIN/qaft bdrate $R/qaft-stage1-sq.json $R/qaft-stage1-tcq.json
+  $BIN/qaft bdrate --anchor-models $S1 $R/qaft-stage1-sq.json $R/qaft-stage2-sq.json
+  $BIN/qaft bdrate --anchor-models $S1 $R/qaft-stage1-sq.json $R/qaft-stage2-tcq.json
+  echo "stage 2 for tcq against stage 2 for sq:"
+  $BIN/qaft bdrate $R/qaft-stage2-sq.json $R/qaft-stage2-tcq.json
+  echo "against the anchors:"
+  for a in webp jpeg compressai-mbt2018-mean; do
+    for c in stage1-sq stage1-tcq stage2-sq stage2-tcq; do
+      $BIN/qaft bdrate $R/$a.json $R/qaft-$c.json
+    done
+  done
+  $BIN/qaft plot $R/webp.json $R/qaft-stage1-sq.json $R/qaft-stage1-tcq.json \
+    $R/qaft-stage2-sq.json $R/qaft-stage2-tcq.json --out $R/stage2.png --title "Kodak: stage 1 and 2"
+}
+summary

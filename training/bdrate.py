@@ -14,7 +14,7 @@ from qaft.runtime.errors import QaftError
 def load_curve(path: str | Path, models: list[str] | None = None) -> dict:
     """Reads a results JSON (ours or CompressAI's published files) as ``{metric: [...]}``;
     ``models`` keeps only the points of those models (qaft's files name each point's model
-    under ``models``), e.g. to compare a zoo with a curve of fewer rates."""
+    under ``models``, by ``name`` or by ``label``), e.g. to compare a zoo with a curve of fewer rates."""
     try:
         blob = json.loads(Path(path).read_text())
         res = blob["results"]
@@ -26,7 +26,7 @@ def load_curve(path: str | Path, models: list[str] | None = None) -> dict:
         if "ms-ssim" in res:
             curve["ms-ssim"] = list(res["ms-ssim"])
         if models is not None:
-            names = [m["name"] for m in blob["models"]]
+            names = [m.get("name", m.get("label")) for m in blob["models"]]
             missing = sorted(set(models) - set(names))
             if missing:
                 raise QaftError(f"{path}: no points of {', '.join(missing)}")
