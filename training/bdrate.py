@@ -14,7 +14,8 @@ from qaft.runtime.errors import QaftError
 def load_curve(path: str | Path, models: list[str] | None = None) -> dict:
     """Reads a results JSON (ours or CompressAI's published files) as ``{metric: [...]}``;
     ``models`` keeps only the points of those models (qaft's files name each point's model
-    under ``models``, by ``name`` or by ``label``), e.g. to compare a zoo with a curve of fewer rates."""
+    under ``models``, by ``name`` or by ``label``), e.g. to compare a zoo with a curve of
+    fewer rates."""
     try:
         blob = json.loads(Path(path).read_text())
         res = blob["results"]
