@@ -40,10 +40,8 @@ def median_time(fn, repeat: int) -> float:
 
 
 def search_inputs(codec, image, quantizer: str):
-    x = C._pad(image)
-    y, z = codec.networks.analysis(x)
-    _, z_hat = C._code_z(codec, z)
-    levels, means = codec.entropy_parameters(z_hat)
+    lat = C.latents(codec, image)
+    y, levels, means = lat.y, lat.levels, lat.means
     params = codec.params(quantizer)
     tset, bits = QUANTIZERS[quantizer].tables_for(codec.tables, params.step)
     u = ((y - means).astype(np.float64) / params.step).reshape(-1, y.shape[-1])

@@ -135,11 +135,17 @@ class Latents:
     means: np.ndarray  # float32, shaped like y
 
 
-def latents(codec: Codec, image: np.ndarray) -> Latents:
-    """Runs the analysis and the exact entropy parameters on an (H, W, 3) uint8 image."""
+def latents(codec: Codec, image: np.ndarray, timings: dict | None = None) -> Latents:
+    """Runs the analysis and the exact entropy parameters on an (H, W, 3) uint8 image;
+    ``timings`` (if given) receives the seconds of each."""
+    t0 = time.perf_counter()
     y, z = tiling.analyze(codec.networks.analysis, pad_image(image))
+    t1 = time.perf_counter()
     z_idx, z_hat = _code_z(codec, z)
     levels, means = codec.entropy_parameters(z_hat)
+    if timings is not None:
+        timings["analysis"] = t1 - t0
+        timings["hyper_synthesis"] = time.perf_counter() - t1
     return Latents(y, z_idx, levels, means)
 
 
@@ -167,14 +173,8 @@ def encode(
     if not size_ok(h, w):
         raise QaftError(f"a {w}x{h} image is over the {limit_text()}")
     t: dict[str, float] = {}
-    t0 = time.perf_counter()
-    y, z = tiling.analyze(codec.networks.analysis, pad_image(image))
-    t["analysis"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    z_idx, z_hat = _code_z(codec, z)
-    levels, means = codec.entropy_parameters(z_hat)
-    t["hyper_synthesis"] = time.perf_counter() - t0
+    lat = latents(codec, image, t)
+    y, z_idx, levels, means = lat.y, lat.z_indices, lat.levels, lat.means
 
     t0 = time.perf_counter()
     y_idx, y_hat = quant.quantize(y, means, levels, codec.tables, params, codec.distortion_weights)

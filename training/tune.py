@@ -67,15 +67,13 @@ def synthesis_gain(
 
 
 def _prepare(codec: Codec, image: np.ndarray) -> _Prepared:
-    x = C._pad(image)
-    y, z = codec.networks.analysis(x)
-    z_idx, z_hat = C._code_z(codec, z)
-    levels, means = codec.entropy_parameters(z_hat)
+    lat = C.latents(codec, image)
+    z_idx = lat.z_indices
     z_code = coder.encode(z_idx, C._z_table_ids(z_idx.shape), codec.tables.z_tables)
     # The file without its y sections: header, section table, z sections, checksum.
     header = container.Header(0, codec.fingerprint, *image.shape[:2])
     fixed = len(container.pack(header, [z_code.stream, z_code.escapes_bytes(), b"", b""]))
-    return _Prepared(image, y, means, levels, fixed)
+    return _Prepared(image, lat.y, lat.means, lat.levels, fixed)
 
 
 def center_crop(image: np.ndarray, size: int) -> np.ndarray:
