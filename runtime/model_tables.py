@@ -31,6 +31,13 @@ class ModelTables:
     # Derived tables (per quantizer step, code lengths), built on first use per model.
     _derived: dict = field(default_factory=dict, repr=False, compare=False)
 
+    def __post_init__(self) -> None:
+        if self.calibration is not None and len(self.calibration.scale) != len(self.scale_levels):
+            raise ValueError(
+                f"calibration has {len(self.calibration.scale)} levels, "
+                f"the model {len(self.scale_levels)}"
+            )
+
     def cached(self, key: Any, build: Callable[[], Any]) -> Any:
         """``build()``, computed once for this model and ``key`` while it stays among the
         :data:`MAX_DERIVED` most recently used (files choose their step, so a decoder fed

@@ -76,6 +76,25 @@ def test_bad_calibration_arrays_are_refused():
         cal.Calibration(np.array([1.0, -1.0]), np.zeros(2))
     with pytest.raises(ValueError):
         cal.Calibration(np.ones(2), np.array([0.0, 1.5]))
+    with pytest.raises(ValueError):
+        cal.Calibration(np.array([1.0, np.nan]), np.zeros(2))
+    with pytest.raises(ValueError):
+        cal.Calibration(np.array([1.0, 1e-30]), np.zeros(2))
+
+
+def test_a_crafted_calibration_makes_the_folder_refused(calibrated, tmp_path):
+    """A tables.npz whose calibration is degenerate or of the wrong length is refused when
+    the folder opens (one line from qaft-run), never used to build tables."""
+    from qaft.export.onnx_export import export_model
+    from qaft.runtime.model_dir import TABLES, ModelDirError, open_model_dir
+    from qaft.training.checkpoint import load_model
+
+    export_model(load_model(calibrated), tmp_path / "m", fp16=False)
+    arrays = dict(np.load(tmp_path / "m" / TABLES))
+    for bad in (arrays["y_calibration"][:5], np.full_like(arrays["y_calibration"], -1.0)):
+        np.savez(tmp_path / "m" / TABLES, **{**arrays, "y_calibration": bad})
+        with pytest.raises(ModelDirError, match="unreadable tables"):
+            open_model_dir(tmp_path / "m", verify=False)
 
 
 @pytest.fixture(scope="module")

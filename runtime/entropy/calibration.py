@@ -28,6 +28,9 @@ import numpy as np
 #: likelihood evaluations on histograms, no optimizer, no randomness).
 SCALE_GRID = np.exp(np.linspace(math.log(0.4), math.log(2.0), 41))
 WEIGHT_GRID = np.linspace(0.0, 1.0, 11)
+#: Scale factors a stored model may carry (wider than the fit's grid; a crafted file beyond
+#: them is refused rather than given degenerate tables).
+SCALE_LIMITS = (0.1, 10.0)
 #: Levels with fewer training indices than this borrow the nearest well-observed level's fit.
 MIN_COUNT = 200
 
@@ -45,8 +48,14 @@ class Calibration:
     def __post_init__(self) -> None:
         if self.scale.shape != self.laplace.shape or self.scale.ndim != 1:
             raise ValueError("calibration: scale and laplace must be two (L,) arrays")
-        if not (np.all(self.scale > 0) and np.all((self.laplace >= 0) & (self.laplace <= 1))):
-            raise ValueError("calibration: scales must be positive and weights in [0, 1]")
+        lo, hi = SCALE_LIMITS
+        if not (
+            np.all((self.scale >= lo) & (self.scale <= hi))
+            and np.all((self.laplace >= 0) & (self.laplace <= 1))
+        ):
+            raise ValueError(
+                f"calibration: scale factors must lie in [{lo}, {hi}] and weights in [0, 1]"
+            )
 
     @classmethod
     def identity(cls, num_levels: int) -> Calibration:
