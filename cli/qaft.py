@@ -344,7 +344,8 @@ def calibrate(model, ckpt, data, n_images, write, reset) -> None:
     )
     if write:
         note = {"images": rep.images, "data": Path(data).name, "y_change": round(rep.change, 5)}
-        store(path, rep.calibration, note)
+        # nothing fitted (too few latents per level): the plain Gaussians, fingerprint kept
+        store(path, None if rep.calibration.is_identity() else rep.calibration, note)
         click.echo(f"stored in {path}")
 
 

@@ -109,7 +109,7 @@ def open_model_dir(path: str | Path, verify: bool = True) -> ModelDir:
         with np.load(path / TABLES, allow_pickle=False) as npz:
             tables = ModelTables.from_arrays({k: npz[k] for k in npz.files})
         fingerprint = bytes.fromhex(manifest["fingerprint"])
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ModelDirError(f"{path / TABLES}: unreadable tables ({exc})") from None
     try:
         with np.load(path / HYPER, allow_pickle=False) as npz:

@@ -12,6 +12,8 @@ import numpy as np
 from qaft.runtime.entropy.calibration import Calibration
 from qaft.runtime.entropy.tables import TableSet
 
+#: Largest scale level a model may declare (CompressAI's default table ends at 256).
+MAX_SCALE_LEVEL = 1e4
 #: Derived table sets kept per model (a few steps per quantizer in practice).
 MAX_DERIVED = 16
 _MISSING = object()
@@ -32,6 +34,16 @@ class ModelTables:
     _derived: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        lv = self.scale_levels
+        # crafted levels (infinite, huge, unordered) would give degenerate or giant tables
+        if not (
+            lv.ndim == 1
+            and len(lv) > 0
+            and np.all(np.isfinite(lv))
+            and np.all((lv > 0) & (lv <= MAX_SCALE_LEVEL))
+            and np.all(np.diff(lv) > 0)
+        ):
+            raise ValueError("scale levels must be increasing, positive and at most 1e4")
         if self.calibration is not None and len(self.calibration.scale) != len(self.scale_levels):
             raise ValueError(
                 f"calibration has {len(self.calibration.scale)} levels, "

@@ -161,3 +161,45 @@ def test_calibrate_cli_errors_are_one_line(tmp_path, image_dir):
     r = run_cli("qaft", "calibrate", "--ckpt", str(tmp_path / "none.pt"), "--data", str(image_dir))
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_a_delta_file_keeps_its_tables_when_its_base_is_recalibrated(
+    tiny_model_file, image_dir, tmp_path
+):
+    """A stage-2 file stored as a delta of its base must not change when the base does."""
+    import torch
+
+    from qaft.training.calibrate import fit_model, store
+    from qaft.training.checkpoint import load_model, save_model
+
+    base = tmp_path / "base.pt"
+    shutil.copy(tiny_model_file, base)
+    child = load_model(base)
+    with torch.no_grad():
+        for p in child.model.h_s.parameters():
+            p.mul_(1.01)
+    delta = tmp_path / "delta.pt"
+    save_model(delta, child.model, {**child.meta, "stage": 2}, base=base)
+    before = load_model(delta).fingerprint
+    store(base, fit_model(base, sorted(image_dir.iterdir())).calibration, {"images": 3})
+    assert load_model(base).tables.calibration is not None
+    after = load_model(delta)
+    assert after.tables.calibration is None and after.fingerprint == before
+
+
+def test_crafted_scale_levels_are_refused_and_plain_exports_stay_version_2(
+    tiny_model_file, tmp_path
+):
+    import json
+
+    from qaft.export.onnx_export import export_model
+    from qaft.runtime.model_dir import TABLES, ModelDirError, open_model_dir
+    from qaft.training.checkpoint import load_model
+
+    export_model(load_model(tiny_model_file), tmp_path / "m", fp16=False)
+    assert json.loads((tmp_path / "m" / "manifest.json").read_text())["version"] == 2
+    arrays = dict(np.load(tmp_path / "m" / TABLES))
+    for bad in (np.full_like(arrays["scale_levels"], np.inf), arrays["scale_levels"][::-1]):
+        np.savez(tmp_path / "m" / TABLES, **{**arrays, "scale_levels": bad})
+        with pytest.raises(ModelDirError, match="unreadable tables"):
+            open_model_dir(tmp_path / "m", verify=False)

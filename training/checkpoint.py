@@ -84,11 +84,7 @@ def save_model(
             if k in ref["state_dict"] and torch.equal(v, ref["state_dict"][k])
         }
         blob["state_dict"] = {k: v for k, v in state.items() if k not in same}
-        if all(
-            np.array_equal(np.asarray(v), np.asarray(ref["tables"].get(k)))
-            for k, v in tables.items()
-        ):
-            blob["tables"] = None
+        # The tables are always stored whole: a base recalibrated later must not change them.
         blob["base"] = {
             "path": os.path.relpath(base.resolve(), Path(path).resolve().parent),
             "weights_sha256": _weights_digest(ref["state_dict"]),

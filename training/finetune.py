@@ -140,10 +140,9 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, progress: bool = True) -
     model = parent.model.to(device)
     codec = codec_from_loaded(parent, str(device))
     params = codec.params(cfg.quantizer, cfg.step, cfg.q_lmbda)
+    # A calibration stays as it is: the indices are chosen with its tables, and a finetuned
+    # hyper-decoder's model is calibrated again afterwards (qaft calibrate).
     train_hs = "hyper-decoder" in cfg.parts
-    if train_hs:
-        # the densities were fitted to the old h_s's scales: refit (qaft calibrate) after
-        model.gaussian_conditional.calibration = None
     trained = list(model.g_s.parameters()) + (list(model.h_s.parameters()) if train_hs else [])
     for p in model.parameters():
         p.requires_grad_(False)
