@@ -3,9 +3,9 @@
 A lent machine gets only what travels with the working tree (64 MiB), has no package
 registry and is held for minutes, so the work is split in three steps:
 
-1. ``pack`` (here): warm starts as bare fp32 state dicts (the coding tables are rebuilt
-   there) and the training photographs as JPEG copies (quality 92, no chroma subsampling:
-   21 MB instead of 84 MB of PNG) into a folder that git ignores.
+1. ``pack`` (here): warm starts as bare state dicts, convolutions in fp16 (the coding tables
+   are rebuilt there), and the training photographs as JPEG copies (quality 92, no chroma
+   subsampling: 21 MB instead of 84 MB of PNG) into a folder that git ignores (45 MiB).
 2. ``run`` (there): one ``qaft.training.train`` process per rate, each with a time budget
    (the learning-rate drops follow elapsed time), started together on the one GPU; each
    finished model is written to ``--out`` as a bare state dict with its metadata.
@@ -16,8 +16,8 @@ registry and is held for minutes, so the work is split in three steps:
     python3 scripts/train_zoo_gpu.py run --pack .gpu --out "$OUT" --seconds 480
     python scripts/train_zoo_gpu.py unpack --returned DIR --out runs/gpu
 
-The plan (names, λ, which model each starts from) is ``PLAN`` below; docs/training.md
-records the runs made with it.
+The plan (every bundled stage-1 model, its λ, continuing from its own weights) is read from
+the zoo index by ``pack`` and travels as ``plan.json``; docs/training.md records the runs.
 """
 
 from __future__ import annotations
@@ -33,17 +33,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-#: name -> (λ, name of the zoo model it starts from): each rate continues from its own
-#: bundled model (q0 and q6 were added on the CPU from q1 and q5).
-PLAN: dict[str, tuple[float, str]] = {
-    "q0": (0.0009, "q0"),
-    "q1": (0.0018, "q1"),
-    "q2": (0.0035, "q2"),
-    "q3": (0.0067, "q3"),
-    "q4": (0.013, "q4"),
-    "q5": (0.025, "q5"),
-    "q6": (0.0483, "q6"),
-}
+#: The plan travels in the pack: {name: λ} of every bundled stage-1 model, each continuing
+#: from its own weights (the zoo index is the one place that knows the rates).
+PLAN_FILE = "plan.json"
+
+
+def _read_plan(pack_dir: Path) -> dict[str, float]:
+    return json.loads((pack_dir / PLAN_FILE).read_text())
 
 
 def _namespace(tmp: Path) -> Path:
@@ -62,7 +58,7 @@ def pack(out: Path, data: Path, quality: int) -> None:
     from PIL import Image
 
     from qaft.training.checkpoint import load_model
-    from qaft.training.zoo import model_path
+    from qaft.training.zoo import list_models, model_path
 
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "warm").mkdir(exist_ok=True)
@@ -71,14 +67,21 @@ def pack(out: Path, data: Path, quality: int) -> None:
             im.convert("RGB").save(
                 out / "images" / f"{src.stem}.jpg", "JPEG", quality=quality, subsampling=0
             )
-    for warm in sorted({w for _, w in PLAN.values()}):
+    plan = {e["name"]: e["lmbda"] for e in list_models() if e["stage"] == 1}
+    for warm in sorted(plan):
         loaded = load_model(model_path(warm))
-        state = {k: v.float().contiguous() for k, v in loaded.model.state_dict().items()}
+        # Convolution weights and biases travel in fp16 (a warm start needs no more, and seven
+        # fp32 models plus the photographs would pass the 64 MiB the device tool carries);
+        # GDN and entropy-model parameters, small and partly tiny in value, stay fp32.
+        state = {
+            k: (v.half() if k.endswith((".weight", ".bias")) else v.float()).contiguous()
+            for k, v in loaded.model.state_dict().items()
+        }
         torch.save(
             {"config": loaded.model.config.to_dict(), "state_dict": state},
             out / "warm" / f"{warm}.pt",
         )
-    (out / "plan.json").write_text(json.dumps(PLAN, indent=1))
+    (out / PLAN_FILE).write_text(json.dumps(plan, indent=1))
     total = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     print(f"packed {out}: {total / 2**20:.1f} MiB")
 
@@ -92,7 +95,7 @@ def one(pack_dir: Path, name: str, out: Path, seconds: float, args: argparse.Nam
     from qaft.training.train import TrainConfig, train
 
     torch.backends.cudnn.benchmark = True
-    lmbda, warm = PLAN[name]
+    lmbda, warm = _read_plan(pack_dir)[name], name
     run = Path(args.runs) / name
     run.mkdir(parents=True, exist_ok=True)
     blob = torch.load(pack_dir / "warm" / f"{warm}.pt", map_location="cpu")
@@ -141,7 +144,7 @@ def run(pack_dir: Path, out: Path, seconds: float, args: argparse.Namespace) -> 
     paths = [str(_namespace(Path("/tmp/qaftns"))), os.environ.get("PYTHONPATH", "")]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in paths if p), PYTHONUNBUFFERED="1")
     Path(args.runs).mkdir(parents=True, exist_ok=True)
-    names = args.names.split(",") if args.names else list(PLAN)
+    names = args.names.split(",") if args.names else list(_read_plan(pack_dir))
     procs = {}
     for name in names:
         cmd = [
