@@ -34,7 +34,7 @@ GRIDS["tcq8"] = GRIDS["tcq"]
 
 
 @dataclass
-class _Prepared:
+class Prepared:
     """What the networks give for one image, independent of the quantizer."""
 
     image: np.ndarray
@@ -66,14 +66,15 @@ def synthesis_gain(
     return total / len(images)
 
 
-def _prepare(codec: Codec, image: np.ndarray) -> _Prepared:
+def prepare(codec: Codec, image: np.ndarray) -> Prepared:
+    """Runs the networks on ``image`` once; every quantizer setting then reuses the result."""
     lat = C.latents(codec, image)
     z_idx = lat.z_indices
     z_code = coder.encode(z_idx, C._z_table_ids(z_idx.shape), codec.tables.z_tables)
     # The file without its y sections: header, section table, z sections, checksum.
     header = container.Header(0, codec.fingerprint, *image.shape[:2])
     fixed = len(container.pack(header, [z_code.stream, z_code.escapes_bytes(), b"", b""]))
-    return _Prepared(image, lat.y, lat.means, lat.levels, fixed)
+    return Prepared(image, lat.y, lat.means, lat.levels, fixed)
 
 
 def center_crop(image: np.ndarray, size: int) -> np.ndarray:
@@ -88,7 +89,7 @@ def tune(
     """Grid search of (step, λ) for ``quantizer``; returns the best with its figures."""
     quant = QUANTIZERS[quantizer]
     grid = GRIDS[quantizer]
-    prepared = [_prepare(codec, center_crop(load_rgb(p), crop)) for p in images]
+    prepared = [prepare(codec, center_crop(load_rgb(p), crop)) for p in images]
     results = []
     for step, lam in itertools.product(grid["step"], grid["lmbda"]):
         params = QuantizerParams(step, lam)
