@@ -60,6 +60,17 @@ def main() -> None:
     show_default=True,
     help="Run the networks under bf16 autocast (entropy models stay fp32).",
 )
+@click.option(
+    "--channels-last/--no-channels-last",
+    default=True,
+    show_default=True,
+    help="Weights and batches in channels-last layout (faster convolutions).",
+)
+@click.option(
+    "--compile",
+    is_flag=True,
+    help="torch.compile the forward pass (faster steps after about a minute of compiling).",
+)
 @click.option("--init-from", type=click.Path(dir_okay=False), help="Warm start from a model file.")
 @click.option(
     "--val-data",

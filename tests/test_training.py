@@ -1,13 +1,14 @@
 """Stage-1 training: the loss goes down, runs resume, stand-ins behave."""
 
 import json
+import shutil
 
 import pytest
 import torch
 from conftest import synthetic_image
 
 from qaft.training.models import MeanScaleHyperprior, ModelConfig
-from qaft.training.train import TrainConfig, rd_terms, train
+from qaft.training.train import TrainConfig, make_optimizers, place, rd_terms, train, train_step
 
 
 @pytest.fixture(scope="module")
@@ -97,3 +98,46 @@ def test_validation_codes_real_files(train_dir, tmp_path):
 def test_unknown_stand_in_is_refused():
     with pytest.raises(ValueError, match="stand-in"):
         TrainConfig(data=".", out=".", lmbda=0.01, stand_in="magic")
+
+
+def _three_steps(channels_last: bool, compile_: bool = False):
+    torch.manual_seed(0)
+    cfg = TrainConfig(data=".", out=".", lmbda=0.01, N=8, M=12, amp="none", lr=1e-3,
+                      channels_last=channels_last, compile=compile_)  # fmt: skip
+    model = MeanScaleHyperprior(ModelConfig(cfg.N, cfg.M)).train()
+    layout, forward = place(model, cfg, torch.device("cpu"))
+    optim = make_optimizers(model, cfg)
+    x = torch.from_numpy(synthetic_image(64, 64)).permute(2, 0, 1)[None].float() / 255
+    x = x.contiguous(memory_format=layout)
+    losses = []
+    for _ in range(3):
+        torch.manual_seed(1)  # the same noise draws in every variant
+        terms, aux = train_step(forward, model, x, cfg, optim)
+        assert aux is not None
+        losses.append(float(terms["loss"].detach()))
+    return losses, model
+
+
+def test_channels_last_trains_the_same_model():
+    plain, _ = _three_steps(False)
+    last, model = _three_steps(True)
+    assert model.g_a[0].weight.is_contiguous(memory_format=torch.channels_last)
+    # Adam moves every weight by about lr whatever its gradient, so the losses, not the
+    # weights, are what can tell a wrong step from a right one
+    assert plain[0] != pytest.approx(plain[-1], rel=1e-3)
+    assert last == pytest.approx(plain, rel=1e-4)
+
+
+@pytest.mark.skipif(shutil.which("c++") is None, reason="torch.compile needs a C++ compiler")
+def test_compiled_forward_trains_the_same_model():
+    plain, _ = _three_steps(False)
+    compiled, _ = _three_steps(True, compile_=True)
+    assert compiled == pytest.approx(plain, rel=1e-3)
+
+
+def test_model_files_keep_the_plain_layout(train_dir, tmp_path):
+    cfg = TrainConfig(data=str(train_dir), out=str(tmp_path / "run"), lmbda=0.01, N=8, M=12,
+                      steps=2, batch=2, crop=64, amp="none")  # fmt: skip
+    final = train(cfg, progress=False)
+    blob = torch.load(final, map_location="cpu", weights_only=False)
+    assert all(t.is_contiguous() for t in blob["state_dict"].values())
