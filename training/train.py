@@ -55,12 +55,11 @@ class TrainConfig:
     # learning-rate drops follow elapsed time instead of steps: on a lent GPU the wall time,
     # not the step count, is what is fixed in advance.
     time_budget: float = 0.0
-    # Weights and batches in channels-last layout: oneDNN's convolutions (and cuDNN's) are
-    # faster on it; measured here, 19% less time per step on 2 CPU cores
-    # (benchmarks/train_step.py).
+    # Weights and batches in channels-last layout: oneDNN's convolutions are faster on it
+    # (1.27x per step on these 2 cores, benchmarks/train_step.py; docs/training.md).
     channels_last: bool = True
-    # torch.compile the forward pass: another ~15% per step on the CPU, for about a minute of
-    # compilation at the start (needs a C++ compiler); off by default for short runs.
+    # torch.compile the forward pass (1.47x with channels-last), at the price of a
+    # compilation at the start and a C++ compiler: off by default, short runs lose by it.
     compile: bool = False
 
     def __post_init__(self) -> None:
