@@ -24,6 +24,7 @@ import signal
 import socket
 import tempfile
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -176,6 +177,10 @@ def compress_on_ray(
 
 #: Seconds a worker may take to be placed and start before the run goes on without it.
 READY_TIMEOUT = 120.0
+#: A batch whose worker is being restarted waits this long, this many times at most, before
+#: the failure counts as one of its tries.
+UNAVAILABLE_PAUSE = 1.0
+UNAVAILABLE_WAITS = 30
 
 
 def _start_workers(ray, model: ModelDir, config: ClusterConfig) -> list:
@@ -216,6 +221,7 @@ def _run(ray, model, items, quantizer, params, config):
     queue = deque((items[i : i + config.batch], 1) for i in range(0, len(items), config.batch))
     pending: dict = {}
     deaths = [0] * n  # a dead worker fails the two batches it held: counted once per batch
+    waits: dict[str, int] = {}  # per batch (its first file): times its worker was restarting
 
     def load(j: int) -> int:
         return sum(1 for v in pending.values() if v[0] == j)
@@ -241,14 +247,25 @@ def _run(ray, model, items, quantizer, params, config):
         try:
             results = ray.get(ref)
         except ray.exceptions.RayError as exc:
-            deaths[i] += 1
-            if attempt < config.attempts:
-                # retried file by file, so that one file that kills workers takes no others
-                queue.extendleft(([item], attempt + 1) for item in reversed(batch))
+            # A worker being restarted (most often after another batch killed it) is not this
+            # batch's fault: on a busy machine a slow restart must not use up its tries, so
+            # it goes back as it was, a moment later; a bounded number of times, since the
+            # batch that killed the worker can see the same error.
+            key = str(batch[0][0])
+            restarting = isinstance(exc, ray.exceptions.ActorUnavailableError)
+            waits[key] = waits.get(key, 0) + restarting
+            if restarting and waits[key] <= UNAVAILABLE_WAITS:
+                queue.appendleft((batch, attempt))
+                time.sleep(UNAVAILABLE_PAUSE)
             else:
-                why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-                for src, dest in batch:
-                    yield src, dest, QaftError(f"failed on {attempt} workers ({why})")
+                deaths[i] += 1
+                if attempt < config.attempts:
+                    # retried file by file, so that one file that kills workers takes no others
+                    queue.extendleft(([item], attempt + 1) for item in reversed(batch))
+                else:
+                    why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+                    for src, dest in batch:
+                        yield src, dest, QaftError(f"failed on {attempt} workers ({why})")
             fill(prefer_not=i)
             continue
         for (src, dest), (ok, payload) in zip(batch, results, strict=True):
