@@ -32,15 +32,17 @@ from qaft.runtime.evaluation import default_kodak
 from qaft.runtime.image import load_rgb
 from qaft.runtime.quantizers import QUANTIZERS, QuantizerParams
 from qaft.runtime.quantizers.base import encode_latent
+from qaft.runtime.tiling import to_uint8
 from qaft.training.backend import codec_from_loaded
 from qaft.training.checkpoint import load_model
 from qaft.training.tune import prepare
 from qaft.training.zoo import DEFAULT_MODEL, model_path
 
 
-def pixels(synthesis, y: np.ndarray, h: int, w: int) -> np.ndarray:
-    """(h, w, 3) float64 on 0-255, not rounded: the terms must add up exactly."""
-    return synthesis(y)[0, :, :h, :w].transpose(1, 2, 0).astype(np.float64) * 255.0
+def pixels(x_hat: np.ndarray, h: int, w: int) -> np.ndarray:
+    """The synthesis output as (h, w, 3) float64 on 0-255, not rounded: the terms must add
+    up exactly (the 8-bit image is :func:`to_uint8` of the same output)."""
+    return x_hat[0, :, :h, :w].transpose(1, 2, 0).astype(np.float64) * 255.0
 
 
 def pixel_gradient(g_s, y: np.ndarray, image: np.ndarray) -> np.ndarray:
@@ -82,7 +84,11 @@ def main() -> None:
     syn = codec.networks.synthesis
     files = sorted(Path(args.data).glob("*.png"))[: args.images]
     prepared = [prepare(codec, load_rgb(f)) for f in files]
-    clean = [pixels(syn, p.y, *p.image.shape[:2]) for p in prepared]
+    # per image, independent of the quantizer: the source, g_s(y) and the transform term
+    clean = []
+    for p in prepared:
+        x, xy = p.image.astype(np.float64), pixels(syn(p.y), *p.image.shape[:2])
+        clean.append((x, xy, float(np.sum((xy - x) ** 2))))
     grads = (
         [pixel_gradient(loaded.model.g_s, p.y, p.image) for p in prepared] if args.refine else []
     )
@@ -91,19 +97,19 @@ def main() -> None:
     for eta in [0.0, *args.refine]:
         for name, params in settings(codec, args.extra_lmbda):
             acc = dict.fromkeys(["bits", "px", "total", "transform", "quant", "cross", "pred"], 0.0)
-            for i, (p, xy) in enumerate(zip(prepared, clean)):
+            for i, (p, (x, xy, transform)) in enumerate(zip(prepared, clean)):
                 target = p.y if eta == 0 else (p.y - eta * grads[i] / (2 * gain)).astype(np.float32)
                 lat = encode_latent(
                     QUANTIZERS[name], target, p.means, p.levels, codec.tables, params,
                     codec.distortion_weights,
                 )  # fmt: skip
                 h, w = p.image.shape[:2]
-                x = p.image.astype(np.float64)
-                xq = pixels(syn, lat.y_hat, h, w)
+                raw = syn(lat.y_hat)
+                xq = pixels(raw, h, w)
                 acc["bits"] += 8 * (p.fixed_bytes + sum(len(s) for s in lat.sections))
                 acc["px"] += h * w
-                acc["total"] += float(np.sum((np.clip(np.rint(xq), 0, 255) - x) ** 2))
-                acc["transform"] += float(np.sum((xy - x) ** 2))
+                acc["total"] += float(np.sum((to_uint8(raw, h, w) - x) ** 2))
+                acc["transform"] += transform
                 acc["quant"] += float(np.sum((xq - xy) ** 2))
                 acc["cross"] += float(2 * np.sum((xy - x) * (xq - xy)))
                 acc["pred"] += float(np.sum(gain * (lat.y_hat - p.y).astype(np.float64) ** 2))
