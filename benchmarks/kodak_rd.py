@@ -1,6 +1,7 @@
 """Rate-distortion of the zoo on Kodak with real files, per quantizer, and the BD-rate table.
 
     python benchmarks/kodak_rd.py --out results/kodak [--quantizers sq,rdoq,tcq,tcq8]
+    python benchmarks/kodak_rd.py --out results/kodak --only q3,q6   # after replacing q3, q6
 
 Writes ``qaft-stage1-<quantizer>.json`` (CompressAI layout) and ``rd.png`` into --out and
 prints a Markdown table of BD-rates (PSNR-RGB, Akima) against the anchors found there
@@ -13,7 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from qaft.runtime.evaluation import curve_point, write_results
+from qaft.runtime.evaluation import curve_point, read_points, write_results
 from qaft.training.backend import codec_from_loaded
 from qaft.training.bdrate import bd_rate, load_curve
 from qaft.training.checkpoint import load_model
@@ -25,20 +26,42 @@ from qaft.training.zoo import list_models
 ANCHORS = ("webp.json", "jpeg.json", "compressai-mbt2018-mean.json")
 
 
-def evaluate_zoo(out: Path, quantizers: list[str], stage: int, data: str) -> dict[str, Path]:
+def evaluate_zoo(
+    out: Path, quantizers: list[str], stage: int, data: str, only: set[str] | None = None
+) -> dict[str, Path]:
+    """Codes Kodak with every stage-``stage`` model and quantizer; with ``only``, just those
+    models, the others' points kept from the existing results files."""
     images = list_images(data)
     entries = [e for e in list_models() if e["stage"] == stage]
     if not entries:
         raise SystemExit(f"no stage-{stage} models in the zoo")
+    unknown = (only or set()) - {e["name"] for e in entries}
+    if unknown:
+        raise SystemExit(f"not stage-{stage} models of the zoo: {', '.join(sorted(unknown))}")
     files = {}
     for q in quantizers:
+        path = out / f"qaft-stage{stage}-{q}.json"
+        kept = {}
+        if only is not None:
+            if not path.is_file():
+                raise SystemExit(f"--only needs the earlier results: {path} is missing")
+            kept = {p["model"]["name"]: p for p in read_points(path)}
         points = []
         for e in entries:
+            if only is not None and e["name"] not in only:
+                if e["name"] not in kept:
+                    raise SystemExit(f"{path} has no point for {e['name']}: evaluate it too")
+                measured = kept[e["name"]]["model"].get("fingerprint", e["fingerprint"])
+                if measured != e["fingerprint"]:
+                    raise SystemExit(f"{e['name']} changed since {path} was written: add it")
+                points.append(kept[e["name"]])
+                continue
             loaded = load_model(e["path"])
             codec = codec_from_loaded(loaded)
             res = evaluate_codec(codec, images, q)
             params = codec.params(q)
-            points.append(curve_point(res, {"name": e["name"], "lmbda": e["lmbda"]}, q, params))
+            model = {"name": e["name"], "lmbda": e["lmbda"], "fingerprint": e["fingerprint"]}
+            points.append(curve_point(res, model, q, params))
             s = points[-1]["summary"]
             print(
                 f"{e['name']:>6} {q:>5}: {s['bpp']:.4f} bpp {s['psnr']:.3f} dB "
@@ -49,7 +72,6 @@ def evaluate_zoo(out: Path, quantizers: list[str], stage: int, data: str) -> dic
             f"qaft stage-{stage} zoo ({', '.join(e['name'] for e in entries)}), quantizer "
             f"{q}, {len(images)} Kodak images, real files"
         )
-        path = out / f"qaft-stage{stage}-{q}.json"
         write_results(path, f"qaft stage {stage}, {q}", desc, points)
         files[q] = path
     return files
@@ -62,6 +84,11 @@ def main() -> None:
     ap.add_argument("--quantizers", default="sq,rdoq,tcq,tcq8")
     ap.add_argument("--stage", type=int, default=1)
     ap.add_argument("--table-only", action="store_true", help="Reuse the JSON files.")
+    ap.add_argument(
+        "--only",
+        help="Comma-separated models to evaluate again (e.g. the ones just replaced); the "
+        "others' points are kept from the existing JSON files.",
+    )
     args = ap.parse_args()
     out = Path(args.out)
     quantizers = args.quantizers.split(",")
@@ -70,7 +97,8 @@ def main() -> None:
     else:
         if not args.data:
             raise SystemExit("needs Kodak: --data or ../shared/data/kodak")
-        files = evaluate_zoo(out, quantizers, args.stage, args.data)
+        only = set(args.only.split(",")) if args.only else None
+        files = evaluate_zoo(out, quantizers, args.stage, args.data, only)
     curves = {q: load_curve(f) for q, f in files.items()}
     anchors = {a: load_curve(out / a) for a in ANCHORS if (out / a).is_file()}
     print(

@@ -18,6 +18,24 @@ def test_eval_writes_compressai_json(tiny_model_file, image_dir, tmp_path):
     assert blob["results"]["bpp"][0] > 0
 
 
+def test_results_json_reads_back_to_the_same_points(tiny_model_file, image_dir, tmp_path):
+    from qaft.runtime.evaluation import read_points, write_results
+
+    out = tmp_path / "r.json"
+    r = run_cli(
+        "qaft", "eval", "--ckpt", str(tiny_model_file), "--data", str(image_dir), "--json", str(out)
+    )
+    assert r.returncode == 0, r.stderr
+    points = read_points(out)
+    assert [r.name for r in points[0]["images"]] == ["img0.png", "img1.png", "img2.png"]
+    assert points[0]["summary"]["bpp"] == json.loads(out.read_text())["results"]["bpp"][0]
+    again = tmp_path / "again.json"
+    write_results(again, "x", "y", points)
+    a, b = json.loads(out.read_text()), json.loads(again.read_text())
+    for key in ("results", "models", "per_image"):
+        assert a[key] == b[key]
+
+
 def _curve(path, bpp, psnr):
     path.write_text(json.dumps({"name": path.stem, "results": {"bpp": bpp, "psnr-rgb": psnr}}))
     return str(path)
