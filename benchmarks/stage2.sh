@@ -4,8 +4,10 @@
 # Kodak with the quantizer it was finetuned for, and print BD-rates against stage 1.
 #
 #   bash benchmarks/stage2.sh [RUNS_DIR] [--eval-only]
-#   bash benchmarks/stage2.sh RUNS_DIR --bundle     # put the finetuned models into the zoo
-#   bash benchmarks/stage2.sh --eval-zoo            # evaluate the bundled stage-2 models
+#   bash benchmarks/stage2.sh RUNS_DIR --bundle [q3 ...]  # put the finetuned models into the zoo
+#   bash benchmarks/stage2.sh --eval-zoo [q3 ...]   # evaluate the bundled stage-2 models (of
+#                                                   # these bases only: their points replaced)
+#   bash benchmarks/stage2.sh RUNS_DIR --one q3 sq decoder,hyper-decoder   # one run
 #   bash benchmarks/stage2.sh --summary             # BD-rates and plot from the results files
 #
 # Writes results/kodak/qaft-stage2-{sq,tcq}.json; the finetuned models stay in RUNS_DIR
@@ -25,21 +27,26 @@ finetune() {  # model quantizer parts
     $( [ -f "$RUNS/s2_$1_$2/last.pt" ] && echo --resume )
 }
 if [ "${2:-}" = "--bundle" ]; then  # as q1-sq ... q5-tcq, stored as deltas of q1 ... q5
-  for m in q1 q2 q3 q4 q5; do
+  bases=("${@:3}")
+  [ ${#bases[@]} -gt 0 ] || bases=(q1 q2 q3 q4 q5)
+  for m in "${bases[@]}"; do
     for q in sq tcq; do
       $BIN/python scripts/zoo_add.py "$RUNS/s2_${m}_$q/model.pt" --name "$m-$q" \
         --quality "${m#q}" --base "$m" --run "$RUNS/s2_${m}_$q"
     done
   done
   # finetuning the hyper-decoder dropped the stage-1 calibration: fit the new one
-  bash scripts/calibrate_zoo.sh q{1,2,3,4,5}-{sq,tcq}
+  bash scripts/calibrate_zoo.sh $(for m in "${bases[@]}"; do echo "$m-sq $m-tcq"; done)
   exit
 fi
 if [ "${1:-}" = "--summary" ]; then  # the BD-rates and plot from the results files
   RUNS=
 elif [ "${1:-}" = "--eval-zoo" ]; then
+  bases=("${@:2}")
+  update=--update
+  [ ${#bases[@]} -gt 0 ] || { bases=(q1 q2 q3 q4 q5); update=; }
   for q in sq tcq; do
-    $BIN/qaft eval $(for m in q1 q2 q3 q4 q5; do echo --model "$m-$q"; done) \
+    $BIN/qaft eval $(for m in "${bases[@]}"; do echo --model "$m-$q"; done) $update \
       --quantizer $q --name "qaft stage 2 (for $q), $q" --json results/kodak/qaft-stage2-$q.json
   done
   RUNS=

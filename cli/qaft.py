@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -144,14 +145,29 @@ def _images_or_fail(data: str | None):
 )
 @click.option("--name", default="qaft", show_default=True, help="Curve name in the JSON.")
 @click.option("--max-images", default=0, help="Only the first N images (0: all).")
+@click.option(
+    "--update",
+    is_flag=True,
+    help="Replace these models' points in the existing --json file (matched by label), "
+    "keeping its other points, name and description.",
+)
 @fail_cleanly
-def eval_cmd(models, ckpts, data, quantizer, step, q_lmbda, json_out, name, max_images) -> None:
+def eval_cmd(
+    models, ckpts, data, quantizer, step, q_lmbda, json_out, name, max_images, update
+) -> None:
     """Rate-distortion of models on a folder, coding real files (one point per model)."""
-    from qaft.runtime.evaluation import curve_point, write_results
+    from qaft.runtime.evaluation import curve_point, read_points, write_results
     from qaft.training.evaluate import evaluate_codec
 
     if not models and not ckpts:
         raise click.UsageError("give at least one --model or --ckpt")
+    kept, desc = [], None
+    if update:
+        if not json_out or not Path(json_out).is_file():
+            raise click.UsageError("--update needs an existing --json file")
+        kept = read_points(json_out)  # first: it checks the layout
+        blob = json.loads(Path(json_out).read_text())
+        name, desc = blob.get("name", name), blob.get("description")
     images = _images_or_fail(data)
     if max_images:
         images = images[:max_images]
@@ -169,7 +185,11 @@ def eval_cmd(models, ckpts, data, quantizer, step, q_lmbda, json_out, name, max_
             f"dec {s['decoding_time'] * 1e3:.0f} ms"
         )
     if json_out:
-        desc = f"qaft {quantizer} on {len(images)} images of {Path(images[0]).parent}, real files"
+        desc = desc or (
+            f"qaft {quantizer} on {len(images)} images of {Path(images[0]).parent}, real files"
+        )
+        labels = {p["model"].get("label") for p in points}
+        points += [p for p in kept if p["model"].get("label") not in labels]
         write_results(json_out, name, desc, points)
         click.echo(f"wrote {json_out}")
 

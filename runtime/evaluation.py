@@ -158,15 +158,18 @@ def curve_point(
 def read_points(path: str | Path) -> list[dict]:
     """The points of a results JSON that :func:`write_results` wrote (the inverse of
     :func:`results_json`; figures stored as null come back as NaN)."""
-    data = json.loads(Path(path).read_text())
 
     def num(v):
         return float("nan") if v is None else v
 
-    points = []
-    for model, images in zip(data["models"], data["per_image"], strict=True):
-        results = [ImageResult(**{k: num(v) for k, v in r.items()}) for r in images]
-        points.append({"summary": summarize(results), "images": results, "model": model})
+    try:
+        data = json.loads(Path(path).read_text())
+        points = []
+        for model, images in zip(data["models"], data["per_image"], strict=True):
+            results = [ImageResult(**{k: num(v) for k, v in r.items()}) for r in images]
+            points.append({"summary": summarize(results), "images": results, "model": model})
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise QaftError(f"{path}: not a results file with per-image figures ({exc})") from None
     return points
 
 

@@ -36,6 +36,34 @@ def test_results_json_reads_back_to_the_same_points(tiny_model_file, image_dir, 
         assert a[key] == b[key]
 
 
+def test_eval_update_replaces_one_point_and_keeps_the_rest(tiny_model_file, image_dir, tmp_path):
+    out = tmp_path / "r.json"
+    args = ("qaft", "eval", "--data", str(image_dir), "--json", str(out))
+    r = run_cli(*args, "--ckpt", str(tiny_model_file), "--max-images", "1", "--name", "curve")
+    assert r.returncode == 0, r.stderr
+    first = json.loads(out.read_text())
+    r = run_cli(*args, "--ckpt", str(tiny_model_file), "--update")  # the same label, 3 images
+    assert r.returncode == 0, r.stderr
+    blob = json.loads(out.read_text())
+    assert blob["name"] == "curve" and blob["description"] == first["description"]
+    assert len(blob["models"]) == 1 and len(blob["per_image"][0]) == 3
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"name": "x"}')
+    r = run_cli(
+        "qaft",
+        "eval",
+        "--data",
+        str(image_dir),
+        "--json",
+        str(bad),
+        "--update",
+        "--ckpt",
+        str(tiny_model_file),
+    )
+    assert r.returncode == 1 and r.stderr.startswith("error: ") and "Traceback" not in r.stderr
+    assert bad.read_text() == '{"name": "x"}'
+
+
 def _curve(path, bpp, psnr):
     path.write_text(json.dumps({"name": path.stem, "results": {"bpp": bpp, "psnr-rgb": psnr}}))
     return str(path)
