@@ -3,11 +3,15 @@ its entry in ``runtime/zoo/index.json``.
 
     python scripts/zoo_add.py MODEL.pt --name q3 --quality 3 [--run RUN_DIR ...]
     python scripts/zoo_add.py STAGE2.pt --name q3-tcq --quality 3 --base q3 [--run RUN_DIR]
+    python scripts/zoo_add.py MODEL.pt --name q3 --quality 3 --history-from q3 --run RUN_DIR
     python scripts/zoo_add.py --reexport      # every bundled model again, after a format change
 
 The model's λ, stage and ``finetuned_for`` come from its metadata; ``--run`` folders add
 training provenance (steps and wall time from their logs).  ``--base`` stores a stage-2
 model as the tensors that differ from its bundled stage-1 model (``save_model(base=...)``).
+``--history-from NAME`` says the new file continues the bundled model NAME (``qaft train
+--init-from`` its file or a descendant of it): NAME's training history comes first, then the
+``--run`` folders, oldest first.
 """
 
 from __future__ import annotations
@@ -61,12 +65,24 @@ def main() -> None:
     ap.add_argument("--run", action="append", default=[], help="Run folder(s) it came from.")
     ap.add_argument("--base", help="Bundled model it was finetuned from (stored as a delta).")
     ap.add_argument("--reexport", action="store_true", help="Re-export every bundled model.")
+    ap.add_argument(
+        "--history-from",
+        metavar="NAME",
+        help="It continues the bundled model NAME: its training history comes first.",
+    )
     args = ap.parse_args()
     if args.reexport:
         return reexport()
     if not (args.model and args.name and args.quality is not None):
         ap.error("MODEL, --name and --quality are required (or --reexport)")
     loaded = load_model(args.model)
+    entries = json.loads(INDEX.read_text()) if INDEX.is_file() else []
+    history = []
+    if args.history_from:
+        previous = [e for e in entries if e["name"] == args.history_from]
+        if not previous:
+            ap.error(f"--history-from: no bundled model {args.history_from!r}")
+        history = previous[0].get("training", [])
     dest = CHECKPOINT_DIR / args.name / "model.pt"
     dest.parent.mkdir(parents=True, exist_ok=True)
     if args.base:
@@ -87,7 +103,8 @@ def main() -> None:
         "architecture": {"N": loaded.model.config.N, "M": loaded.model.config.M},
         "fingerprint": manifest["fingerprint"],
         "base": args.base,
-        "training": [
+        "training": history
+        + [
             {
                 "run": r["run"],
                 "steps": r["steps"],
@@ -102,11 +119,9 @@ def main() -> None:
             for r in runs
         ],
     }
-    index = INDEX
-    entries = json.loads(index.read_text()) if index.is_file() else []
     entries = [e for e in entries if e["name"] != args.name] + [entry]
     entries.sort(key=lambda e: (e["stage"], e["quality"], e["name"]))
-    index.write_text(json.dumps(entries, indent=2) + "\n")
+    INDEX.write_text(json.dumps(entries, indent=2) + "\n")
     print(f"{args.name}: {dest} ({dest.stat().st_size / 1e6:.1f} MB)")
 
 
