@@ -1,7 +1,7 @@
 """Time per stage-1 training step by memory layout and compilation, side by side in one run.
 
     python benchmarks/train_step.py [--N 64 --M 96] [--batch 8] [--crop 128] [--threads 2]
-        [--steps 15] [--compile]
+        [--steps 15] [--compile] [--amp auto|bf16|none]
 
 Each variant trains a fresh model (same seed, same random batch) through the training
 loop's own step (:func:`qaft.training.train.train_step`) and prints the median time of
@@ -17,7 +17,7 @@ import time
 import torch
 
 from qaft.training.models import MeanScaleHyperprior, ModelConfig
-from qaft.training.train import TrainConfig, make_optimizers, place, train_step
+from qaft.training.train import TrainConfig, make_optimizers, place, resolve_amp, train_step
 
 
 def time_variant(args, channels_last: bool, compile_: bool) -> tuple[float, float]:
@@ -26,6 +26,7 @@ def time_variant(args, channels_last: bool, compile_: bool) -> tuple[float, floa
     cfg = TrainConfig(
         data="-", out="-", lmbda=0.0067, N=args.N, M=args.M, batch=args.batch, crop=args.crop,
         channels_last=channels_last, compile=compile_,
+        amp=resolve_amp(args.amp, torch.device("cpu")),
     )  # fmt: skip
     model = MeanScaleHyperprior(ModelConfig(cfg.N, cfg.M)).train()
     layout, forward = place(model, cfg, torch.device("cpu"))
@@ -52,13 +53,15 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--steps", type=int, default=15)
     ap.add_argument("--compile", action="store_true", help="also time torch.compile")
+    ap.add_argument("--amp", default="auto", choices=["auto", "bf16", "none"])
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     variants = [("contiguous (NCHW)", False, False), ("channels-last", True, False)]
     if args.compile:
         variants.append(("channels-last + torch.compile", True, True))
     print(
-        f"N={args.N} M={args.M}, batch {args.batch} of {args.crop}², bf16 autocast, "
+        f"N={args.N} M={args.M}, batch {args.batch} of {args.crop}², "
+        f"amp {resolve_amp(args.amp, torch.device('cpu'))} ({args.amp}), "
         f"{args.threads} threads, median of {args.steps} steps\n"
     )
     base = None

@@ -56,10 +56,11 @@ def main() -> None:
 )
 @click.option(
     "--amp",
-    type=click.Choice(["bf16", "none"]),
-    default="bf16",
+    type=click.Choice(["auto", "bf16", "none"]),
+    default="auto",
     show_default=True,
-    help="Run the networks under bf16 autocast (entropy models stay fp32).",
+    help="Run the networks under bf16 autocast (entropy models stay fp32); auto: where the "
+    "hardware computes bf16 natively (AMX, CUDA), not where it would be emulated.",
 )
 @click.option(
     "--channels-last/--no-channels-last",
@@ -73,6 +74,11 @@ def main() -> None:
     help="torch.compile the forward pass (faster steps after about a minute of compiling).",
 )
 @click.option("--init-from", type=click.Path(dir_okay=False), help="Warm start from a model file.")
+@click.option(
+    "--widen",
+    is_flag=True,
+    help="--init-from a narrower model (smaller N/M): start from it, new channels at zero.",
+)
 @click.option(
     "--val-data",
     type=click.Path(file_okay=False),

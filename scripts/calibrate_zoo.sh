@@ -20,4 +20,4 @@ for m in "${names[@]}"; do
          --quantizer tcq --quantizer tcq8 --data "$DATA" --images 4 --write ;;
   esac
 done
-$BIN/python scripts/zoo_add.py --reexport
+$BIN/python scripts/zoo_add.py --reexport "$@"  # all of them without names

@@ -5,6 +5,7 @@ its entry in ``runtime/zoo/index.json``.
     python scripts/zoo_add.py STAGE2.pt --name q3-tcq --quality 3 --base q3 [--run RUN_DIR]
     python scripts/zoo_add.py MODEL.pt --name q3 --quality 3 --history-from q3 --run RUN_DIR
     python scripts/zoo_add.py --reexport      # every bundled model again, after a format change
+    python scripts/zoo_add.py --reexport q4   # those named only (after calibrating them)
 
 The model's λ, stage and ``finetuned_for`` come from its metadata; ``--run`` folders add
 training provenance (steps and wall time from their logs).  ``--base`` stores a stage-2
@@ -41,12 +42,18 @@ def _check_image():
     return load_rgb(list_images(REPO.parent / "shared" / "data" / "train")[0])[:256, :384]
 
 
-def reexport() -> None:
-    """Exports every bundled model's folder again from its PyTorch file (export is
-    deterministic: unchanged graphs come out byte for byte the same) and records the
-    fingerprints (they change when what they cover changes, e.g. the integer path)."""
+def reexport(names: list[str]) -> None:
+    """Exports bundled models' folders again from their PyTorch files (all of them when
+    ``names`` is empty; export is deterministic: unchanged graphs come out byte for byte
+    the same) and records the fingerprints (they change when what they cover changes, e.g.
+    the integer path or the calibration)."""
     entries = json.loads(INDEX.read_text())
+    unknown = set(names) - {e["name"] for e in entries}
+    if unknown:
+        raise SystemExit(f"error: not bundled: {', '.join(sorted(unknown))}")
     for e in entries:
+        if names and e["name"] not in names:
+            continue
         m = export_model(
             load_model(CHECKPOINT_DIR / e["checkpoint"]), ZOO_DIR / e["model_dir"], _check_image()
         )
@@ -59,7 +66,7 @@ def reexport() -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("model", nargs="?")
+    ap.add_argument("model", nargs="*", help="MODEL.pt (with --reexport: the names, if any)")
     ap.add_argument("--name")
     ap.add_argument("--quality", type=int)
     ap.add_argument("--run", action="append", default=[], help="Run folder(s) it came from.")
@@ -72,9 +79,10 @@ def main() -> None:
     )
     args = ap.parse_args()
     if args.reexport:
-        return reexport()
-    if not (args.model and args.name and args.quality is not None):
-        ap.error("MODEL, --name and --quality are required (or --reexport)")
+        return reexport(args.model)
+    if not (len(args.model) == 1 and args.name and args.quality is not None):
+        ap.error("one MODEL, --name and --quality are required (or --reexport)")
+    args.model = args.model[0]
     loaded = load_model(args.model)
     entries = json.loads(INDEX.read_text()) if INDEX.is_file() else []
     history = []

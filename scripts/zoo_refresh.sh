@@ -23,7 +23,8 @@ for m in "$@"; do
     *) echo "error: $m is not a stage-1 model of the zoo (q0-q6)" >&2; exit 2 ;;
   esac
 done
-bash scripts/calibrate_zoo.sh "$@"
+# CALIBRATED=1: step 1 is done already (a refresh that stopped later goes on from step 2)
+[ "${CALIBRATED:-0}" = 1 ] || bash scripts/calibrate_zoo.sh "$@"
 if [ ${#bases[@]} -gt 0 ]; then
   for m in "${bases[@]}"; do  # old runs would finetune the old weights
     for q in sq tcq; do

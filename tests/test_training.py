@@ -141,3 +141,23 @@ def test_model_files_keep_the_plain_layout(train_dir, tmp_path):
     final = train(cfg, progress=False)
     blob = torch.load(final, map_location="cpu", weights_only=False)
     assert all(t.is_contiguous() for t in blob["state_dict"].values())
+
+
+def test_amp_auto_uses_bf16_only_where_it_is_native():
+    from qaft.training.train import native_bf16, resolve_amp
+
+    cpu = torch.device("cpu")
+    assert resolve_amp("auto", cpu) == ("bf16" if native_bf16(cpu) else "none")
+    assert resolve_amp("bf16", cpu) == "bf16" and resolve_amp("none", cpu) == "none"
+    with pytest.raises(ValueError, match="amp"):
+        TrainConfig(data=".", out=".", lmbda=0.01, amp="fp8")
+
+
+def test_run_config_records_the_resolved_amp(train_dir, tmp_path):
+    from qaft.training.train import native_bf16
+
+    cfg = TrainConfig(data=str(train_dir), out=str(tmp_path / "run"), lmbda=0.01, N=8, M=12,
+                      steps=1, batch=1, crop=64)  # fmt: skip
+    train(cfg, progress=False)
+    ran = json.loads((tmp_path / "run" / "config.json").read_text())["amp"]
+    assert ran == ("bf16" if native_bf16(torch.device("cpu")) else "none")

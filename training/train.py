@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -22,6 +23,9 @@ from qaft.training.checkpoint import (
 from qaft.training.data import CropSampler
 from qaft.training.models import MeanScaleHyperprior, ModelConfig
 from qaft.training.models.hyperprior import STAND_INS
+from qaft.training.widen import widen
+
+AMP_MODES = ("auto", "bf16", "none")
 
 
 @dataclass
@@ -44,13 +48,19 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     init_from: str | None = None
+    # --init-from a narrower model (smaller N, M): embed it function-preservingly
+    # (qaft.training.widen) instead of refusing the mismatch
+    widen: bool = False
     val_data: str | None = None
     val_every: int = 0
     val_images: int = 0  # 0: all
     log_every: int = 50
     ckpt_every: int = 250
     threads: int = 0  # 0: torch's default
-    amp: str = "bf16"  # networks under bf16 autocast (AMX on this CPU): about 2x faster
+    # Networks under bf16 autocast: about 2x faster where the hardware computes in bf16 (AMX,
+    # AVX512-BF16, CUDA), some 20x *slower* where it is emulated (an AVX2-only CPU).
+    # "auto" picks bf16 only where it is native (resolve_amp).
+    amp: str = "auto"
     # Seconds of training (0: none). With a budget the run ends when it is spent and the
     # learning-rate drops follow elapsed time instead of steps: on a lent GPU the wall time,
     # not the step count, is what is fixed in advance.
@@ -67,6 +77,8 @@ class TrainConfig:
             raise ValueError(f"unknown stand-in {self.stand_in!r}; choose from {STAND_INS}")
         if self.lmbda <= 0:
             raise ValueError("lmbda must be positive")
+        if self.amp not in AMP_MODES:
+            raise ValueError(f"unknown amp {self.amp!r}; choose from {AMP_MODES}")
         self.lr_decay_at = tuple(self.lr_decay_at)
 
 
@@ -76,6 +88,23 @@ def resolve_device(device: str) -> torch.device:
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda: no CUDA device is available")
     return torch.device(device)
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 convolutions natively (not emulated)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:  # oneDNN's own check: AVX512-BF16 or AMX
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_amp(amp: str, device: torch.device) -> str:
+    """``"bf16"`` or ``"none"`` for a configured ``auto|bf16|none`` on ``device``."""
+    if amp == "auto":
+        return "bf16" if native_bf16(device) else "none"
+    return amp
 
 
 def rd_terms(
@@ -160,18 +189,30 @@ def train(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
+    # the run folder's config.json records what ran, not "auto"
+    cfg = replace(cfg, amp=resolve_amp(cfg.amp, device))
+    if cfg.amp == "bf16" and not native_bf16(device):
+        warnings.warn(
+            f"--amp bf16 is emulated on this {device.type}: steps are far slower", stacklevel=2
+        )
     torch.manual_seed(cfg.seed)
     sampler = CropSampler(cfg.data, cfg.crop, seed=cfg.seed)
 
     model = MeanScaleHyperprior(ModelConfig(cfg.N, cfg.M))
     if cfg.init_from and not resume:
         warm = load_model(cfg.init_from)
-        if warm.model.config != model.config:
+        if warm.model.config == model.config:
+            model.load_state_dict(warm.model.state_dict())
+        elif cfg.widen:
+            try:
+                model = widen(warm.model, model.config, seed=cfg.seed)
+            except ValueError as exc:
+                raise CheckpointError(f"{cfg.init_from}: {exc}") from None
+        else:
             raise CheckpointError(
                 f"{cfg.init_from}: architecture {warm.model.config} "
-                f"differs from N={cfg.N}, M={cfg.M}"
+                f"differs from N={cfg.N}, M={cfg.M} (--widen embeds a narrower model)"
             )
-        model.load_state_dict(warm.model.state_dict())
     layout, forward = place(model, cfg, device)
     optim = make_optimizers(model, cfg)
     opt, aux_opt = optim.main, optim.aux
