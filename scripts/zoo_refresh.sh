@@ -9,7 +9,8 @@
 #    weights): finetune, bundle, calibrate (benchmarks/stage2.sh, runs in $RUNS);
 # 3. Kodak again for the replaced models only, the other points kept
 #    (benchmarks/kodak_rd.py --only, benchmarks/stage2.sh --eval-zoo BASES), then the
-#    BD-rate tables and plots (printed; copy them into README.md).
+#    BD-rate tables and plots (printed; copy them into README.md); a new q0 also rewrites
+#    the golden streams of tests/test_golden.py (scripts/make_golden.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
@@ -39,6 +40,9 @@ if [ ${#bases[@]} -gt 0 ]; then
   done | xargs -P 2 -L 1 bash benchmarks/stage2.sh "$RUNS" --one
   bash benchmarks/stage2.sh "$RUNS" --bundle "${bases[@]}"
 fi
+for m in "$@"; do  # the golden streams are of q0: a new q0 needs new ones
+  [ "$m" != q0 ] || $BIN/python scripts/make_golden.py
+done
 names=$(IFS=,; echo "$*")
 $BIN/python benchmarks/kodak_rd.py --out results/kodak --only "$names"
 if [ ${#bases[@]} -gt 0 ]; then
