@@ -37,7 +37,7 @@ if [ ${#bases[@]} -gt 0 ]; then
     for q in sq tcq; do
       [ -f "$RUNS/s2_${m}_$q/model.pt" ] || echo "$m $q decoder,hyper-decoder"
     done
-  done | xargs -P 2 -L 1 bash benchmarks/stage2.sh "$RUNS" --one
+  done | xargs -r -P 2 -L 1 bash benchmarks/stage2.sh "$RUNS" --one
   bash benchmarks/stage2.sh "$RUNS" --bundle "${bases[@]}"
 fi
 for m in "$@"; do  # the golden streams are of q0: a new q0 needs new ones
