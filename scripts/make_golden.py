@@ -9,7 +9,6 @@ Rewrite them only when that model changes: files from many machines are the poin
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 import sys
@@ -18,7 +17,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from conftest import synthetic_image  # noqa: E402
+from conftest import index_digest, synthetic_image  # noqa: E402
 
 from qaft.runtime import codec as C  # noqa: E402
 from qaft.runtime.metrics import psnr  # noqa: E402
@@ -30,12 +29,6 @@ GOLDEN_MODEL = "q0"
 OUT = REPO / "tests" / "fixtures" / "golden"
 # (height, width, seed): a multiple of the downsampling, and an odd size that needs padding
 IMAGES = [(64, 128, 0), (70, 50, 1), (192, 256, 2)]
-
-
-def digest(a) -> str:
-    import numpy as np
-
-    return hashlib.sha256(np.ascontiguousarray(a, dtype=np.int32).tobytes()).hexdigest()
 
 
 def main() -> None:
@@ -50,7 +43,8 @@ def main() -> None:
             (OUT / name).write_bytes(enc.data)
             streams.append(
                 {"file": name, "image": [h, w, seed], "quantizer": q,
-                 "y_indices": digest(enc.y_indices), "z_indices": digest(enc.z_indices),
+                 "y_indices": index_digest(enc.y_indices),
+                 "z_indices": index_digest(enc.z_indices),
                  "psnr": round(psnr(C.decode(codec, enc.data).image, img), 3)}
             )  # fmt: skip
     meta = {

@@ -14,6 +14,13 @@ KODAK = REPO.parent / "shared" / "data" / "kodak"
 TRAIN = REPO.parent / "shared" / "data" / "train"
 
 
+def index_digest(a: np.ndarray) -> str:
+    """SHA-256 of an index array as int32 (the golden streams record them so)."""
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(a, dtype=np.int32).tobytes()).hexdigest()
+
+
 def synthetic_image(h: int, w: int, seed: int = 0) -> np.ndarray:
     """Smooth gradients plus texture: compressible like a photo, unlike pure noise."""
     rng = np.random.default_rng(seed)

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import synthetic_image
+from conftest import index_digest, synthetic_image
 
 from qaft.runtime import codec as C
 from qaft.runtime.metrics import psnr
@@ -20,14 +20,6 @@ from qaft.runtime.zoo import model_path
 
 GOLDEN = Path(__file__).parent / "fixtures" / "golden"
 META = json.loads((GOLDEN / "golden.json").read_text())
-
-
-def _digest(a):
-    import hashlib
-
-    import numpy as np
-
-    return hashlib.sha256(np.ascontiguousarray(a, dtype=np.int32).tobytes()).hexdigest()
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +37,8 @@ def codec():
 def test_golden_stream_decodes_to_its_encoders_indices(codec, stream):
     data = (GOLDEN / stream["file"]).read_bytes()
     dec = C.decode(codec, data)
-    assert _digest(dec.y_indices) == stream["y_indices"]
-    assert _digest(dec.z_indices) == stream["z_indices"]
+    assert index_digest(dec.y_indices) == stream["y_indices"]
+    assert index_digest(dec.z_indices) == stream["z_indices"]
     h, w, seed = stream["image"]
     assert dec.image.shape == (h, w, 3)
     # the synthesis is float, so the pixels may differ in the last bits between machines

@@ -9,7 +9,7 @@ from qaft.runtime.metrics import psnr
 from qaft.training.backend import codec_from_model
 from qaft.training.checkpoint import CheckpointError, load_model, save_model
 from qaft.training.models import MeanScaleHyperprior, ModelConfig
-from qaft.training.train import TrainConfig, train
+from qaft.training.train import TrainConfig, rd_terms, train
 from qaft.training.widen import widen
 
 
@@ -20,8 +20,7 @@ def _trained_small():
     x = torch.from_numpy(synthetic_image(64, 64)).permute(2, 0, 1)[None].float() / 255
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     for _ in range(5):
-        out = model(x, "mixed")
-        loss = ((out["x_hat"] - x) ** 2).mean() - out["y_likelihood"].log().mean() * 1e-3
+        loss = rd_terms(model(x, "mixed"), x, 0.01)["loss"]
         opt.zero_grad()
         loss.backward()
         opt.step()
