@@ -208,24 +208,43 @@ def eval_cmd(
     "--anchor-models",
     help="Only these points of ANCHOR, by model name (comma-separated; qaft's results files).",
 )
+@click.option(
+    "--per-point",
+    is_flag=True,
+    help="Also each TEST point's rate against ANCHOR's curve at the same PSNR.",
+)
 @fail_cleanly
-def bdrate(anchor, test, as_json, anchor_models) -> None:
+def bdrate(anchor, test, as_json, anchor_models, per_point) -> None:
     """BD-rate of TEST against ANCHOR (results JSON files; negative: TEST is better)."""
     import json
 
-    from qaft.training.bdrate import bd_rate, load_curve
+    from qaft.training.bdrate import bd_rate, load_curve, rate_differences
 
     only = [m.strip() for m in anchor_models.split(",")] if anchor_models else None
     a, t = load_curve(anchor, only), load_curve(test)
-    out = {"anchor": a["name"], "test": t["name"], "bd_rate": bd_rate(a, t)}
-    if "ms-ssim" in a and "ms-ssim" in t:
+    # a single point (a run being tried) has no BD-rate, only its distance to the curve
+    curve_test = per_point and len(t["bpp"]) < 4
+    out = {"anchor": a["name"], "test": t["name"], "bd_rate": None if curve_test else bd_rate(a, t)}
+    if "ms-ssim" in a and "ms-ssim" in t and not curve_test:
         out["bd_rate_ms_ssim"] = bd_rate(a, t, "ms-ssim")
+    if per_point:
+        out["per_point"] = rate_differences(a, t)
     if as_json:
         click.echo(json.dumps(out))
+        return
+    if out["bd_rate"] is None:
+        click.echo(f"{t['name']} against {a['name']} (too few points for a BD-rate):")
     else:
-        click.echo(f"BD-rate of {t['name']} against {a['name']}: {out['bd_rate']:+.2f}% (PSNR-RGB)")
-        if "bd_rate_ms_ssim" in out:
-            click.echo(f"{'':>{len('BD-rate')}} {out['bd_rate_ms_ssim']:+.2f}% (MS-SSIM)")
+        bd = out["bd_rate"]
+        click.echo(f"BD-rate of {t['name']} against {a['name']}: {bd:+.2f}% (PSNR-RGB)")
+    if "bd_rate_ms_ssim" in out:
+        click.echo(f"{'':>{len('BD-rate')}} {out['bd_rate_ms_ssim']:+.2f}% (MS-SSIM)")
+    for i, p in enumerate(out.get("per_point", [])):
+        diff = "outside the anchor's range"
+        if p["rate_difference"] is not None:
+            diff = f"{p['rate_difference']:+.1f}% (anchor {p['anchor_bpp']:.4f} bpp)"
+        name = p["model"] or f"point {i + 1}"
+        click.echo(f"  {name}: {p['bpp']:.4f} bpp, {p['psnr-rgb']:.3f} dB: {diff}")
 
 
 @main.command()

@@ -79,6 +79,24 @@ def test_bdrate_of_a_curve_needing_10_percent_less_rate(tmp_path):
     assert json.loads(r.stdout)["bd_rate"] == pytest.approx(-10.0, abs=0.01)
 
 
+def test_bdrate_per_point_measures_each_point_against_the_anchor_curve(tmp_path):
+    bpp = [0.1, 0.2, 0.4, 0.8]
+    psnr = [27.0, 29.0, 31.5, 34.0]
+    a = _curve(tmp_path / "a.json", bpp, psnr)
+    # one point on a curve needing 10% less rate, one above the anchor's range
+    t = _curve(tmp_path / "t.json", [0.2 * 0.9, 1.0], [29.0, 35.0])
+    r = run_cli("qaft", "bdrate", a, t, "--json", "--per-point")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["bd_rate"] is None  # two points: no BD-rate
+    inside, above = out["per_point"]
+    assert inside["rate_difference"] == pytest.approx(-10.0, abs=1e-6)
+    assert inside["anchor_bpp"] == pytest.approx(0.2)
+    assert above["rate_difference"] is None
+    r = run_cli("qaft", "bdrate", a, t, "--per-point")
+    assert r.returncode == 0 and "-10.0%" in r.stdout and "outside" in r.stdout
+
+
 def test_bdrate_anchor_models_keeps_only_the_named_points(tmp_path):
     bpp = [0.05, 0.1, 0.2, 0.4, 0.8]
     psnr = [20.0, 27.0, 29.0, 31.5, 34.0]  # the first point is far off the curve

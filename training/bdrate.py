@@ -26,6 +26,8 @@ def load_curve(path: str | Path, models: list[str] | None = None) -> dict:
         }
         if "ms-ssim" in res:
             curve["ms-ssim"] = list(res["ms-ssim"])
+        if isinstance(blob.get("models"), list) and len(blob["models"]) == len(curve["bpp"]):
+            curve["labels"] = [m.get("name", m.get("label")) for m in blob["models"]]
         if models is not None:
             names = [m.get("name", m.get("label")) for m in blob["models"]]
             missing = sorted(set(models) - set(names))
@@ -60,3 +62,40 @@ def bd_rate(anchor: dict, test: dict, metric: str = "psnr-rgb") -> float:
             ra, da, rt, dt, method="akima", require_matching_points=False, min_overlap=0.0
         )
     )
+
+
+def rate_differences(anchor: dict, test: dict, metric: str = "psnr-rgb") -> list[dict]:
+    """Per point of ``test``: the rate the ``anchor`` curve needs for the same quality
+    (Akima in log-rate against quality, as the BD-rate integrates) and the point's rate
+    difference to it in percent (negative: the point saves rate); ``None`` outside the
+    anchor's quality range, where no curve can say."""
+    from scipy.interpolate import Akima1DInterpolator
+
+    ra, da = _sorted_points(anchor["bpp"], anchor[metric])
+    pts = sorted(zip(da, ra))  # by quality, which must rise strictly for the interpolation
+    qa = [q for i, (q, _) in enumerate(pts) if i == 0 or q > pts[i - 1][0]]
+    la = [math.log(r) for i, (q, r) in enumerate(pts) if i == 0 or q > pts[i - 1][0]]
+    if len(qa) < 2:
+        raise QaftError(f"the anchor curve has {len(qa)} distinct points; it needs two")
+    curve = Akima1DInterpolator(qa, la) if len(qa) > 2 else None
+    labels = test.get("labels") or [None] * len(test["bpp"])
+    out = []
+    for label, rate, q in zip(labels, test["bpp"], test[metric]):
+        ref = None
+        if math.isfinite(q) and qa[0] <= q <= qa[-1]:
+            log_ref = (
+                float(curve(q))
+                if curve is not None
+                else float(la[0] + (la[1] - la[0]) * (q - qa[0]) / (qa[1] - qa[0]))
+            )
+            ref = math.exp(log_ref)
+        out.append(
+            {
+                "model": label,
+                "bpp": rate,
+                metric: q,
+                "anchor_bpp": ref,
+                "rate_difference": None if ref is None else 100.0 * (rate / ref - 1.0),
+            }
+        )
+    return out
