@@ -223,9 +223,9 @@ def bdrate(anchor, test, as_json, anchor_models, per_point) -> None:
     only = [m.strip() for m in anchor_models.split(",")] if anchor_models else None
     a, t = load_curve(anchor, only), load_curve(test)
     # a single point (a run being tried) has no BD-rate, only its distance to the curve
-    curve_test = per_point and len(t["bpp"]) < 4
-    out = {"anchor": a["name"], "test": t["name"], "bd_rate": None if curve_test else bd_rate(a, t)}
-    if "ms-ssim" in a and "ms-ssim" in t and not curve_test:
+    too_few = per_point and len(t["bpp"]) < 4
+    out = {"anchor": a["name"], "test": t["name"], "bd_rate": None if too_few else bd_rate(a, t)}
+    if "ms-ssim" in a and "ms-ssim" in t and not too_few:
         out["bd_rate_ms_ssim"] = bd_rate(a, t, "ms-ssim")
     if per_point:
         out["per_point"] = rate_differences(a, t)

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import bjontegaard
+import numpy as np
 
 from qaft.runtime.errors import QaftError
 
@@ -26,10 +27,12 @@ def load_curve(path: str | Path, models: list[str] | None = None) -> dict:
         }
         if "ms-ssim" in res:
             curve["ms-ssim"] = list(res["ms-ssim"])
-        if isinstance(blob.get("models"), list) and len(blob["models"]) == len(curve["bpp"]):
-            curve["labels"] = [m.get("name", m.get("label")) for m in blob["models"]]
+        names = [m.get("name", m.get("label")) for m in blob.get("models", [])]
+        if len(names) == len(curve["bpp"]):
+            curve["labels"] = names
         if models is not None:
-            names = [m.get("name", m.get("label")) for m in blob["models"]]
+            if "models" not in blob:
+                raise KeyError("models")
             missing = sorted(set(models) - set(names))
             if missing:
                 raise QaftError(f"{path}: no points of {', '.join(missing)}")
@@ -72,23 +75,22 @@ def rate_differences(anchor: dict, test: dict, metric: str = "psnr-rgb") -> list
     from scipy.interpolate import Akima1DInterpolator
 
     ra, da = _sorted_points(anchor["bpp"], anchor[metric])
-    pts = sorted(zip(da, ra))  # by quality, which must rise strictly for the interpolation
-    qa = [q for i, (q, _) in enumerate(pts) if i == 0 or q > pts[i - 1][0]]
-    la = [math.log(r) for i, (q, r) in enumerate(pts) if i == 0 or q > pts[i - 1][0]]
+    qa: list[float] = []
+    la: list[float] = []
+    for q, r in sorted(zip(da, ra)):  # by quality, which must rise strictly
+        if not qa or q > qa[-1]:
+            qa.append(q)
+            la.append(math.log(r))
     if len(qa) < 2:
         raise QaftError(f"the anchor curve has {len(qa)} distinct points; it needs two")
-    curve = Akima1DInterpolator(qa, la) if len(qa) > 2 else None
+    # Akima needs three points; two give a straight line in log-rate
+    curve = Akima1DInterpolator(qa, la) if len(qa) > 2 else lambda q: np.interp(q, qa, la)
     labels = test.get("labels") or [None] * len(test["bpp"])
     out = []
     for label, rate, q in zip(labels, test["bpp"], test[metric]):
         ref = None
         if math.isfinite(q) and qa[0] <= q <= qa[-1]:
-            log_ref = (
-                float(curve(q))
-                if curve is not None
-                else float(la[0] + (la[1] - la[0]) * (q - qa[0]) / (qa[1] - qa[0]))
-            )
-            ref = math.exp(log_ref)
+            ref = math.exp(float(curve(q)))
         out.append(
             {
                 "model": label,
