@@ -33,9 +33,11 @@ def fail_cleanly(fn):
         except (QaftError, OSError, ValueError) as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
+            # a training run says where its checkpoint is and how to resume (TrainingInterrupted)
             click.echo(
-                "interrupted: every file written so far is complete; "
+                str(exc)
+                or "interrupted: every file written so far is complete; "
                 "rerun the same command to do the rest",
                 err=True,
             )

@@ -1,7 +1,9 @@
 """Stage-1 training: the loss goes down, runs resume, stand-ins behave."""
 
 import json
+import os
 import shutil
+import signal
 
 import pytest
 import torch
@@ -69,6 +71,44 @@ def test_run_writes_log_checkpoint_model_and_resumes(train_dir, tmp_path):
     train(cfg, resume=True, progress=False)
     lines = [json.loads(s) for s in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines][-1] == 8
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_stops_between_steps_with_a_checkpoint_that_resumes(train_dir, tmp_path, signum):
+    from qaft.training.stopping import TrainingInterrupted
+
+    def signal_at_step_3(model):  # validation runs after step 3's checkpoint: a step boundary
+        os.kill(os.getpid(), signum)
+        return {}
+
+    cfg = TrainConfig(
+        data=str(train_dir),
+        out=str(tmp_path / "run"),
+        lmbda=0.01,
+        N=8,
+        M=12,
+        steps=8,
+        batch=2,
+        crop=64,
+        log_every=1,
+        ckpt_every=100,
+        val_every=3,
+        amp="none",
+    )
+    previous = signal.getsignal(signum)
+    with pytest.raises(TrainingInterrupted, match="at step 3: checkpoint .*--resume"):
+        train(cfg, validate=signal_at_step_3, progress=False)
+    assert signal.getsignal(signum) is previous  # handlers restored
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=False)["step"] == 3
+    assert not (tmp_path / "run" / "model.pt").exists()  # an unfinished run has no model file
+    train(cfg, resume=True, validate=lambda m: {}, progress=False)
+    steps = [
+        json.loads(s)["step"]
+        for s in (tmp_path / "run" / "log.jsonl").read_text().splitlines()
+        if "val" not in s
+    ]
+    assert steps == list(range(1, 9))
+    assert (tmp_path / "run" / "model.pt").is_file()
 
 
 def test_validation_codes_real_files(train_dir, tmp_path):
