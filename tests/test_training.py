@@ -23,6 +23,13 @@ def train_dir(tmp_path_factory):
     return d
 
 
+def tiny_run(train_dir, tmp_path, **kw) -> TrainConfig:
+    """A run of a tiny model on the synthetic images, in tmp_path/run."""
+    base = dict(data=str(train_dir), out=str(tmp_path / "run"), lmbda=0.01, N=8, M=12,
+                batch=2, crop=64, amp="none")  # fmt: skip
+    return TrainConfig(**{**base, **kw})
+
+
 def test_few_steps_lower_the_loss_on_a_fixed_batch():
     torch.manual_seed(0)
     model = MeanScaleHyperprior(ModelConfig(16, 24))
@@ -50,19 +57,7 @@ def test_stand_ins_give_finite_rates_and_gradients(stand_in):
 
 
 def test_run_writes_log_checkpoint_model_and_resumes(train_dir, tmp_path):
-    cfg = TrainConfig(
-        data=str(train_dir),
-        out=str(tmp_path / "run"),
-        lmbda=0.01,
-        N=8,
-        M=12,
-        steps=6,
-        batch=2,
-        crop=64,
-        log_every=2,
-        ckpt_every=3,
-        amp="none",
-    )
+    cfg = tiny_run(train_dir, tmp_path, steps=6, log_every=2, ckpt_every=3)
     final = train(cfg, progress=False)
     assert final.is_file()
     lines = [json.loads(s) for s in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
@@ -81,20 +76,7 @@ def test_a_signal_stops_between_steps_with_a_checkpoint_that_resumes(train_dir, 
         os.kill(os.getpid(), signum)
         return {}
 
-    cfg = TrainConfig(
-        data=str(train_dir),
-        out=str(tmp_path / "run"),
-        lmbda=0.01,
-        N=8,
-        M=12,
-        steps=8,
-        batch=2,
-        crop=64,
-        log_every=1,
-        ckpt_every=100,
-        val_every=3,
-        amp="none",
-    )
+    cfg = tiny_run(train_dir, tmp_path, steps=8, log_every=1, ckpt_every=100, val_every=3)
     previous = signal.getsignal(signum)
     with pytest.raises(TrainingInterrupted, match="at step 3: checkpoint .*--resume"):
         train(cfg, validate=signal_at_step_3, progress=False)
@@ -114,18 +96,7 @@ def test_a_signal_stops_between_steps_with_a_checkpoint_that_resumes(train_dir, 
 def test_validation_codes_real_files(train_dir, tmp_path):
     from qaft.training.evaluate import make_validator
 
-    cfg = TrainConfig(
-        data=str(train_dir),
-        out=str(tmp_path / "run"),
-        lmbda=0.01,
-        N=8,
-        M=12,
-        steps=2,
-        batch=2,
-        crop=64,
-        val_every=2,
-        log_every=1,
-    )
+    cfg = tiny_run(train_dir, tmp_path, steps=2, val_every=2, log_every=1, amp="auto")
     train(cfg, validate=make_validator(str(train_dir), 2), progress=False)
     val = [
         json.loads(s)
@@ -176,8 +147,7 @@ def test_compiled_forward_trains_the_same_model():
 
 
 def test_model_files_keep_the_plain_layout(train_dir, tmp_path):
-    cfg = TrainConfig(data=str(train_dir), out=str(tmp_path / "run"), lmbda=0.01, N=8, M=12,
-                      steps=2, batch=2, crop=64, amp="none")  # fmt: skip
+    cfg = tiny_run(train_dir, tmp_path, steps=2)
     final = train(cfg, progress=False)
     blob = torch.load(final, map_location="cpu", weights_only=False)
     assert all(t.is_contiguous() for t in blob["state_dict"].values())
