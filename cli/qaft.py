@@ -213,22 +213,35 @@ def eval_cmd(
     is_flag=True,
     help="Also each TEST point's rate against ANCHOR's curve at the same PSNR.",
 )
+@click.option(
+    "--sensitivity",
+    type=click.FloatRange(0, 100, min_open=True, max_open=True),
+    help="Also the BD-rate if each TEST point alone saved this many percent of its rate.",
+)
 @fail_cleanly
-def bdrate(anchor, test, as_json, anchor_models, per_point) -> None:
+def bdrate(anchor, test, as_json, anchor_models, per_point, sensitivity) -> None:
     """BD-rate of TEST against ANCHOR (results JSON files; negative: TEST is better)."""
     import json
 
-    from qaft.training.bdrate import bd_rate, load_curve, rate_differences
+    from qaft.training.bdrate import bd_rate, bd_sensitivity, load_curve, rate_differences
 
     only = [m.strip() for m in anchor_models.split(",")] if anchor_models else None
     a, t = load_curve(anchor, only), load_curve(test)
     # a single point (a run being tried) has no BD-rate, only its distance to the curve
     too_few = per_point and len(t["bpp"]) < 4
+    if sensitivity and len(t["bpp"]) < 4:
+        from qaft.runtime.errors import QaftError
+
+        raise QaftError(f"--sensitivity needs a curve of four or more points, not {test}")
     out = {"anchor": a["name"], "test": t["name"], "bd_rate": None if too_few else bd_rate(a, t)}
     if "ms-ssim" in a and "ms-ssim" in t and not too_few:
         out["bd_rate_ms_ssim"] = bd_rate(a, t, "ms-ssim")
     if per_point:
         out["per_point"] = rate_differences(a, t)
+    if sensitivity:
+        labels = t.get("labels") or [f"point {i + 1}" for i in range(len(t["bpp"]))]
+        moved = bd_sensitivity(a, t, sensitivity)
+        out["sensitivity"] = {"percent": sensitivity, "bd_rate": dict(zip(labels, moved))}
     if as_json:
         click.echo(json.dumps(out))
         return
@@ -245,6 +258,13 @@ def bdrate(anchor, test, as_json, anchor_models, per_point) -> None:
             diff = f"{p['rate_difference']:+.1f}% (anchor {p['anchor_bpp']:.4f} bpp)"
         name = p["model"] or f"point {i + 1}"
         click.echo(f"  {name}: {p['bpp']:.4f} bpp, {p['psnr-rgb']:.3f} dB: {diff}")
+    if "sensitivity" in out:
+        click.echo(f"BD-rate if one point alone saved {sensitivity:g}% of its rate:")
+        for name, bd in out["sensitivity"]["bd_rate"].items():
+            moved_by = "no curve (below the point beneath it)"
+            if bd is not None:
+                moved_by = f"{bd:+.2f}% ({bd - out['bd_rate']:+.2f})"
+            click.echo(f"  {name}: {moved_by}")
 
 
 @main.command()

@@ -97,6 +97,23 @@ def test_bdrate_per_point_measures_each_point_against_the_anchor_curve(tmp_path)
     assert r.returncode == 0 and "-10.0%" in r.stdout and "outside" in r.stdout
 
 
+def test_bdrate_sensitivity_moves_one_point_at_a_time(tmp_path):
+    a = _curve(tmp_path / "a.json", [0.1, 0.2, 0.4, 0.8, 1.6], [27.0, 29.0, 31.5, 34.0, 36.0])
+    # the last point lies just above its neighbour: 10% less rate would put it below
+    t = _curve(tmp_path / "t.json", [0.1, 0.2, 0.4, 0.8, 0.82], [27.0, 29.0, 31.5, 34.0, 34.2])
+    r = run_cli("qaft", "bdrate", a, t, "--json", "--sensitivity", "10")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    moved = list(out["sensitivity"]["bd_rate"].values())
+    assert len(moved) == 5 and moved[-1] is None
+    assert all(m < out["bd_rate"] - 0.5 for m in moved[1:4])
+    r = run_cli("qaft", "bdrate", a, t, "--sensitivity", "10")
+    assert r.returncode == 0 and "no curve" in r.stdout
+    one = _curve(tmp_path / "one.json", [0.2], [29.0])
+    r = run_cli("qaft", "bdrate", a, one, "--per-point", "--sensitivity", "10")
+    assert r.returncode == 1 and r.stderr.startswith("error: ") and "four or more" in r.stderr
+
+
 def test_bdrate_anchor_models_keeps_only_the_named_points(tmp_path):
     bpp = [0.05, 0.1, 0.2, 0.4, 0.8]
     psnr = [20.0, 27.0, 29.0, 31.5, 34.0]  # the first point is far off the curve

@@ -101,3 +101,22 @@ def rate_differences(anchor: dict, test: dict, metric: str = "psnr-rgb") -> list
             }
         )
     return out
+
+
+def bd_sensitivity(
+    anchor: dict, test: dict, percent: float, metric: str = "psnr-rgb"
+) -> list[float | None]:
+    """Per point of ``test``: the BD-rate against ``anchor`` if that point alone coded with
+    ``percent`` % less rate at the same quality. It says which rate to train next: a point
+    weighs by the stretch of the quality range its neighbours give it, not by how far it
+    lies from the anchor. ``None`` where the lower rate would fall below the point beneath it
+    (no curve through the points)."""
+    out: list[float | None] = []
+    for i in range(len(test["bpp"])):
+        moved = {**test, "bpp": list(test["bpp"])}
+        moved["bpp"][i] *= 1.0 - percent / 100.0
+        try:
+            out.append(bd_rate(anchor, moved, metric))
+        except ValueError:
+            out.append(None)
+    return out
