@@ -250,68 +250,65 @@ def train(
 
     log = (out / "log.jsonl").open("a")
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress, dynamic_ncols=True)
-    with StopRequests() as stop:
-        try:
-            acc = {"loss": 0.0, "bpp": 0.0, "mse": 0.0, "aux": 0.0}
-            n_acc, t0 = 0, time.time()
-            t_last = time.time()
-            model.train()
-            last = False
-            while step < cfg.steps and not (cfg.time_budget > 0 and elapsed >= cfg.time_budget):
-                if stop.requested:
-                    save_checkpoint()
-                    raise TrainingInterrupted("training", step, ckpt_path)
-                for g in opt.param_groups:
-                    g["lr"] = lr_at(cfg, step, elapsed)
-                x = sampler.batch(cfg.batch).to(device, non_blocking=True, memory_format=layout)
-                terms, aux = train_step(forward, model, x, cfg, optim)
-                finite = aux is not None
-                step += 1
-                now = time.time()
-                elapsed, t_last = elapsed + now - t_last, now
-                last = step >= cfg.steps or (cfg.time_budget > 0 and elapsed >= cfg.time_budget)
-                if not finite:
-                    skipped += 1
-                    bar.update(1)
-                    continue
-                for k in ("loss", "bpp", "mse"):
-                    acc[k] += float(terms[k].detach())
-                acc["aux"] += float(aux.detach())
-                n_acc += 1
-                if n_acc and (step % cfg.log_every == 0 or last):
-                    mean = {k: v / n_acc for k, v in acc.items()}
-                    psnr = -10 * math.log10(max(mean["mse"], 1e-12))
-                    rec = {
-                        "step": step,
-                        "loss": mean["loss"],
-                        "bpp": mean["bpp"],
-                        "psnr": psnr,
-                        "aux": mean["aux"],
-                        "lr": lr_at(cfg, step - 1, elapsed),
-                        "s_per_step": (time.time() - t0) / n_acc,
-                        "elapsed": round(elapsed, 1),
-                        "skipped": skipped,
-                    }
-                    log.write(json.dumps(rec) + "\n")
-                    log.flush()
-                    bar.set_postfix(
-                        loss=f"{mean['loss']:.3f}", bpp=f"{mean['bpp']:.3f}", psnr=f"{psnr:.2f}"
-                    )
-                    acc = dict.fromkeys(acc, 0.0)
-                    n_acc, t0 = 0, time.time()
-                if step % cfg.ckpt_every == 0 or last:
-                    save_checkpoint()
-                if validate and cfg.val_every and (step % cfg.val_every == 0 or last):
-                    model.eval()
-                    val = validate(model)
-                    model.train()
-                    log.write(json.dumps({"step": step, "val": val}) + "\n")
-                    log.flush()
-                    bar.write(f"step {step}: validation {json.dumps(val)}")
+    # the bar and the log close however the loop ends
+    with StopRequests() as stop, bar, log:
+        acc = {"loss": 0.0, "bpp": 0.0, "mse": 0.0, "aux": 0.0}
+        n_acc, t0 = 0, time.time()
+        t_last = time.time()
+        model.train()
+        last = False
+        while step < cfg.steps and not (cfg.time_budget > 0 and elapsed >= cfg.time_budget):
+            if stop.requested:
+                save_checkpoint()
+                raise TrainingInterrupted("training", step, ckpt_path)
+            for g in opt.param_groups:
+                g["lr"] = lr_at(cfg, step, elapsed)
+            x = sampler.batch(cfg.batch).to(device, non_blocking=True, memory_format=layout)
+            terms, aux = train_step(forward, model, x, cfg, optim)
+            finite = aux is not None
+            step += 1
+            now = time.time()
+            elapsed, t_last = elapsed + now - t_last, now
+            last = step >= cfg.steps or (cfg.time_budget > 0 and elapsed >= cfg.time_budget)
+            if not finite:
+                skipped += 1
                 bar.update(1)
-        finally:
-            bar.close()
-            log.close()
+                continue
+            for k in ("loss", "bpp", "mse"):
+                acc[k] += float(terms[k].detach())
+            acc["aux"] += float(aux.detach())
+            n_acc += 1
+            if n_acc and (step % cfg.log_every == 0 or last):
+                mean = {k: v / n_acc for k, v in acc.items()}
+                psnr = -10 * math.log10(max(mean["mse"], 1e-12))
+                rec = {
+                    "step": step,
+                    "loss": mean["loss"],
+                    "bpp": mean["bpp"],
+                    "psnr": psnr,
+                    "aux": mean["aux"],
+                    "lr": lr_at(cfg, step - 1, elapsed),
+                    "s_per_step": (time.time() - t0) / n_acc,
+                    "elapsed": round(elapsed, 1),
+                    "skipped": skipped,
+                }
+                log.write(json.dumps(rec) + "\n")
+                log.flush()
+                bar.set_postfix(
+                    loss=f"{mean['loss']:.3f}", bpp=f"{mean['bpp']:.3f}", psnr=f"{psnr:.2f}"
+                )
+                acc = dict.fromkeys(acc, 0.0)
+                n_acc, t0 = 0, time.time()
+            if step % cfg.ckpt_every == 0 or last:
+                save_checkpoint()
+            if validate and cfg.val_every and (step % cfg.val_every == 0 or last):
+                model.eval()
+                val = validate(model)
+                model.train()
+                log.write(json.dumps({"step": step, "val": val}) + "\n")
+                log.flush()
+                bar.write(f"step {step}: validation {json.dumps(val)}")
+            bar.update(1)
     final = out / "model.pt"
     model.to(memory_format=torch.contiguous_format)  # model files keep the plain layout
     save_model(
