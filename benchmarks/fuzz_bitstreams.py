@@ -137,6 +137,55 @@ def fuzz(codec: C.Codec, seeds: list[bytes], count: int, seed: int = 0, limit: f
     return outcomes, reasons, crashes, slowest
 
 
+#: Declared sizes of the crafted files: from one tile to the largest the format allows.
+CRAFTED_SIZES = [(64, 64), (1024, 1024), (4096, 4096), (16384, 16384), (64, 1 << 22)]
+
+
+def crafted(seeds: list[bytes]) -> dict[str, bytes]:
+    """Files made by hand with a valid checksum, the cheapest way to claim a large image:
+    every section empty, or a real file's sections under a header declaring far more
+    pixels than they can hold.  Each must be refused at once (the decoder's work is bounded
+    by the data present, not by the size declared)."""
+    from qaft.runtime.container import FORMAT_VERSION
+
+    fp = seeds[0][8:16]
+    out = {}
+    for h, w in CRAFTED_SIZES:
+        for qid in (0, 2):
+            head = _HEAD.pack(b"QAFT", FORMAT_VERSION, qid, 0, fp, h, w, 1.0, 4)
+            out[f"empty sections, q{qid}, {w}x{h}"] = fix_checksum(head + bytes(4 * 4) + bytes(4))
+        for i, seed in enumerate(seeds):
+            if h * w > 128 * 128:  # larger than every seed
+                buf = bytearray(seed)
+                struct.pack_into("<II", buf, 16, h, w)
+                out[f"seed {i} declared {w}x{h}"] = fix_checksum(bytes(buf))
+    for i, seed in enumerate(seeds):  # the y sections dropped, the z sections kept
+        n = seed[_HEAD.size - 1]
+        lengths = list(struct.unpack_from(f"<{n}I", seed, _HEAD.size))
+        body = seed[_HEAD.size + 4 * n : _HEAD.size + 4 * n + lengths[0] + lengths[1]]
+        table = struct.pack("<4I", lengths[0], lengths[1], 0, 0)
+        out[f"seed {i}, y sections empty"] = fix_checksum(
+            seed[: _HEAD.size] + table + body + bytes(4)
+        )
+    return out
+
+
+def run_crafted(codec: C.Codec, files: dict[str, bytes]) -> dict[str, tuple[str, float]]:
+    """{name: (outcome, seconds)} for each crafted file."""
+    results = {}
+    for name, data in files.items():
+        t0 = time.perf_counter()
+        try:
+            C.decode(codec, data)
+            outcome = "decoded"
+        except QaftError as exc:
+            outcome = f"refused: {exc}"
+        except Exception as exc:  # noqa: BLE001 - anything else is what we hunt for
+            outcome = f"crash: {type(exc).__name__}: {exc}"
+        results[name] = (outcome, time.perf_counter() - t0)
+    return results
+
+
 def seed_files(codec: C.Codec, images: list[np.ndarray]) -> list[bytes]:
     """Valid files of ``images`` with every quantizer."""
     return [C.encode(codec, img, q).data for img in images for q in ("sq", "rdoq", "tcq", "tcq8")]
@@ -174,6 +223,15 @@ def main() -> None:
         print(f"  {n:6d}  {why}")
     for c in crashes:
         print("CRASH", c)
+    hand = run_crafted(codec, crafted(seeds))
+    bad = {k: v for k, v in hand.items() if not v[0].startswith("refused")}
+    slowest_crafted = max(t for _, t in hand.values())
+    print(
+        f"crafted headers: {len(hand)} files, {len(hand) - len(bad)} refused, "
+        f"{len(bad)} not refused, slowest {slowest_crafted * 1000:.0f} ms"
+    )
+    for k, (outcome, t) in bad.items():
+        print(f"  NOT REFUSED {k}: {outcome[:100]} ({t:.2f} s)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(
@@ -185,11 +243,12 @@ def main() -> None:
                     "crashes": crashes,
                     "slowest_s": slowest,
                     "wall_s": wall,
+                    "crafted": {k: [o[:120], t] for k, (o, t) in hand.items()},
                 },
                 f,
                 indent=2,
             )
-    sys.exit(1 if outcomes["crash"] or outcomes["slow"] else 0)
+    sys.exit(1 if outcomes["crash"] or outcomes["slow"] or bad or slowest_crafted > 1 else 0)
 
 
 if __name__ == "__main__":

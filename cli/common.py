@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import signal
 import sys
 import threading
@@ -16,32 +17,75 @@ def _terminate(signum, frame):
     raise KeyboardInterrupt
 
 
-def fail_cleanly(fn):
+def _interrupted(exc: BaseException) -> None:
+    """Prints what an interrupt leaves behind and exits 130, without waiting for work in
+    flight: a thread inside ONNX Runtime or an image decoder cannot be stopped, so the
+    process ends under it (its temporary files are removed first)."""
+    from qaft.cli.outputs import remove_live_temporaries
+
+    remove_live_temporaries()
+    # a training run says where its checkpoint is and how to resume (TrainingInterrupted)
+    click.echo(
+        str(exc)
+        or "interrupted: every file written so far is complete; "
+        "rerun the same command to do the rest",
+        err=True,
+    )
+    if any(t.is_alive() for t in threading.enumerate() if t is not threading.current_thread()):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+    sys.exit(130)
+
+
+def _run_in_thread(fn, args, kwargs):
+    """Runs ``fn`` on a worker thread while the main thread waits in short, interruptible
+    steps, so SIGINT and SIGTERM are seen within a fraction of a second even while the work
+    sits in C code (ONNX Runtime, a blocking open) that Python cannot interrupt."""
+    box: dict = {}
+
+    def target():
+        try:
+            box["result"] = fn(*args, **kwargs)
+        except BaseException as exc:  # noqa: BLE001 - re-raised on the main thread
+            box["error"] = exc
+
+    worker = threading.Thread(target=target, name="qaft-command", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(0.1)
+    if "error" in box:
+        raise box["error"]
+    return box.get("result")
+
+
+def fail_cleanly(fn=None, *, threaded=False):
     """Runs a command; a known failure prints ``error: …`` and exits 1, no traceback.
 
-    SIGTERM is handled like Ctrl-C, so that an interrupted batch unwinds: temporary files
-    are removed and every output already renamed into place is complete.
+    SIGTERM is handled like Ctrl-C.  With ``threaded`` (a bool, or a function of the
+    command's keyword arguments) the command runs on a worker thread
+    and an interrupt ends the process within a second (exit 130), whatever it was doing;
+    without it (training, which stops at a step boundary by itself) the interrupt unwinds
+    the command.  Either way a file under its final name is always complete.
     """
+    if fn is None:
+        return functools.partial(fail_cleanly, threaded=threaded)
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         previous = None
-        if threading.current_thread() is threading.main_thread():
+        main = threading.current_thread() is threading.main_thread()
+        if main:
             previous = signal.signal(signal.SIGTERM, _terminate)
         try:
+            if main and (threaded(kwargs) if callable(threaded) else threaded):
+                return _run_in_thread(fn, args, kwargs)
             return fn(*args, **kwargs)
         except (QaftError, OSError, ValueError) as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)
         except KeyboardInterrupt as exc:
-            # a training run says where its checkpoint is and how to resume (TrainingInterrupted)
-            click.echo(
-                str(exc)
-                or "interrupted: every file written so far is complete; "
-                "rerun the same command to do the rest",
-                err=True,
-            )
-            sys.exit(130)
+            _interrupted(exc)
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from qaft.cli import outputs
 from qaft.cli.common import fail_cleanly, print_models, quantizer_options
 from qaft.runtime.errors import QaftError
 
@@ -29,7 +30,8 @@ def _backend_options(fn):
         "--threads",
         default=0,
         show_default=True,
-        help="ONNX Runtime intra-op threads (0: its default).",
+        callback=_check_threads,
+        help="ONNX Runtime intra-op threads (0: its default; at most 4 per core).",
     )(fn)
     fn = click.option(
         "--backend",
@@ -41,11 +43,25 @@ def _backend_options(fn):
     return fn
 
 
+def _check_threads(ctx, param, value: int) -> int:
+    from qaft.runtime.limits import check_threads
+
+    try:
+        return check_threads(value)
+    except QaftError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+#: Images in flight hold their arrays at once; more than this gains nothing on any machine.
+MAX_JOBS = 64
+
+
 def _jobs_option(fn):
     return click.option(
         "--jobs",
         default=1,
         show_default=True,
+        type=click.IntRange(1, MAX_JOBS),
         help="Images in flight at once (networks and entropy coding overlap).",
     )(fn)
 
@@ -115,17 +131,6 @@ def _ordered_map(fn, items: list, jobs: int):
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Temporary file, then rename: an interrupted run never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Compress and decompress images with exported qaft models (no PyTorch needed)."""
@@ -142,14 +147,15 @@ def models(as_json) -> None:
 
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False))
-@fail_cleanly
+@fail_cleanly(threaded=True)
 def info(file) -> None:
     """Show what a .qaft file's header says."""
     from qaft.runtime.codec import read_header
+    from qaft.runtime.container import read_stream
     from qaft.runtime.quantizers import QUANTIZER_NAMES
     from qaft.runtime.zoo import find_by_fingerprint
 
-    data = Path(file).read_bytes()
+    data = read_stream(file)
     h = read_header(data)
     model = find_by_fingerprint(h.fingerprint)
     click.echo(
@@ -199,7 +205,7 @@ def info(file) -> None:
     "--gpus-per-worker", default=0.0, show_default=True, help="With --ray: GPUs each worker takes."
 )
 @_backend_options
-@fail_cleanly
+@fail_cleanly(threaded=lambda kwargs: not kwargs.get("ray_address"))
 def compress(
     paths,
     model,
@@ -218,35 +224,25 @@ def compress(
     precision,
 ):
     """Compress images (files or folders) to .qaft files."""
-    from tqdm import tqdm
-
     from qaft.runtime import codec as C
     from qaft.runtime.image import IMAGE_SUFFIXES
+    from qaft.runtime.quantizers import QUANTIZERS
     from qaft.runtime.zoo import DEFAULT_MODEL
 
     files = _inputs(paths, IMAGE_SUFFIXES, recursive)
     model_dir = _open_model(model or DEFAULT_MODEL)
-    codec = None if ray_address else _codec(model_dir, backend, threads, precision)
     params = C.resolve_params(model_dir.quantizer_defaults, quantizer, step, q_lmbda)
-    out_dir, failed, skipped = Path(out), [], 0
-    claimed: set[Path] = set()
-    todo = []
-    for src, rel in files:
-        dest = out_dir / rel.with_suffix(".qaft")
-        if dest in claimed:  # photo.png and photo.jpg side by side
-            failed.append((src, f"another input also maps to {dest}; rename one of them"))
-        elif dest.exists() and not force:
-            skipped += 1
-        else:
-            todo.append((src, dest))
-        claimed.add(dest)
+    expect = (model_dir.fingerprint, QUANTIZERS[quantizer], params)
+    planned, clashes = outputs.plan(files, Path(out), ".qaft", [f for f, _ in files])
+    todo, fresh, failed = outputs.sort_jobs(planned, lambda j: _stream_state(j, *expect), force)
+    failed = clashes + failed
+    codec = None if ray_address else _codec(model_dir, backend, threads, precision)
 
-    def work(item):
-        src, dest = item
+    def work(job):
         try:
-            return src, dest, C.encode_file(codec, src, quantizer, params)
+            return job, C.encode_file(codec, job.src, quantizer, params)
         except QaftError as exc:
-            return src, dest, exc
+            return job, exc
 
     if ray_address:
         from qaft.runtime.cluster import ClusterConfig, compress_on_ray
@@ -258,28 +254,119 @@ def compress(
             f"Ray cluster {address or '(local)'}",
             err=True,
         )
-        results = compress_on_ray(model_dir, todo, quantizer, params, config)
+        by_pair = {(j.src, j.dest): j for j in todo}
+        results = (
+            (by_pair[(src, dest)], res)
+            for src, dest, res in compress_on_ray(
+                model_dir, list(by_pair), quantizer, params, config
+            )
+        )
     else:
         results = _ordered_map(work, todo, jobs)
-    done = 0
-    for src, dest, result in tqdm(
-        results,
-        total=len(todo),
-        disable=not sys.stderr.isatty(),
-        desc="compress",
-    ):
-        if isinstance(result, QaftError):
-            failed.append((src, str(result)))
-            continue
-        _write_atomic(dest, result)
-        done += 1
-    click.echo(
-        f"compressed {done}, skipped {skipped} existing (--force overwrites), failed {len(failed)}"
+    done = _write_results(results, len(todo), force, failed, "compress")
+    _summary("compressed", done, fresh, failed)
+
+
+def _stream_state(job: outputs.Job, fingerprint: bytes, quant, params) -> outputs.State:
+    """What is at a compress output: up to date only if it is a whole .qaft file of this
+    model, quantizer and step, of the input's size, and not older than the input."""
+    from qaft.runtime import container
+    from qaft.runtime.codec import header_step
+    from qaft.runtime.image import upright_size
+
+    if _foreign(job.dest):
+        return outputs.State.FOREIGN
+    if not outputs.exists(job.dest):
+        return outputs.State.ABSENT
+    try:
+        header = container.unpack(container.read_stream(job.dest))[0]
+    except container.ContainerError:  # a damaged stream of ours
+        return outputs.State.STALE
+    try:
+        size = upright_size(job.src)
+    except QaftError:
+        size = None
+    same = (
+        header.fingerprint == fingerprint
+        and header.quantizer_id == quant.id
+        and header.step == header_step(quant, params)
+        and (header.height, header.width) == size
+        and os.stat(job.dest).st_mtime >= os.stat(job.src).st_mtime
     )
+    return outputs.State.UP_TO_DATE if same else outputs.State.STALE
+
+
+def _image_state(job: outputs.Job, digest: str) -> outputs.State:
+    """What is at a decompress output: ours (a PNG naming its stream) or not, and if ours,
+    decoded from this very stream or not."""
+    from qaft.runtime.image import png_source
+
+    if _foreign(job.dest):
+        return outputs.State.FOREIGN
+    if not outputs.exists(job.dest):
+        return outputs.State.ABSENT
+    fresh = png_source(job.dest) == digest
+    return outputs.State.UP_TO_DATE if fresh else outputs.State.STALE
+
+
+def _foreign(path: Path) -> bool:
+    """Whether something that qaft-run did not write is at ``path``: anything but a .qaft
+    stream (by its magic number) or a PNG that names the stream it was decoded from."""
+    from qaft.runtime.container import MAGIC
+    from qaft.runtime.image import png_source
+
+    kind = _regular(path)
+    if kind is not outputs.State.STALE:
+        return kind is outputs.State.FOREIGN
+    if path.suffix.lower() == ".png":
+        return png_source(path) is None
+    with open(path, "rb") as f:
+        return f.read(len(MAGIC)) != MAGIC
+
+
+def _regular(path: Path) -> outputs.State:
+    """ABSENT; FOREIGN for anything but a regular file (a folder, a symlink or a FIFO is
+    never opened); STALE meaning "a regular file, to be looked into"."""
+    import stat
+
+    if not outputs.exists(path):
+        return outputs.State.ABSENT
+    regular = stat.S_ISREG(os.lstat(path).st_mode)
+    return outputs.State.STALE if regular else outputs.State.FOREIGN
+
+
+def _write_results(results, total: int, force: bool, failed: list, desc: str) -> int:
+    """Writes each (job, bytes) as it arrives; a (job, QaftError) and a failed write are
+    that file's failure, and a full disk stops the batch.  Returns the number written."""
+    from tqdm import tqdm
+
+    done = 0
+    for job, result in tqdm(results, total=total, disable=not sys.stderr.isatty(), desc=desc):
+        if isinstance(result, QaftError):
+            failed.append((job.src, str(result)))
+            continue
+        try:
+            outputs.write(job.dest, result, replace=force)
+        except OSError as exc:
+            failed.append((job.src, outputs.write_error(exc, job.dest)))
+            if exc.errno in outputs.FATAL_WRITE_ERRORS:
+                failed.append((job.dest.parent, "stopped: nothing more can be written there"))
+                break
+            continue
+        done += 1
+    return done
+
+
+def _summary(verb: str, done: int, fresh: int, failed: list) -> None:
+    click.echo(f"{verb} {done}, skipped {fresh} up to date, failed {len(failed)}")
     for src, why in failed:
         click.echo(f"error: {src}: {why}", err=True)
     if failed:
         sys.exit(1)
+
+
+#: Decoders kept open at once when files of several bundled models are decoded together.
+MAX_OPEN_MODELS = 4
 
 
 @main.command()
@@ -291,69 +378,66 @@ def compress(
     help="Model name or folder (default: the bundled model that wrote each file).",
 )
 @click.option("--recursive", is_flag=True)
-@click.option("--force", is_flag=True, help="Overwrite existing outputs.")
+@click.option(
+    "--force", is_flag=True, help="Replace stale outputs (never a file qaft-run did not write)."
+)
 @_jobs_option
 @_backend_options
-@fail_cleanly
+@fail_cleanly(threaded=True)
 def decompress(paths, out, model, recursive, force, jobs, backend, threads, precision):
     """Decompress .qaft files to PNG."""
+    import hashlib
     import threading
+    from collections import OrderedDict
 
     from qaft.runtime import codec as C
+    from qaft.runtime.container import read_stream
     from qaft.runtime.image import save_png_bytes
     from qaft.runtime.model_dir import open_model_dir
     from qaft.runtime.zoo import find_by_fingerprint
 
     files = _inputs(paths, (".qaft",), recursive)
-    codecs: dict[bytes, object] = {}
+    planned, clashes = outputs.plan(files, Path(out), ".png", [f for f, _ in files])
+
+    def state(job):
+        try:
+            digest = hashlib.sha256(read_stream(job.src)).hexdigest()
+        except QaftError:
+            return outputs.State.ABSENT  # unreadable: its own error comes when it is decoded
+        return _image_state(job, digest)
+
+    todo, fresh, failed = outputs.sort_jobs(planned, state, force)
+    failed = clashes + failed
+    fixed = _codec(_open_model(model), backend, threads, precision) if model else None
+    codecs: OrderedDict[bytes, object] = OrderedDict()
     lock = threading.Lock()  # each model's sessions are created once, by one thread
 
     def codec_for(fp: bytes):
+        if fixed is not None:
+            return fixed  # a file of another model is refused by the fingerprint check
         with lock:
             if fp not in codecs:
-                if model:
-                    md = _open_model(model)
-                else:
-                    path = find_by_fingerprint(fp)
-                    if path is None:
-                        raise QaftError(
-                            f"written by model {fp.hex()}, which is not bundled: pass --model"
-                        )
-                    md = open_model_dir(path)
-                codecs[fp] = _codec(md, backend, threads, precision)
+                path = find_by_fingerprint(fp)
+                if path is None:
+                    raise QaftError(
+                        f"written by model {fp.hex()}, which is not bundled: pass --model"
+                    )
+                codecs[fp] = _codec(open_model_dir(path), backend, threads, precision)
+                while len(codecs) > MAX_OPEN_MODELS:
+                    codecs.popitem(last=False)
+            codecs.move_to_end(fp)
             return codecs[fp]
 
-    out_dir, failed, done, skipped = Path(out), [], 0, 0
-    todo = []
-    for src, rel in files:
-        dest = out_dir / rel.with_suffix(".png")
-        if dest.exists() and not force:
-            skipped += 1
-        else:
-            todo.append((src, dest))
-
-    def work(item):
-        src, dest = item
+    def work(job):
         try:
-            data = src.read_bytes()
+            data = read_stream(job.src)
             img = C.decode(codec_for(C.read_header(data).fingerprint), data).image
-            return src, dest, save_png_bytes(img)
+            return job, save_png_bytes(img, hashlib.sha256(data).hexdigest())
         except QaftError as exc:
-            return src, dest, exc
-        except OSError as exc:
-            return src, dest, QaftError(f"cannot read it ({exc.strerror or exc})")
+            return job, exc
 
-    for src, dest, result in _ordered_map(work, todo, jobs):
-        if isinstance(result, QaftError):
-            failed.append((src, str(result)))
-            continue
-        _write_atomic(dest, result)
-        done += 1
-    click.echo(f"decompressed {done}, skipped {skipped} existing, failed {len(failed)}")
-    for src, why in failed:
-        click.echo(f"error: {src}: {why}", err=True)
-    if failed:
-        sys.exit(1)
+    done = _write_results(_ordered_map(work, todo, jobs), len(todo), force, failed, "decompress")
+    _summary("decompressed", done, fresh, failed)
 
 
 @main.command()
@@ -364,11 +448,19 @@ def decompress(paths, out, model, recursive, force, jobs, backend, threads, prec
 )
 @click.option("--model", default=None, help="Bundled model name or model folder.")
 @click.option("--quantizer", type=QUANTIZER_CHOICE, default="sq", show_default=True)
-@click.option("--out", default="demo-out", show_default=True, type=click.Path(file_okay=False))
+@click.option(
+    "--out",
+    default="demo-out",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Output folder (not the images' own); the demo's earlier files there are replaced.",
+)
 @_backend_options
-@fail_cleanly
+@fail_cleanly(threaded=True)
 def demo(images, model, quantizer, out, backend, threads, precision) -> None:
     """Compress a folder to .qaft files, decode the files back to PNG, print a table."""
+    import hashlib
+
     from qaft.runtime import codec as C
     from qaft.runtime.evaluation import default_kodak
     from qaft.runtime.image import IMAGE_SUFFIXES, load_rgb, save_png_bytes
@@ -378,22 +470,34 @@ def demo(images, model, quantizer, out, backend, threads, precision) -> None:
     images = images or default_kodak()
     if images is None:
         raise QaftError("no images given: pass --images FOLDER (or IMAGES=FOLDER to make)")
-    files = _inputs((images,), IMAGE_SUFFIXES, False)
-    codec = _codec(_open_model(model or DEFAULT_MODEL), backend, threads)
     out_dir = Path(out)
+    if out_dir.is_dir() and Path(images).is_dir() and os.path.samefile(out_dir, images):
+        raise QaftError(f"--out {out} is the images' own folder: choose another one")
+    files = _inputs((images,), IMAGE_SUFFIXES, False)
+    inputs = [f for f, _ in files]
+    streams, clashes = outputs.plan(files, out_dir, ".qaft", inputs)
+    pngs, _ = outputs.plan(files, out_dir, ".png", inputs)
+    if clashes:
+        raise QaftError(clashes[0][1])
+    # the demo replaces its own earlier files, and never anyone else's
+    for job in streams + pngs:
+        if _foreign(job.dest):
+            raise QaftError(f"{job.dest} exists and was not written by qaft-run: use another --out")
+    codec = _codec(_open_model(model or DEFAULT_MODEL), backend, threads)
     click.echo(f"{len(files)} images -> {out_dir}/ ({quantizer})")
     click.echo(
         f"{'image':<22}{'size':>11}{'bytes':>9}{'bpp':>8}{'PSNR dB':>9}{'enc ms':>8}{'dec ms':>8}"
     )
     rows = []
-    for src, rel in files:
+    for (src, _), sjob, pjob in zip(files, streams, pngs):
         img = load_rgb(src)
         t0 = time.perf_counter()
         data = C.encode(codec, img, quantizer).data
-        _write_atomic(out_dir / rel.with_suffix(".qaft"), data)
+        outputs.write(sjob.dest, data, replace=True)
         t1 = time.perf_counter()
-        dec = C.decode(codec, (out_dir / rel.with_suffix(".qaft")).read_bytes())
-        _write_atomic(out_dir / rel.with_suffix(".png"), save_png_bytes(dec.image))
+        dec = C.decode(codec, data)
+        png = save_png_bytes(dec.image, hashlib.sha256(data).hexdigest())
+        outputs.write(pjob.dest, png, replace=True)
         t2 = time.perf_counter()
         h, w = img.shape[:2]
         row = (8 * len(data) / (h * w), psnr(img, dec.image), (t1 - t0) * 1e3, (t2 - t1) * 1e3)
@@ -414,12 +518,18 @@ def demo(images, model, quantizer, out, backend, threads, precision) -> None:
     type=click.Path(file_okay=False),
     help="Images (default: Kodak if present, else synthetic 768x512).",
 )
-@click.option("--count", default=4, show_default=True, help="Images used.")
-@click.option("--repeat", default=3, show_default=True, help="Runs per image and model.")
+@click.option("--count", default=4, show_default=True, type=click.IntRange(1), help="Images used.")
+@click.option(
+    "--repeat",
+    default=3,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Runs per image and model.",
+)
 @click.option("--quantizer", type=QUANTIZER_CHOICE, default="sq", show_default=True)
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write figures here.")
 @_backend_options
-@fail_cleanly
+@fail_cleanly(threaded=True)
 def bench(model, baseline, images, count, repeat, quantizer, json_out, backend, threads, precision):
     """Per-stage latency medians of a model, and its ratio to a baseline."""
     from qaft.runtime.bench import bench as run_bench
@@ -488,7 +598,7 @@ def bench(model, baseline, images, count, repeat, quantizer, json_out, backend, 
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Results JSON.")
 @click.option("--name", default="qaft-run", show_default=True, help="Curve name in the JSON.")
 @_backend_options
-@fail_cleanly
+@fail_cleanly(threaded=True)
 def eval_cmd(models, data, quantizer, step, q_lmbda, json_out, name, backend, threads, precision):
     """Rate-distortion on a folder with real files, in CompressAI's JSON layout (MS-SSIM is
     left null here: it needs the PyTorch side's `qaft eval`)."""

@@ -15,10 +15,10 @@ import numpy as np
 
 from qaft.runtime import container, tiling
 from qaft.runtime.entropy import coder
-from qaft.runtime.entropy.tables import scale_to_level
+from qaft.runtime.entropy.tables import TableSet, scale_to_level
 from qaft.runtime.errors import QaftError
 from qaft.runtime.image import load_rgb
-from qaft.runtime.limits import PAD_MULTIPLE, limit_text, padded, size_ok
+from qaft.runtime.limits import PAD_MULTIPLE, check_memory, limit_text, padded, size_ok
 from qaft.runtime.model_tables import ModelTables
 from qaft.runtime.quantizers import QUANTIZER_NAMES, QUANTIZERS, QuantizerParams
 from qaft.runtime.quantizers.base import STEP_RANGE
@@ -90,6 +90,11 @@ def resolve_params(
     return QuantizerParams(
         base.step if step is None else step, base.lmbda if lmbda is None else lmbda
     )
+
+
+def header_step(quant, params: QuantizerParams) -> float:
+    """The step Δ a file of ``quant`` (a quantizer object) records: float32, 1 where unused."""
+    return float(np.float32(params.step)) if quant.uses_step else 1.0
 
 
 @dataclass
@@ -172,6 +177,7 @@ def encode(
     h, w = image.shape[:2]
     if not size_ok(h, w):
         raise QaftError(f"a {w}x{h} image is over the {limit_text()}")
+    check_memory(h, w, "encode")
     t: dict[str, float] = {}
     lat = latents(codec, image, t)
     y, z_idx, levels, means = lat.y, lat.z_indices, lat.levels, lat.means
@@ -181,7 +187,7 @@ def encode(
     t["quantization"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    step = float(np.float32(params.step)) if quant.uses_step else 1.0
+    step = header_step(quant, params)
     y_sections = quant.code(y_idx, levels, codec.tables, step)
     z_code = coder.encode(z_idx, _z_table_ids(z_idx.shape), codec.tables.z_tables)
     header = container.Header(quant.id, codec.fingerprint, h, w, step)
@@ -240,6 +246,11 @@ def decode(codec: Codec, data: bytes, synthesize: bool = True) -> Decoded:
     ph, pw = padded(header.height), padded(header.width)
     n_z = codec.tables.z_medians.shape[0]
     z_shape = (1, n_z, ph // PAD_MULTIPLE, pw // PAD_MULTIPLE)
+    z_bits = codec.tables.cached("z_min_bits", lambda: min_bits_per_table(codec.tables.z_tables))
+    _check_carries(z_stream, float(z_bits[:n_z].sum()) * z_shape[2] * z_shape[3], "z", header)
+    if not sections[2]:
+        raise container.ContainerError("the y section is empty")
+    check_memory(header.height, header.width, "decode")
     z_idx = coder.decode(
         z_stream, np.frombuffer(z_esc, "<i4"), _z_table_ids(z_shape), codec.tables.z_tables
     )
@@ -251,6 +262,13 @@ def decode(codec: Codec, data: bytes, synthesize: bool = True) -> Decoded:
     levels, means = codec.entropy_parameters(z_hat)
     t["hyper_synthesis"] = time.perf_counter() - t0
 
+    if not quant.uses_step:  # the scalar quantizers code y under the y tables themselves
+        y_bits = codec.tables.cached(
+            "y_min_bits", lambda: min_bits_per_table(codec.tables.y_tables)
+        )
+        counts = np.bincount(levels.ravel(), minlength=len(y_bits))[: len(y_bits)]
+        _check_carries(sections[2], float(counts @ y_bits), "y", header)
+
     t0 = time.perf_counter()
     y_idx, y_hat = quant.decode(sections[2:], means, levels, codec.tables, header.step)
     t["entropy_decode"] += time.perf_counter() - t0
@@ -261,6 +279,30 @@ def decode(codec: Codec, data: bytes, synthesize: bool = True) -> Decoded:
     image = tiling.synthesize(codec.networks.synthesis, y_hat, header.height, header.width)
     t["synthesis"] = time.perf_counter() - t0
     return Decoded(image, y_idx, z_idx, header, t)
+
+
+#: Range coding writes at least the information content of what it codes, less under a word
+#: of rounding; the margin also covers constriction's quantization of the probabilities.
+_BOUND_SLACK_BITS = 64
+_BOUND_FRACTION = 0.98
+
+
+def min_bits_per_table(tables: TableSet) -> np.ndarray:
+    """Fewest bits any symbol coded under each table costs: −log2 of its largest probability."""
+    pmax = np.array([tables.row(t).max() for t in range(tables.num_tables)], dtype=np.float64)
+    return -np.log2(np.clip(pmax, 1e-300, 1.0))
+
+
+def _check_carries(stream: bytes, needed_bits: float, what: str, header) -> None:
+    """Refuses a section too short to hold what the header declares, before the work that
+    the declared size would cost (a 49-byte file must not decode to 16384 x 16384)."""
+    if not stream:
+        raise container.ContainerError(f"the {what} section is empty")
+    if 8 * len(stream) < _BOUND_FRACTION * needed_bits - _BOUND_SLACK_BITS:
+        raise container.ContainerError(
+            f"the {what} section ({len(stream):,} bytes) cannot hold a "
+            f"{header.width}x{header.height} image (at least {needed_bits / 8:,.0f} bytes)"
+        )
 
 
 def read_header(data: bytes) -> container.Header:

@@ -9,6 +9,8 @@ Layout (little endian; see ``docs/bitstream.md``)::
 
 from __future__ import annotations
 
+import os
+import stat
 import struct
 import zlib
 from dataclasses import dataclass
@@ -21,6 +23,10 @@ MAGIC = b"QAFT"
 #: Version-1 files chose their tables from a float network and are not read.
 FORMAT_VERSION = 2
 _HEAD = struct.Struct("<4sBBH8sIIfB")
+#: Largest file read as a stream: 2^28 pixels at 32 bits per pixel, far above any real file
+#: (a 16384 x 16384 photograph codes to tens of MB), so that a device or a huge file given
+#: by mistake is refused instead of read into memory.
+MAX_STREAM_BYTES = 1 << 30
 
 
 class ContainerError(QaftError):
@@ -64,7 +70,7 @@ def unpack(data: bytes) -> tuple[Header, list[bytes]]:
     """Parses and verifies a container; any inconsistency raises :class:`ContainerError`."""
     if len(data) < _HEAD.size + 4:
         raise ContainerError("file too short to be a .qaft stream")
-    magic, version, qid, _, fp, h, w, step, n = _HEAD.unpack_from(data)
+    magic, version, qid, reserved, fp, h, w, step, n = _HEAD.unpack_from(data)
     if magic != MAGIC:
         raise ContainerError("not a .qaft file (bad magic number)")
     if version != FORMAT_VERSION:
@@ -79,6 +85,8 @@ def unpack(data: bytes) -> tuple[Header, list[bytes]]:
     (crc,) = struct.unpack_from("<I", data, len(data) - 4)
     if zlib.crc32(data[:-4]) != crc:
         raise ContainerError("checksum mismatch: the file is corrupt or truncated")
+    if reserved:
+        raise ContainerError(f"reserved header field is {reserved}, not 0 (corrupt or newer file)")
     if not size_ok(h, w):
         raise ContainerError(f"declared image size {w}x{h} is out of range ({limit_text()})")
     pos = _HEAD.size + 4 * n
@@ -92,3 +100,26 @@ def unpack(data: bytes) -> tuple[Header, list[bytes]]:
         sections.append(bytes(data[pos : pos + length]))
         pos += length
     return Header(qid, fp, h, w, step, version), sections
+
+
+def read_stream(path: str | os.PathLike) -> bytes:
+    """The bytes of the ``.qaft`` file at ``path``: a regular file of at most
+    :data:`MAX_STREAM_BYTES`, opened without blocking (a FIFO or a device is refused at once,
+    never waited on or read without end)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        raise ContainerError(f"{path}: cannot open it ({exc.strerror or exc})") from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ContainerError(f"{path}: not a regular file")
+        if st.st_size > MAX_STREAM_BYTES:
+            raise ContainerError(
+                f"{path}: {st.st_size:,} bytes is over the {MAX_STREAM_BYTES:,}-byte limit "
+                "of a .qaft file"
+            )
+        data = f.read(MAX_STREAM_BYTES + 1)
+    if len(data) > MAX_STREAM_BYTES:
+        raise ContainerError(f"{path}: grew past the {MAX_STREAM_BYTES:,}-byte limit while read")
+    return data

@@ -24,6 +24,12 @@ MAX_IMAGE_PIXELS = MAX_PIXELS
 _PILLOW_LIMIT = threading.Lock()
 
 _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+#: Floating-point samples have no agreed 8-bit mapping (HDR, linear light, any range):
+#: refused rather than clipped to black and white.
+_FLOAT_MODES = ("F",)
+#: PNG text key under which decoded images name the stream they came from (SHA-256), so a
+#: later run can tell its own up-to-date output from a stale one or from a user's file.
+SOURCE_KEY = "qaft-source"
 
 
 class ImageError(QaftError, ValueError):
@@ -50,6 +56,7 @@ def load_rgb(path: str | Path) -> np.ndarray:
     * Alpha is dropped: colour values are kept as stored, not blended with a background.
     * Grayscale and palette images become RGB; CMYK is converted by Pillow's formula.
     * 16-bit samples keep their top 8 bits (``v >> 8``), as Pillow does for 16-bit RGB.
+    * Floating-point images (TIFF mode ``F``) are refused.
     * Images over :data:`MAX_IMAGE_PIXELS` once padded to multiples of 64 are refused from
       the header, before decoding.
     """
@@ -58,6 +65,11 @@ def load_rgb(path: str | Path) -> np.ndarray:
             w, h = im.size
             if not size_ok(h, w):
                 raise ImageError(f"{path}: {w}x{h} is larger than the {limit_text()}")
+            if im.mode in _FLOAT_MODES:
+                raise ImageError(
+                    f"{path}: floating-point samples (mode {im.mode}) are not read; "
+                    "convert the image to 8 or 16 bits first"
+                )
             im = ImageOps.exif_transpose(im)
             if im.mode in _SIXTEEN_BIT:
                 gray = np.clip(np.asarray(im).astype(np.int64) >> 8, 0, 255).astype(np.uint8)
@@ -76,10 +88,40 @@ def save_png(image: np.ndarray, path: str | Path) -> None:
     Image.fromarray(np.asarray(image, dtype=np.uint8)).save(path, format="PNG")
 
 
-def save_png_bytes(image: np.ndarray) -> bytes:
-    """PNG bytes of (H, W, 3) uint8 (so callers can write them atomically)."""
+def upright_size(path: str | Path) -> tuple[int, int]:
+    """(height, width) of the image at ``path`` as :func:`load_rgb` returns it (EXIF
+    orientation applied), from its header alone."""
+    try:
+        with _open(path) as im:
+            w, h = im.size
+            orientation = im.getexif().get(0x0112, 1)
+    except Exception as exc:  # noqa: BLE001 - Pillow's plugins raise many types on bad files
+        raise ImageError(f"{path}: not a readable image ({exc or type(exc).__name__})") from None
+    return (w, h) if orientation in (5, 6, 7, 8) else (h, w)
+
+
+def save_png_bytes(image: np.ndarray, source: str | None = None) -> bytes:
+    """PNG bytes of (H, W, 3) uint8 (so callers can write them atomically); ``source``
+    (the SHA-256 of the stream it was decoded from) is stored as a text chunk."""
     import io
 
+    from PIL import PngImagePlugin
+
+    info = None
+    if source is not None:
+        info = PngImagePlugin.PngInfo()
+        info.add_text(SOURCE_KEY, source)
     buf = io.BytesIO()
-    Image.fromarray(np.asarray(image, dtype=np.uint8)).save(buf, format="PNG")
+    Image.fromarray(np.asarray(image, dtype=np.uint8)).save(buf, format="PNG", pnginfo=info)
     return buf.getvalue()
+
+
+def png_source(path: str | Path) -> str | None:
+    """The ``source`` a PNG was saved with by :func:`save_png_bytes`, None for any other
+    file (not a PNG, unreadable, or a PNG that qaft did not write)."""
+    try:
+        with Image.open(path, formats=["PNG"]) as im:
+            value = im.info.get(SOURCE_KEY)
+    except Exception:  # noqa: BLE001 - any file that is not our PNG is simply not ours
+        return None
+    return value if isinstance(value, str) else None

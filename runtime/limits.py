@@ -26,3 +26,72 @@ def size_ok(height: int, width: int) -> bool:
 
 def limit_text() -> str:
     return f"{MAX_PIXELS:,}-pixel limit (after padding to multiples of {PAD_MULTIPLE})"
+
+
+#: Peak memory per padded pixel, measured at 16384 x 16384 (docs/robustness.md): the
+#: quantizer's and the entropy coder's arrays are held whole for the image.
+BYTES_PER_PIXEL = {"encode": 60, "decode": 44}
+#: Below this estimate the check is skipped: every machine that runs qaft has that much.
+_CHECK_FROM_BYTES = 1 << 30
+
+
+def memory_needed(height: int, width: int, operation: str) -> int:
+    """Estimated peak bytes to ``operation`` ("encode" or "decode") a height x width image."""
+    return padded(height) * padded(width) * BYTES_PER_PIXEL[operation]
+
+
+def available_memory() -> int | None:
+    """Bytes this process may still allocate: the smaller of the system's available memory
+    and the room left under its cgroup's limit; None where neither can be read."""
+    found = []
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    found.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError):
+        pass
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f:
+            limit = f.read().strip()
+        with open("/sys/fs/cgroup/memory.current") as f:
+            used = int(f.read().strip())
+        if limit != "max":
+            found.append(int(limit) - used)
+    except (OSError, ValueError):
+        pass
+    return min(found) if found else None
+
+
+def check_memory(height: int, width: int, operation: str) -> None:
+    """Refuses, before allocating, an image whose estimated peak exceeds the memory left."""
+    from qaft.runtime.errors import QaftError
+
+    need = memory_needed(height, width, operation)
+    if need < _CHECK_FROM_BYTES:
+        return
+    have = available_memory()
+    if have is not None and need > have:
+        raise QaftError(
+            f"a {width}x{height} image needs about {need / 2**30:.1f} GiB to {operation}, "
+            f"and {max(have, 0) / 2**30:.1f} GiB is available"
+        )
+
+
+#: ONNX Runtime threads per core at most: beyond a few the sessions only contend, and
+#: thousands exhaust memory or deadlock in the session constructor.
+MAX_THREADS_PER_CORE = 4
+
+
+def check_threads(threads: int) -> int:
+    """``threads`` if it is 0 (the runtime's default) or 1 .. 4 per core, else a QaftError."""
+    import os
+
+    from qaft.runtime.errors import QaftError
+
+    top = MAX_THREADS_PER_CORE * (os.cpu_count() or 1)
+    if not 0 <= threads <= top:
+        raise QaftError(
+            f"threads must be 0 (automatic) or 1 to {top} on this machine, not {threads}"
+        )
+    return threads

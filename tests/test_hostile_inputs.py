@@ -212,11 +212,12 @@ def test_existing_outputs_are_never_overwritten_without_force(model_dir, image_d
     mine.write_bytes(b"the user's own file")
     r = run_cli("qaft-run", "compress", str(image_dir), "--model", str(model_dir),
                 "--out", str(out), "--threads", "1")  # fmt: skip
-    assert r.returncode == 0 and "skipped 1" in r.stdout
+    assert r.returncode == 1 and "compressed 2," in r.stdout and "img0.qaft exists" in r.stderr
     assert mine.read_bytes() == b"the user's own file"
+    # --force replaces stale outputs of qaft-run, never a file it did not write
     r = run_cli("qaft-run", "compress", str(image_dir), "--model", str(model_dir),
                 "--out", str(out), "--threads", "1", "--force")  # fmt: skip
-    assert r.returncode == 0 and mine.read_bytes()[:4] == b"QAFT"
+    assert r.returncode == 1 and mine.read_bytes() == b"the user's own file"
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
@@ -250,7 +251,7 @@ def test_interrupted_batch_leaves_only_whole_files_and_resumes(model_dir, tmp_pa
     for f in written:  # every file that exists is whole
         C.decode(codec, f.read_bytes())
     r = subprocess.run(args, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0 and f"skipped {len(written)} existing" in r.stdout
+    assert r.returncode == 0 and f"skipped {len(written)} up to date" in r.stdout
     assert len(list(out.glob("*.qaft"))) == 40
 
 

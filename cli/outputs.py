@@ -1,0 +1,188 @@
+"""Where a batch command's outputs go, and how they are written so that nothing a user had is
+lost.
+
+The rules (``docs/robustness.md``, "Outputs"):
+
+* Every output path is decided before anything is written.  Two inputs that map to one
+  output name, or an output that is an input of the same run, stop the command at once.
+* An output that already exists is looked at, not trusted by its name: one this tool made
+  from the same input with the same settings is *up to date* (skipped); one it made
+  otherwise is *stale* (replaced with ``--force``, else reported); a file it did not make is
+  *foreign* and is never replaced, ``--force`` or not.
+* Data goes to a fresh temporary file (``mkstemp``: an unpredictable name, created with
+  ``O_EXCL``, so a planted name or symlink is never followed), then takes its final name by
+  a hard link that fails if a file appeared there meanwhile, or, where replacing was asked
+  for, by a rename.  A file under its final name is always complete.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import os
+import tempfile
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+#: Errors after which no later file can be written either: the batch stops with a summary.
+FATAL_WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+# What os.link says on a file system without hard links (FAT, some network mounts).
+_NO_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, errno.ENOSYS}
+
+# Temporary files being written, removed by an interrupt before the process ends under the
+# thread that writes them (cli/common.py); process-wide like the signal that needs them.
+_LIVE: set[str] = set()
+_LIVE_LOCK = threading.Lock()
+
+
+class State(enum.Enum):
+    """What is at an output path before the run writes it."""
+
+    ABSENT = "absent"
+    UP_TO_DATE = "up to date"
+    STALE = "stale"
+    FOREIGN = "foreign"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One input and the output it becomes."""
+
+    src: Path
+    dest: Path
+
+
+def _key(path: Path) -> str:
+    # case-folded: on a case-insensitive file system x.qaft and X.qaft are one file
+    return os.path.normcase(os.path.abspath(path)).casefold()
+
+
+def plan(
+    files: Iterable[tuple[Path, Path]],
+    out_dir: Path,
+    suffix: str,
+    inputs: Iterable[Path] = (),
+) -> tuple[list[Job], list[tuple[Path, str]]]:
+    """(input, path relative to its root) pairs -> (jobs writing ``out_dir/rel.suffix``,
+    [(input, why it has no job)]).
+
+    Decided before anything is written: inputs that map to one output name (``a/x`` and
+    ``b/x``, ``x.png`` and ``x.PNG``) all fail, none of them is written; so does one whose
+    output would overwrite an input of the run (``inputs``)."""
+    by_dest: dict[str, list[tuple[Path, Path]]] = {}
+    read = {_key(p) for p in inputs} | {os.path.realpath(p) for p in inputs}
+    for src, rel in files:
+        dest = out_dir / rel.with_suffix(suffix)
+        by_dest.setdefault(_key(dest), []).append((src, dest))
+    jobs, refused = [], []
+    for group in by_dest.values():
+        if len(group) > 1:
+            names = ", ".join(str(src) for src, _ in group)
+            for src, dest in group:
+                refused.append((src, f"{names} would all be written to {dest}: rename them"))
+            continue
+        src, dest = group[0]
+        if _key(dest) in read or os.path.realpath(dest) in read:
+            refused.append((src, f"{dest} is an input of this run and would be overwritten"))
+        else:
+            jobs.append(Job(src, dest))
+    return jobs, refused
+
+
+def sort_jobs(
+    jobs: list[Job], state_of: Callable[[Job], State], force: bool
+) -> tuple[list[Job], int, list[tuple[Path, str]]]:
+    """(jobs to run, number up to date, [(input, why not)]) from what is at each output."""
+    todo, fresh, refused = [], 0, []
+    for job in jobs:
+        try:
+            state = state_of(job)
+        except OSError as exc:
+            refused.append((job.src, f"cannot look at {job.dest} ({exc.strerror or exc})"))
+            continue
+        if state is State.UP_TO_DATE and not force:
+            fresh += 1
+        elif state is State.FOREIGN:
+            refused.append(
+                (
+                    job.src,
+                    f"{job.dest} exists and was not written by qaft-run; it is left as it "
+                    "is (move it, or choose another --out)",
+                )  # fmt: skip
+            )
+        elif state is State.STALE and not force:
+            refused.append(
+                (
+                    job.src,
+                    f"{job.dest} is stale (made from another input or with other "
+                    "settings): --force replaces it",
+                )  # fmt: skip
+            )
+        else:
+            todo.append(job)
+    return todo, fresh, refused
+
+
+def exists(path: Path) -> bool:
+    """Whether anything, a dangling symlink included, is at ``path``."""
+    return os.path.lexists(path)
+
+
+def write(dest: Path, data: bytes, replace: bool = False) -> None:
+    """Writes ``data`` to ``dest`` through a temporary file in its folder.
+
+    Without ``replace`` a file that is at ``dest`` by then (another process's, or one that
+    appeared since the run looked) is never overwritten: :class:`FileExistsError`.  With it,
+    whatever is at ``dest`` is replaced by the rename (a symlink itself, not its target)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".qaft-", suffix=".part", dir=dest.parent)
+    with _LIVE_LOCK:
+        _LIVE.add(tmp)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        if os.path.isdir(dest) and not os.path.islink(dest):
+            raise IsADirectoryError(errno.EISDIR, "a folder is in the way", str(dest))
+        if replace:
+            os.replace(tmp, dest)
+        else:
+            try:
+                os.link(tmp, dest)  # fails if dest exists, even as a dangling symlink
+            except FileExistsError:
+                raise
+            except OSError as exc:
+                if exc.errno not in _NO_LINKS:
+                    raise
+                # a file system without hard links: check, then rename
+                if exists(dest):
+                    raise FileExistsError(
+                        errno.EEXIST, "appeared during the run", str(dest)
+                    ) from None
+                os.rename(tmp, dest)
+    finally:
+        with _LIVE_LOCK:
+            _LIVE.discard(tmp)
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+
+
+def write_error(exc: OSError, dest: Path) -> str:
+    """One line for a failed write of ``dest``."""
+    if isinstance(exc, FileExistsError):
+        return f"{dest} appeared during the run; it is left as it is (--force replaces it)"
+    return f"cannot write {dest} ({exc.strerror or exc})"
+
+
+def remove_live_temporaries() -> None:
+    """Removes the temporary files still being written (on an interrupt)."""
+    with _LIVE_LOCK:
+        for tmp in list(_LIVE):
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+        _LIVE.clear()

@@ -1,0 +1,378 @@
+"""What `qaft-run` does with users' files and with inputs that cost more than they carry:
+nothing a user had is lost, and every input's cost is bounded (docs/robustness.md)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import synthetic_image
+from PIL import Image
+
+from qaft.cli import outputs
+from qaft.cli.run import main
+from qaft.runtime import codec as C
+from qaft.runtime import container
+from qaft.runtime.container import ContainerError
+from qaft.runtime.image import ImageError, load_rgb
+from qaft.runtime.model_dir import open_model_dir
+from qaft.runtime.onnx_backend import onnx_codec
+
+
+def run(*args: str):
+    """qaft-run in this process (the command itself runs on a worker thread, as in use)."""
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def errors(result) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+
+
+@pytest.fixture()
+def photos(tmp_path) -> Path:
+    d = tmp_path / "photos"
+    d.mkdir()
+    for i, (h, w) in enumerate([(40, 56), (32, 32), (24, 40)]):
+        Image.fromarray(synthetic_image(h, w, i)).save(d / f"p{i}.png")
+    return d
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def ort_codec(model_dir):
+    return onnx_codec(open_model_dir(model_dir), "cpu", 1)
+
+
+# 3: decoded images never overwrite originals ------------------------------------------------
+
+
+def test_decompress_into_the_photos_folder_never_replaces_a_photo(model_dir, photos, tmp_path):
+    packed = tmp_path / "packed"
+    assert run("compress", photos, "--model", model_dir, "--out", packed).exit_code == 0
+    before = snapshot(photos)
+    for extra in ([], ["--force"]):
+        r = run("decompress", packed, "--model", model_dir, "--out", photos, *extra)
+        assert r.exit_code == 1 and "not written by qaft-run" in r.stderr
+        assert len(errors(r)) == 3
+        assert snapshot(photos) == before
+
+
+def test_streams_beside_their_pngs_decode_without_touching_them(model_dir, photos):
+    """`compress photos --out photos` then `decompress photos --out photos`: each p.qaft
+    would become p.png, which is the photo it came from."""
+    assert run("compress", photos, "--model", model_dir, "--out", photos).exit_code == 0
+    before = snapshot(photos)
+    r = run("decompress", photos, "--model", model_dir, "--out", photos, "--force")
+    assert r.exit_code == 1 and snapshot(photos) == before
+
+
+def test_demo_never_writes_into_its_input_folder(model_dir, photos):
+    before = snapshot(photos)
+    r = run("demo", "--images", photos, "--model", model_dir, "--out", photos)
+    assert r.exit_code == 1 and "images' own folder" in r.stderr
+    assert snapshot(photos) == before
+
+
+def test_demo_replaces_its_own_files_and_no_one_elses(model_dir, photos, tmp_path):
+    out = tmp_path / "demo"
+    assert run("demo", "--images", photos, "--model", model_dir, "--out", out).exit_code == 0
+    assert run("demo", "--images", photos, "--model", model_dir, "--out", out).exit_code == 0
+    (out / "p1.png").write_bytes(b"a user's picture")
+    r = run("demo", "--images", photos, "--model", model_dir, "--out", out)
+    assert r.exit_code == 1 and "not written by qaft-run" in r.stderr
+    assert (out / "p1.png").read_bytes() == b"a user's picture"
+
+
+@pytest.mark.parametrize("layout", ["two folders", "case"])
+def test_two_inputs_for_one_output_stop_before_anything_is_written(
+    model_dir, ort_codec, tmp_path, layout
+):
+    data = C.encode(ort_codec, synthetic_image(32, 32, 1)).data
+    if layout == "two folders":
+        (tmp_path / "a").mkdir()
+        (tmp_path / "b").mkdir()
+        inputs = [tmp_path / "a" / "x.qaft", tmp_path / "b" / "x.qaft"]
+    else:
+        inputs = [tmp_path / "x.qaft", tmp_path / "x.QAFT"]
+    for p in inputs:
+        p.write_bytes(data)
+    out = tmp_path / "out"
+    (tmp_path / "y.qaft").write_bytes(data)
+    r = run("decompress", *inputs, tmp_path / "y.qaft", "--model", model_dir, "--out", out)
+    assert r.exit_code == 1 and len(errors(r)) == 2
+    assert all("would all be written to" in e for e in errors(r))
+    assert [p.name for p in out.iterdir()] == ["y.png"]
+
+
+# 4: skipping by content, not by name ---------------------------------------------------------
+
+
+def test_outputs_of_another_model_or_step_are_stale_not_skipped(
+    model_dir, tiny_model_file, photos, tmp_path
+):
+    out = tmp_path / "packed"
+    assert run("compress", photos, "--model", model_dir, "--out", out).exit_code == 0
+    first = snapshot(out)
+    r = run("compress", photos, "--model", model_dir, "--out", out)
+    assert r.exit_code == 0 and "compressed 0, skipped 3 up to date" in r.stdout
+    # other settings: named as stale, left alone without --force
+    r = run("compress", photos, "--model", model_dir, "--out", out, "--quantizer", "tcq")
+    assert r.exit_code == 1 and r.stderr.count("is stale") == 3
+    assert snapshot(out) == first
+    r = run("compress", photos, "--model", model_dir, "--out", out, "--quantizer", "tcq", "--force")
+    assert r.exit_code == 0 and "compressed 3" in r.stdout
+    assert all(container.unpack(b)[0].quantizer_id == 2 for b in snapshot(out).values())
+    # a changed input makes its output stale
+    time.sleep(0.01)
+    Image.fromarray(synthetic_image(48, 48, 9)).save(photos / "p0.png")
+    os.utime(photos / "p0.png", (time.time() + 5, time.time() + 5))
+    r = run("compress", photos, "--model", model_dir, "--out", out, "--quantizer", "tcq")
+    assert r.exit_code == 1 and "p0.qaft is stale" in r.stderr and "skipped 2" in r.stdout
+
+
+def test_a_users_file_with_the_output_name_is_never_replaced(model_dir, photos, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "p0.qaft").write_bytes(b"the user's own file")
+    for extra in ([], ["--force"]):
+        r = run("compress", photos, "--model", model_dir, "--out", out, *extra)
+        assert r.exit_code == 1 and "p0.qaft exists and was not written" in r.stderr
+        assert (out / "p0.qaft").read_bytes() == b"the user's own file"
+        assert (out / "p1.qaft").read_bytes()[:4] == b"QAFT"
+
+
+def test_a_file_that_appears_after_the_scan_is_not_overwritten(tmp_path):
+    dest = tmp_path / "x.qaft"
+    dest.write_bytes(b"arrived meanwhile")
+    with pytest.raises(FileExistsError):
+        outputs.write(dest, b"QAFT new", replace=False)
+    assert dest.read_bytes() == b"arrived meanwhile"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.qaft"]  # no temporary left
+    outputs.write(dest, b"QAFT new", replace=True)
+    assert dest.read_bytes() == b"QAFT new"
+
+
+# 5: temporary files are unpredictable and never followed ----------------------------------
+
+
+def test_planted_symlinks_are_never_followed(model_dir, photos, tmp_path):
+    out, victim = tmp_path / "out", tmp_path / "victim.txt"
+    out.mkdir()
+    victim.write_bytes(b"outside --out")
+    for name in ["p0.qaft", *(f".p{i}.qaft.part{pid}" for i in range(3) for pid in range(9))]:
+        (out / name).symlink_to(victim)
+    r = run("compress", photos, "--model", model_dir, "--out", out, "--force")
+    assert r.exit_code == 1 and "p0.qaft exists and was not written" in r.stderr
+    assert victim.read_bytes() == b"outside --out"
+    assert (out / "p0.qaft").is_symlink() and (out / "p1.qaft").read_bytes()[:4] == b"QAFT"
+    dest = out / "new.qaft"
+    dest.symlink_to(victim)
+    with pytest.raises(FileExistsError):
+        outputs.write(dest, b"QAFT", replace=False)
+    assert victim.read_bytes() == b"outside --out"
+
+
+# 6: one file's write error is that file's failure ------------------------------------------
+
+
+def test_a_write_error_names_its_file_and_the_batch_goes_on(model_dir, photos, tmp_path):
+    long = photos / ("n" * 240 + ".png")
+    (photos / "p0.png").rename(long)
+    out = tmp_path / "out"
+    (out / "p1.qaft").mkdir(parents=True)  # a folder where an output goes
+    r = run("compress", photos, "--model", model_dir, "--out", out)
+    assert r.exit_code == 1 and "compressed 2," in r.stdout, r.output
+    assert any("p1.png" in e and "p1.qaft" in e for e in errors(r))
+    assert (out / (long.stem + ".qaft")).read_bytes()[:4] == b"QAFT"  # 245-byte name: fine
+
+
+def test_a_full_disk_stops_the_batch_with_a_summary(model_dir, photos, tmp_path, monkeypatch):
+    real, calls = outputs.write, []
+
+    def full(dest, data, replace=False):
+        calls.append(dest)
+        if len(calls) >= 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(dest))
+        real(dest, data, replace)
+
+    monkeypatch.setattr(outputs, "write", full)
+    out = tmp_path / "out"
+    r = run("compress", photos, "--model", model_dir, "--out", out)
+    assert r.exit_code == 1 and "compressed 1," in r.stdout and len(calls) == 2
+    assert "No space left" in r.stderr and "stopped" in r.stderr
+    assert [p.name for p in out.iterdir()] == ["p0.qaft"]
+
+
+# 7: the decoder's work is bounded by the data present --------------------------------------
+
+
+def _forged(fp: bytes, h: int, w: int, sections: list[bytes], qid: int = 0) -> bytes:
+    head = container._HEAD.pack(b"QAFT", container.FORMAT_VERSION, qid, 0, fp, h, w, 1.0, 4)
+    body = head + struct.pack("<4I", *map(len, sections)) + b"".join(sections)
+    return body + struct.pack("<I", __import__("zlib").crc32(body))
+
+
+def test_a_49_byte_file_cannot_claim_16384_squared(ort_codec):
+    data = _forged(ort_codec.fingerprint, 16384, 16384, [b""] * 4)
+    assert len(data) == 49
+    t0 = time.perf_counter()
+    with pytest.raises(ContainerError, match="empty"):
+        C.decode(ort_codec, data)
+    assert time.perf_counter() - t0 < 1
+
+
+@pytest.mark.parametrize("size", [(1024, 1024), (16384, 16384), (64, 1 << 22)])
+def test_sections_that_cannot_carry_the_declared_size_are_refused(ort_codec, size):
+    real = C.encode(ort_codec, synthetic_image(40, 56, 1)).data
+    _, sections = container.unpack(real)
+    t0 = time.perf_counter()
+    with pytest.raises(ContainerError, match="cannot hold"):
+        C.decode(ort_codec, _forged(ort_codec.fingerprint, *size, sections))
+    assert time.perf_counter() - t0 < 1
+    with pytest.raises(ContainerError, match="y section is empty"):
+        C.decode(ort_codec, _forged(ort_codec.fingerprint, 40, 56, [*sections[:2], b"", b""]))
+
+
+def test_real_files_of_flat_and_busy_images_pass_the_bound(ort_codec):
+    """The bound is a lower limit on what a range coder writes: real files, even of the
+    cheapest pictures there are, stay above it."""
+    for img in (
+        np.zeros((300, 500, 3), np.uint8),
+        np.full((128, 128, 3), 255, np.uint8),
+        synthetic_image(200, 136, 4),
+    ):
+        for q in ("sq", "tcq"):
+            dec = C.decode(ort_codec, C.encode(ort_codec, img, q).data)
+            assert dec.image.shape == img.shape
+
+
+def test_an_image_that_needs_more_memory_than_there_is_is_refused(monkeypatch):
+    from qaft.runtime import limits
+
+    monkeypatch.setattr(limits, "available_memory", lambda: 2 << 30)
+    limits.check_memory(4096, 4096, "encode")  # about 1 GiB: fits
+    with pytest.raises(C.QaftError, match=r"8192x8192 image needs about 3\.8 GiB to encode"):
+        limits.check_memory(8192, 8192, "encode")
+
+
+# 8: resources within bounds -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "opt", [["--threads", "100000"], ["--threads", "-1"], ["--jobs", "0"], ["--jobs", "-3"]]
+)
+def test_thread_and_job_counts_are_validated(photos, tmp_path, opt):
+    r = run("compress", photos, "--out", tmp_path / "o", *opt)
+    assert r.exit_code == 2 and "Invalid value" in r.output and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("opt", [["--repeat", "0"], ["--count", "0"]])
+def test_bench_counts_are_validated(opt):
+    r = run("bench", "--model", "q0", *opt)
+    assert r.exit_code == 2 and "Invalid value" in r.output and r.exception.__class__ is SystemExit
+
+
+def test_decoding_many_foreign_files_keeps_one_codec(model_dir, ort_codec, tmp_path, monkeypatch):
+    import qaft.cli.run as run_module
+
+    opened = []
+    real = run_module._codec
+    monkeypatch.setattr(run_module, "_codec", lambda *a, **k: opened.append(1) or real(*a, **k))
+    data = bytearray(C.encode(ort_codec, synthetic_image(32, 32, 1)).data)
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        data[8:16] = rng.bytes(8)
+        (tmp_path / f"{i}.qaft").write_bytes(bytes(data[:-4]) + struct.pack(
+            "<I", __import__("zlib").crc32(bytes(data[:-4]))))  # fmt: skip
+    r = run("decompress", tmp_path, "--model", model_dir, "--out", tmp_path / "o")
+    assert r.exit_code == 1 and r.stderr.count("written by model") == 12
+    assert len(opened) == 1
+    r = run("decompress", tmp_path, "--out", tmp_path / "o")  # no --model: not bundled
+    assert r.exit_code == 1 and r.stderr.count("not bundled") == 12 and len(opened) == 1
+
+
+# 9: interrupts end any command within 2 s -------------------------------------------------
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_sigint_and_sigterm_end_a_busy_batch_at_once(model_dir, tmp_path, jobs):
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(synthetic_image(1024, 1536, 0)).save(src / "0.png")
+    for i in range(1, 60):  # one picture under many names: a long batch, cheaply made
+        (src / f"{i}.png").symlink_to(src / "0.png")
+    exe = Path(sys.executable).parent / "qaft-run"
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        out = tmp_path / f"out-{sig}"
+        proc = subprocess.Popen(
+            [
+                str(exe),
+                "compress",
+                src,
+                "--model",
+                model_dir,
+                "--out",
+                out,
+                "--jobs",
+                jobs,
+                "--threads",
+                "1",
+                "--force",
+            ],  # fmt: skip
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
+        deadline = time.time() + 60
+        while time.time() < deadline and len(list(out.glob("*.qaft"))) < 2:
+            time.sleep(0.01)
+        t0 = time.perf_counter()
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=30)
+        assert time.perf_counter() - t0 < 2, err
+        assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
+        written = list(out.iterdir())
+        assert 2 <= len(written) < 60 and all(p.suffix == ".qaft" for p in written)
+        for p in written:
+            container.unpack(p.read_bytes())  # whole files only
+
+
+# 11: odd inputs get one line ------------------------------------------------------------------
+
+
+def test_info_refuses_devices_and_fifos_at_once(tmp_path):
+    fifo = tmp_path / "pipe.qaft"
+    os.mkfifo(fifo)
+    for target in ("/dev/zero", fifo):
+        t0 = time.perf_counter()
+        r = run("info", target)
+        assert r.exit_code == 1 and "not a regular file" in r.stderr
+        assert time.perf_counter() - t0 < 2
+
+
+def test_reserved_header_bytes_must_be_zero(ort_codec):
+    data = bytearray(C.encode(ort_codec, synthetic_image(32, 32, 1)).data)
+    struct.pack_into("<H", data, 6, 1)
+    data[-4:] = struct.pack("<I", __import__("zlib").crc32(bytes(data[:-4])))
+    with pytest.raises(ContainerError, match="reserved"):
+        container.unpack(bytes(data))
+
+
+def test_a_float_tiff_is_refused_not_turned_black(tmp_path):
+    path = tmp_path / "hdr.tif"
+    Image.fromarray(np.linspace(0, 1, 64 * 48, dtype=np.float32).reshape(48, 64)).save(path)
+    with pytest.raises(ImageError, match="floating-point"):
+        load_rgb(path)
