@@ -16,13 +16,10 @@ other failure, and a worker that keeps dying gets no more work.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import shutil
 import signal
 import socket
-import tempfile
 import threading
 import time
 from collections import deque
@@ -33,6 +30,10 @@ from pathlib import Path
 from qaft.runtime.errors import QaftError
 from qaft.runtime.model_dir import ModelDir
 from qaft.runtime.quantizers import QuantizerParams
+
+#: Seconds joining a running cluster may take: Ray retries an address that accepts TCP but
+#: does not answer as Ray (a wrong port, another service) without end.
+JOIN_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True)
@@ -47,13 +48,15 @@ class ClusterConfig:
     precision: str = "fp32"  # of the float graphs; the entropy parameters are exact anyway
     batch: int = 8  # files per task
     attempts: int = 3  # tries per batch before its files are reported failed
+    join_timeout: float = JOIN_TIMEOUT  # seconds to join an existing cluster at `address`
 
 
 class _Worker:
     """One Ray actor: a codec built on first use, then batches of paths -> file bytes.
 
-    The model arrives as a reference to its files in the object store, resolved on the first
-    batch (and again after Ray restarts the actor), not as a constructor argument, which Ray
+    The model arrives as a reference to its files' bytes in the object store (the driver's
+    verified copy; nothing is read from the worker's disk), resolved on the first batch
+    (and again after Ray restarts the actor), not as a constructor argument, which Ray
     could not replay safely on a restart.
     """
 
@@ -66,32 +69,14 @@ class _Worker:
         if self.codec is None:
             import ray
 
-            from qaft.runtime.model_dir import ModelDirError, open_model_dir
+            from qaft.runtime.model_dir import model_dir_from_files
             from qaft.runtime.onnx_backend import onnx_codec
 
+            # Built from the bytes the driver verified and sent, checked again here, with no
+            # copy on disk: a folder in a shared temporary directory could have been
+            # planted by another user, and one written privately would only be read back.
             files = ray.get(model_ref[0])
-            # One copy per model and node, shared by its workers and reused by later runs
-            # (verified against the manifest's hashes on every open), instead of one per
-            # worker left behind in the temporary folder.
-            key = hashlib.sha256(files["manifest.json"]).hexdigest()[:16]
-            folder = Path(tempfile.gettempdir()) / "qaft-models" / key / self.name
-            try:
-                model = open_model_dir(folder)
-            except ModelDirError:  # absent, or damaged: written anew
-                folder.parent.mkdir(parents=True, exist_ok=True)
-                shutil.rmtree(folder, ignore_errors=True)
-                tmp = Path(tempfile.mkdtemp(prefix=".part-", dir=folder.parent.parent))
-                try:
-                    (tmp / self.name).mkdir()
-                    for fname, data in files.items():
-                        (tmp / self.name / fname).write_bytes(data)
-                    try:
-                        os.rename(tmp / self.name, folder)
-                    except OSError:  # another worker of this node was first
-                        pass
-                finally:
-                    shutil.rmtree(tmp, ignore_errors=True)
-                model = open_model_dir(folder)
+            model = model_dir_from_files(files, self.name)
             self.codec = onnx_codec(model, self.backend, self.threads, self.precision)
         return self.codec
 
@@ -140,6 +125,43 @@ def _probe(address: str | None, timeout: float = 5.0) -> None:
         raise QaftError(f"cannot start or join Ray at {address}: {exc.strerror or exc}") from None
 
 
+def _init(ray, address: str | None, timeout: float) -> None:
+    """``ray.init``: starting a local cluster (``address`` None or "local") as it takes,
+    joining one within ``timeout`` seconds or a one-line error."""
+    kwargs = dict(
+        address=address,
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level=logging.ERROR,
+        configure_logging=True,
+    )
+    where = address or "a local cluster"
+    box: dict = {}
+
+    def target() -> None:
+        try:
+            ray.init(**kwargs)
+        except Exception as exc:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError...
+            box["error"] = exc
+
+    if address in (None, "local"):
+        target()
+    else:
+        # Ray's connect loop cannot be interrupted or given a deadline, so it runs on a
+        # daemon thread that is abandoned (and dies with the process) if it overruns.
+        joiner = threading.Thread(target=target, name="qaft-ray-join", daemon=True)
+        joiner.start()
+        joiner.join(timeout)
+        if joiner.is_alive():
+            raise QaftError(
+                f"cannot join Ray at {address} within {timeout:g} s "
+                "(nothing there answers as a Ray cluster)"
+            )
+    if "error" in box:
+        first = (str(box["error"]).strip().splitlines() or [type(box["error"]).__name__])[0]
+        raise QaftError(f"cannot start or join Ray at {where}: {first[:200]}")
+
+
 def compress_on_ray(
     model: ModelDir,
     items: list[tuple[Path, Path]],
@@ -155,17 +177,7 @@ def compress_on_ray(
         _probe(config.address)
         # ray.init installs its own SIGTERM handler (exit at once); ours unwinds cleanly
         handler = signal.getsignal(signal.SIGTERM)
-        try:
-            ray.init(
-                address=config.address,
-                include_dashboard=False,
-                log_to_driver=False,
-                logging_level=logging.ERROR,
-                configure_logging=True,
-            )
-        except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ValueError...
-            where = config.address or "a local cluster"
-            raise QaftError(f"cannot start or join Ray at {where}: {exc}") from None
+        _init(ray, config.address, config.join_timeout)
         if threading.current_thread() is threading.main_thread() and handler is not None:
             signal.signal(signal.SIGTERM, handler)
     try:
@@ -215,7 +227,8 @@ def _start_workers(ray, model: ModelDir, config: ClusterConfig) -> list:
 
 
 def _run(ray, model, items, quantizer, params, config):
-    files = ray.put({f.name: f.read_bytes() for f in sorted(model.path.iterdir()) if f.is_file()})
+    # the bytes verified when the model was opened: nothing re-read, nothing unlisted sent
+    files = ray.put(model.files())
     actors = _start_workers(ray, model, config)
     n = len(actors)
     queue = deque((items[i : i + config.batch], 1) for i in range(0, len(items), config.batch))

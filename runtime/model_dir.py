@@ -1,11 +1,26 @@
-"""Model folders written by ``qaft export``: manifest, graphs and tables, verified on open."""
+"""Model folders written by ``qaft export``: manifest, graphs and tables, verified on open.
+
+Every file the runtime uses is read once, hashed, checked against the manifest and then
+used from those same bytes (the graphs go to ONNX Runtime as bytes, never as a path), so
+nothing can change between the check and the use, and no file the manifest does not list
+is ever read.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import math
+import os
+import re
+import stat
+import struct
+import zipfile
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -13,7 +28,7 @@ from qaft.runtime.entropy.integer_hyper import IntegerHyperError, IntegerHyperSy
 from qaft.runtime.errors import QaftError
 from qaft.runtime.model_tables import ModelTables
 from qaft.runtime.quantizers import QuantizerParams
-from qaft.runtime.quantizers.base import distortion_weights
+from qaft.runtime.quantizers.base import STEP_RANGE, distortion_weights
 
 MODEL_DIR_FORMAT = "qaft-model-dir"
 #: 2: the hyper-synthesis is an integer network (``hyper_synthesis.npz``), no ONNX graph.
@@ -29,6 +44,27 @@ HYPER = "hyper_synthesis.npz"
 GRAPHS = {"analysis": "analysis.onnx", "synthesis": "synthesis.onnx"}
 GRAPHS_FP16 = {"analysis": "analysis_fp16.onnx", "synthesis": "synthesis_fp16.onnx"}
 PRECISIONS = ("fp32", "fp16")
+#: Every file a manifest may list; anything else in the folder is never read.
+KNOWN_FILES = (*GRAPHS.values(), *GRAPHS_FP16.values(), HYPER, TABLES)
+
+#: Size bounds, checked before anything is read or allocated.  The zoo's largest files are a
+#: few MB; these leave room for models a hundred times larger, not for amplification attacks.
+MAX_MANIFEST_BYTES = 1 << 20
+#: ONNX's protobuf cannot exceed 2 GiB anyway.
+MAX_GRAPH_BYTES = 1 << 31
+MAX_NPZ_BYTES = 512 << 20
+#: Largest uncompressed array in an ``.npz``, and largest central directory of one.
+MAX_ARRAY_BYTES = 256 << 20
+MAX_ZIP_DIRECTORY = 1 << 20
+#: Integer hyper-synthesis layers at most (the zoo's have 3).
+MAX_HYPER_LAYERS = 32
+#: Largest N or M an architecture may declare.
+MAX_CHANNELS = 1 << 16
+#: ONNX subgraphs nest (If, Loop): deeper than this is refused rather than recursed into.
+MAX_GRAPH_DEPTH = 64
+
+_HEX16 = re.compile(r"[0-9a-f]{16}")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 class ModelDirError(QaftError):
@@ -37,7 +73,31 @@ class ModelDirError(QaftError):
 
 @dataclass
 class ModelDir:
-    """A verified model folder: where its graphs are, its tables and its settings."""
+    """A verified model folder: its graphs (as verified bytes), tables and settings.
+
+    Trust: every file is read once, checked against the SHA-256 hashes in
+    ``manifest.json`` and used from those bytes; graphs must be self-contained (no ONNX
+    external data); nothing the manifest does not list is read.  The manifest's
+    ``fingerprint`` (the model identity every .qaft file carries, and by which
+    ``qaft-run decompress`` picks a bundled model) digests the PyTorch weights together
+    with the tables and the integer hyper-synthesis.  Where the runtime knows better, the
+    claim is checked: a folder claiming the fingerprint of a bundled model (``index.json``)
+    must hold exactly that model's files (by the hashes of the bytes read) and settings
+    (architecture, lmbda, quantizers, synthesis_gain), or it is refused; and any folder's
+    architecture, tables and hyper-synthesis must agree in shape.
+
+    Residual limit: any other fingerprint is taken as claimed.  The weights are not all in
+    the folder, so the fingerprint cannot be recomputed, and a digest of the folder's own
+    files stated in its manifest would be rewritten by whoever forged the rest, so it
+    would prove nothing.  A folder from an untrusted source can therefore carry any
+    fingerprint with any graphs and tables: passed with ``--model``, it writes files that
+    claim another model's identity, and decodes that model's files with its own networks
+    (wrong pixels, no error).  Such a folder is exactly as trustworthy as its source, like
+    the PyTorch model file it claims to be exported from.  (Exporting the weights too,
+    listed in the manifest, would let the runtime recompute the fingerprint and so bind
+    the tables and hyper-synthesis, which decide the decoded latents; the float graphs
+    would still be bound only by their hashes.)
+    """
 
     path: Path
     manifest: dict
@@ -46,6 +106,8 @@ class ModelDir:
     fingerprint: bytes
     quantizer_defaults: dict[str, QuantizerParams] = field(default_factory=dict)
     distortion_weights: np.ndarray | None = None
+    #: The verified bytes of ``manifest.json`` and of every file it lists.
+    blobs: dict[str, bytes] = field(default_factory=dict, repr=False)
 
     @property
     def precisions(self) -> list[str]:
@@ -55,72 +117,496 @@ class ModelDir:
             have.append("fp16")
         return have
 
-    def graph(self, name: str, precision: str = "fp32") -> Path:
+    def _graph_name(self, name: str, precision: str) -> str:
         if precision not in self.precisions:
             raise ModelDirError(
                 f"{self.path}: no {precision} graphs in this model folder "
                 f"(it has {', '.join(self.precisions)}; `qaft export --fp16` writes them)"
             )
-        return self.path / (GRAPHS_FP16 if precision == "fp16" else GRAPHS)[name]
+        return (GRAPHS_FP16 if precision == "fp16" else GRAPHS)[name]
+
+    def graph(self, name: str, precision: str = "fp32") -> Path:
+        """Where a graph lies (for messages: the runtime loads :meth:`graph_bytes`)."""
+        return self.path / self._graph_name(name, precision)
+
+    def graph_bytes(self, name: str, precision: str = "fp32") -> bytes:
+        """The verified, self-contained ONNX graph: what ONNX Runtime must be given, so
+        that it never reads the file (or anything beside it) again."""
+        return self.blobs[self._graph_name(name, precision)]
+
+    def files(self) -> dict[str, bytes]:
+        """``manifest.json`` and the files it lists, as verified: what a copy of this model
+        (a cluster worker's) is built from with :func:`model_dir_from_files`."""
+        return dict(self.blobs)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
-def open_model_dir(path: str | Path, verify: bool = True) -> ModelDir:
-    """Reads and checks a model folder; any problem is a one-line :class:`ModelDirError`."""
-    path = Path(path)
-    mpath = path / MANIFEST
-    if not path.is_dir():
-        raise ModelDirError(f"{path}: no such model folder")
-    if not mpath.is_file():
-        raise ModelDirError(f"{mpath}: missing (not a model folder written by `qaft export`)")
+def _read_once(path: Path, limit: int) -> bytes:
+    """The whole of a regular file, at most ``limit`` bytes, through one descriptor."""
     try:
-        manifest = json.loads(mpath.read_text())
-    except (OSError, ValueError) as exc:
-        raise ModelDirError(f"{mpath}: unreadable manifest ({exc})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != MODEL_DIR_FORMAT:
-        raise ModelDirError(f"{mpath}: not a qaft model manifest")
-    version = manifest.get("version", 0)
+        # O_NONBLOCK: a FIFO planted under a listed name must not block the open
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise ModelDirError(f"{path}: missing from the model folder") from None
+    except OSError as exc:
+        raise ModelDirError(f"{path}: unreadable ({exc.strerror or exc})") from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise ModelDirError(f"{path}: missing from the model folder (not a regular file)")
+        if st.st_size > limit:
+            raise ModelDirError(f"{path}: {st.st_size} bytes, above the limit of {limit}")
+        try:
+            # st_size + 1, not limit: read() allocates all it is asked for up front
+            data = f.read(st.st_size + 1)
+        except OSError as exc:
+            raise ModelDirError(f"{path}: unreadable ({exc.strerror or exc})") from None
+    if len(data) != st.st_size:
+        raise ModelDirError(f"{path}: changed while it was read")
+    return data
+
+
+# --- the manifest's schema ----------------------------------------------------------------
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, float) or math.isfinite(value) else "nan"
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return (isinstance(v, int | float) and not isinstance(v, bool)) and math.isfinite(v)
+
+
+def _validate_manifest(m: Any, where: Path) -> None:
+    """Refuses, naming the field, any manifest the rest of the runtime could trip on."""
+
+    def bad(name: str, expected: str, value: Any = None, missing: bool = False) -> ModelDirError:
+        got = "it is missing" if missing else f"got {_show(value)}"
+        return ModelDirError(f"{where}: field {name!r}: expected {expected}, {got}")
+
+    def need(obj: dict, key: str, name: str, expected: str) -> Any:
+        if key not in obj:
+            raise bad(name, expected, missing=True)
+        return obj[key]
+
+    if not isinstance(m, dict) or m.get("format") != MODEL_DIR_FORMAT:
+        raise ModelDirError(f"{where}: not a qaft model manifest")
+    version = need(m, "version", "version", "an integer")
+    if not _is_int(version):
+        raise bad("version", "an integer", version)
     if version > MODEL_DIR_VERSION:
         raise ModelDirError(
-            f"{mpath}: model format version {manifest['version']} is newer than "
+            f"{where}: model format version {version} is newer than "
             f"this qaft ({MODEL_DIR_VERSION}); upgrade qaft"
         )
     if version < MODEL_DIR_OLDEST:
         raise ModelDirError(
-            f"{mpath}: model format version {version} predates exact entropy parameters; "
+            f"{where}: model format version {version} predates exact entropy parameters; "
             "export the model again with `qaft export`"
         )
-    files = manifest.get("files", {})
-    optional = [f for f in GRAPHS_FP16.values() if f in files]
-    for name in [*GRAPHS.values(), HYPER, TABLES, *optional]:
-        f = path / name
-        if not f.is_file():
-            raise ModelDirError(f"{f}: missing from the model folder")
-        if verify and files.get(name) != _sha256(f):
-            raise ModelDirError(f"{f}: does not match the manifest's hash (corrupt or replaced)")
+    fp = need(m, "fingerprint", "fingerprint", "16 lowercase hex digits")
+    if not (isinstance(fp, str) and _HEX16.fullmatch(fp)):
+        raise bad("fingerprint", "16 lowercase hex digits", fp)
+
+    arch = need(m, "architecture", "architecture", "an object with name, N and M")
+    if not isinstance(arch, dict):
+        raise bad("architecture", "an object with name, N and M", arch)
+    name = need(arch, "name", "architecture.name", "a name")
+    if not (isinstance(name, str) and name):
+        raise bad("architecture.name", "a name", name)
+    for key in ("N", "M"):
+        v = need(arch, key, f"architecture.{key}", f"an integer 1 .. {MAX_CHANNELS}")
+        if not (_is_int(v) and 1 <= v <= MAX_CHANNELS):
+            raise bad(f"architecture.{key}", f"an integer 1 .. {MAX_CHANNELS}", v)
+
+    lmbda = need(m, "lmbda", "lmbda", "a number > 0 or null")
+    if lmbda is not None and not (_is_number(lmbda) and lmbda > 0):
+        raise bad("lmbda", "a number > 0 or null", lmbda)
+    stage = m.get("stage", 1)
+    if not (_is_int(stage) and stage >= 1):
+        raise bad("stage", "an integer >= 1", stage)
+    tuned = m.get("finetuned_for")
+    if tuned is not None and not isinstance(tuned, str):
+        raise bad("finetuned_for", "a quantizer name or null", tuned)
+
+    quantizers = m.get("quantizers") or {}
+    if not isinstance(quantizers, dict):
+        raise bad("quantizers", "an object of quantizer settings", quantizers)
+    for q, v in quantizers.items():
+        expected = (
+            f"an object with a number step in [{STEP_RANGE[0]:g}, {STEP_RANGE[1]:g}] "
+            "and a number lmbda >= 0"
+        )
+        if not isinstance(v, dict):
+            raise bad(f"quantizers.{q}", expected, v)
+        step, ql = v.get("step"), v.get("lmbda")
+        if not (
+            _is_number(step)
+            and STEP_RANGE[0] <= step <= STEP_RANGE[1]
+            and _is_number(ql)
+            and ql >= 0
+        ):
+            raise bad(f"quantizers.{q}", expected, v)
+
+    gain = m.get("synthesis_gain")
+    if gain is not None:
+        expected = f"null or a list of {arch['M']} numbers >= 0 (one per latent channel)"
+        if not (
+            isinstance(gain, list)
+            and len(gain) == arch["M"]
+            and all(_is_number(g) and g >= 0 for g in gain)
+        ):
+            raise bad("synthesis_gain", expected, gain)
+
+    check = m.get("check", {})
+    if not isinstance(check, dict):
+        raise bad("check", "an object", check)
+
+    files = need(m, "files", "files", "an object of file name -> SHA-256")
+    if not isinstance(files, dict):
+        raise bad("files", "an object of file name -> SHA-256", files)
+    for fname, digest in files.items():
+        if fname not in KNOWN_FILES:
+            raise bad("files", f"only {', '.join(KNOWN_FILES)}", fname)
+        if not (isinstance(digest, str) and _HEX64.fullmatch(digest)):
+            raise bad(f"files.{fname}", "a SHA-256 (64 lowercase hex digits)", digest)
+    for fname in (*GRAPHS.values(), HYPER, TABLES):
+        if fname not in files:
+            raise bad(f"files.{fname}", "a SHA-256 (64 lowercase hex digits)", missing=True)
+    if 0 < sum(f in files for f in GRAPHS_FP16.values()) < len(GRAPHS_FP16):
+        raise bad("files", "both fp16 graphs or neither", sorted(files))
+
+
+# --- graphs: ONNX protobuf, scanned for external data ---------------------------------------
+
+# Which length-delimited fields of which ONNX messages hold messages that can (transitively)
+# hold tensors; field numbers from onnx.proto.
+_MODEL = {7: "graph", 20: "training", 25: "function"}
+_SUBMESSAGES = {
+    "graph": {1: "node", 5: "tensor", 15: "sparse"},
+    "training": {1: "graph", 2: "graph"},
+    "function": {7: "node", 11: "attribute"},
+    "node": {5: "attribute"},
+    "attribute": {5: "tensor", 6: "graph", 10: "tensor", 11: "graph", 22: "sparse", 23: "sparse"},
+    "sparse": {1: "tensor", 2: "tensor"},
+    "model": _MODEL,
+}
+_TENSOR_EXTERNAL_DATA = 13
+_TENSOR_DATA_LOCATION = 14
+
+
+def _varint(buf: memoryview, i: int, end: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if i >= end or shift > 63:
+            raise ValueError("truncated varint")
+        b = buf[i]
+        i += 1
+        value |= (b & 0x7F) << shift
+        if b < 0x80:
+            return value, i
+        shift += 7
+
+
+def _fields(buf: memoryview, start: int, end: int):
+    """(field number, wire type, value or (start, end) of a length-delimited payload)."""
+    i = start
+    while i < end:
+        key, i = _varint(buf, i, end)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, i = _varint(buf, i, end)
+            yield number, wire, value
+        elif wire == 2:
+            n, i = _varint(buf, i, end)
+            if i + n > end:
+                raise ValueError("truncated field")
+            yield number, wire, (i, i + n)
+            i += n
+        elif wire in (1, 5):
+            i += 8 if wire == 1 else 4
+            if i > end:
+                raise ValueError("truncated field")
+        else:  # groups (3, 4) are not used by ONNX
+            raise ValueError(f"wire type {wire}")
+
+
+def external_data_in(graph: bytes) -> bool:
+    """Whether a serialized ONNX model holds any tensor stored outside it (``data_location``
+    EXTERNAL or ``external_data`` entries), in its graph, subgraphs, node attributes,
+    functions or training graphs.  Raises ValueError on a malformed protobuf."""
+    buf = memoryview(graph)
+    stack = [("model", 0, len(buf), 0)]
+    while stack:
+        kind, start, end, depth = stack.pop()
+        if depth > MAX_GRAPH_DEPTH:
+            raise ValueError("graphs nested too deep")
+        for number, wire, value in _fields(buf, start, end):
+            if kind == "tensor":
+                if number == _TENSOR_EXTERNAL_DATA or (
+                    number == _TENSOR_DATA_LOCATION and wire == 0 and value != 0
+                ):
+                    return True
+                continue
+            sub = _SUBMESSAGES[kind].get(number)
+            if sub is not None and wire == 2:
+                stack.append((sub, value[0], value[1], depth + 1))
+    return False
+
+
+def _check_graph(data: bytes, where: Path) -> None:
     try:
-        with np.load(path / TABLES, allow_pickle=False) as npz:
-            tables = ModelTables.from_arrays({k: npz[k] for k in npz.files})
-        fingerprint = bytes.fromhex(manifest["fingerprint"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        external = external_data_in(data)
+    except ValueError as exc:
+        raise ModelDirError(f"{where}: not a valid ONNX graph ({exc})") from None
+    if external:
+        raise ModelDirError(
+            f"{where}: refers to external data files, which the manifest's hashes do not "
+            "cover; a model folder's graphs must be self-contained"
+        )
+
+
+# --- npz: only the members needed, bounded before they are read -----------------------------
+
+
+def _zip_directory_ok(data: bytes) -> None:
+    """Bounds the central directory zipfile would parse eagerly (millions of tiny entries
+    from a small file would cost gigabytes of Python objects)."""
+    pos = len(data) - 22
+    if not (pos >= 0 and data[pos : pos + 4] == b"PK\x05\x06"):
+        pos = data.rfind(b"PK\x05\x06", max(0, len(data) - 22 - 0xFFFF))
+    if pos < 0 or pos + 22 > len(data):
+        raise ValueError("not a zip archive")
+    if pos >= 20 and data[pos - 20 : pos - 16] == b"PK\x06\x07":
+        raise ValueError("zip64 archive directory")
+    size = struct.unpack_from("<I", data, pos + 12)[0]
+    if size > MAX_ZIP_DIRECTORY:
+        raise ValueError(f"zip directory of {size} bytes")
+
+
+class _Npz:
+    """Reads chosen arrays of an in-memory ``.npz`` (never pickles), each checked, from its
+    header, for dtype kind, rank and size before its data is read."""
+
+    def __init__(self, data: bytes):
+        _zip_directory_ok(data)
+        self.zip = zipfile.ZipFile(io.BytesIO(data))
+        self.names = {n[:-4] for n in self.zip.namelist() if n.endswith(".npy")}
+        self.total = 0
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.names
+
+    def array(self, name: str, kinds: str, ndim: int) -> np.ndarray:
+        """Member ``name``: dtype kind in ``kinds`` ("f", "iu"), ``ndim`` dimensions."""
+        if name not in self.names:
+            raise KeyError(name)
+        info = self.zip.getinfo(name + ".npy")
+        if info.file_size > MAX_ARRAY_BYTES + 65536:
+            raise ValueError(f"{name}: {info.file_size} bytes uncompressed")
+        with self.zip.open(info) as f:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+            elif version in ((2, 0), (3, 0)):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+            else:
+                raise ValueError(f"{name}: npy format {version}")
+            if dtype.hasobject or dtype.kind not in kinds or dtype.itemsize > 8:
+                raise ValueError(f"{name}: unexpected dtype {dtype}")
+            if len(shape) != ndim:
+                raise ValueError(f"{name}: {len(shape)} dimensions, expected {ndim}")
+            nbytes = math.prod(shape) * dtype.itemsize
+            self.total += nbytes
+            if nbytes > MAX_ARRAY_BYTES or self.total > MAX_ARRAY_BYTES:
+                raise ValueError(f"{name}: {nbytes} bytes of data, above the limit")
+            if info.file_size != f.tell() + nbytes:
+                raise ValueError(f"{name}: member size does not match its header")
+            buf = bytearray(nbytes)
+            if f.readinto(buf) != nbytes:
+                raise ValueError(f"{name}: truncated")
+        arr = np.frombuffer(buf, dtype=dtype)
+        return arr.reshape(shape, order="F" if fortran else "C")
+
+
+def _load_tables(data: bytes) -> ModelTables:
+    npz = _Npz(data)
+    arrays = {
+        name: npz.array(name, kinds, ndim)
+        for name, kinds, ndim in (
+            ("z_pmfs", "f", 2),
+            ("z_lengths", "iu", 1),
+            ("z_offsets", "iu", 1),
+            ("z_medians", "f", 1),
+            ("y_pmfs", "f", 2),
+            ("y_lengths", "iu", 1),
+            ("y_offsets", "iu", 1),
+            ("scale_levels", "f", 1),
+        )
+    }
+    if "y_calibration" in npz:
+        arrays["y_calibration"] = npz.array("y_calibration", "f", 2)
+    return ModelTables.from_arrays(arrays)
+
+
+def _load_hyper(data: bytes) -> IntegerHyperSynthesis:
+    npz = _Npz(data)
+    arrays = {"act_bits": npz.array("act_bits", "iu", 0)}
+    i = 0
+    while f"{i}.weight" in npz:
+        if i >= MAX_HYPER_LAYERS:
+            raise IntegerHyperError(f"more than {MAX_HYPER_LAYERS} layers")
+        arrays[f"{i}.weight"] = npz.array(f"{i}.weight", "iu", 4)
+        for part in ("shift", "bias", "spec"):
+            arrays[f"{i}.{part}"] = npz.array(f"{i}.{part}", "iu", 1)
+        if arrays[f"{i}.spec"].shape != (4,):
+            raise IntegerHyperError(f"layer {i}: spec of shape {arrays[f'{i}.spec'].shape}")
+        i += 1
+    return IntegerHyperSynthesis.from_arrays(arrays)
+
+
+# --- identity --------------------------------------------------------------------------------
+
+#: The settings a folder claiming a bundled model's fingerprint must share with it.
+_IDENTITY_SETTINGS = ("architecture", "lmbda", "quantizers", "synthesis_gain")
+
+
+def _check_identity(manifest: dict, hashes: dict[str, str], where: Path) -> None:
+    """A folder claiming a bundled model's fingerprint must be that model: the same file
+    hashes (of the bytes read, not the ones its manifest states) and the same settings."""
+    from qaft.runtime.zoo import bundled_manifest
+
+    found = bundled_manifest(manifest["fingerprint"])
+    if found is None:
+        return
+    name, ref = found
+    ref_files = ref.get("files", {})
+    claim = f"{where}: claims the fingerprint {manifest['fingerprint']} of the bundled model {name}"
+    for fname, digest in hashes.items():
+        if ref_files.get(fname) != digest:
+            raise ModelDirError(
+                f"{claim}, but its {fname} is not that model's (a model folder cannot take "
+                "another model's identity)"
+            )
+    for key in _IDENTITY_SETTINGS:
+        if manifest.get(key) != ref.get(key):
+            raise ModelDirError(f"{claim}, but its {key} differs from that model's")
+
+
+def _check_shapes(
+    manifest: dict, tables: ModelTables, hyper: IntegerHyperSynthesis, where: Path
+) -> None:
+    """The architecture, the tables and the hyper-synthesis must describe one model: a folder
+    put together from several is refused here rather than failing mid-image."""
+    n, m = manifest["architecture"]["N"], manifest["architecture"]["M"]
+    first, last = hyper.layers[0], hyper.layers[-1]
+    cin = first.weight.shape[0] if first.kind == "deconv" else first.weight.shape[1]
+    problems = []
+    if len(tables.z_medians) != n or tables.z_tables.num_tables != n:
+        problems.append(f"z tables for {len(tables.z_medians)} channels, N = {n}")
+    if tables.y_tables.num_tables != len(tables.scale_levels):
+        problems.append(
+            f"{tables.y_tables.num_tables} y tables for {len(tables.scale_levels)} scale levels"
+        )
+    if cin != n or last.out_channels != 2 * m:
+        problems.append(f"hyper-synthesis {cin} -> {last.out_channels} channels, N = {n}, M = {m}")
+    if problems:
+        raise ModelDirError(f"{where}: parts of different models ({'; '.join(problems)})")
+
+
+# --- opening ---------------------------------------------------------------------------------
+
+
+def _open(
+    path: Path, manifest_bytes: bytes, read: Callable[[str, int], bytes], verify: bool
+) -> ModelDir:
+    mpath = path / MANIFEST
+    try:
+        manifest = json.loads(manifest_bytes)
+    except (ValueError, RecursionError) as exc:
+        raise ModelDirError(f"{mpath}: unreadable manifest ({str(exc)[:100]})") from None
+    _validate_manifest(manifest, mpath)
+    files = manifest["files"]
+    blobs = {MANIFEST: manifest_bytes}
+    hashes = {}
+    for name in files:  # only listed files, each read once
+        limit = MAX_GRAPH_BYTES if name.endswith(".onnx") else MAX_NPZ_BYTES
+        data = read(name, limit)
+        hashes[name] = _sha256(data)
+        if verify and hashes[name] != files[name]:
+            raise ModelDirError(
+                f"{path / name}: does not match the manifest's hash (corrupt or replaced)"
+            )
+        if name.endswith(".onnx"):
+            _check_graph(data, path / name)
+        blobs[name] = data
+    _check_identity(manifest, hashes, mpath)
+    try:
+        tables = _load_tables(blobs[TABLES])
+    except (ValueError, KeyError, TypeError, zipfile.BadZipFile, EOFError) as exc:
         raise ModelDirError(f"{path / TABLES}: unreadable tables ({exc})") from None
     try:
-        with np.load(path / HYPER, allow_pickle=False) as npz:
-            hyper = IntegerHyperSynthesis.from_arrays({k: npz[k] for k in npz.files})
-    except (OSError, ValueError, IntegerHyperError) as exc:
+        hyper = _load_hyper(blobs[HYPER])
+    except (ValueError, KeyError, TypeError, zipfile.BadZipFile, EOFError) as exc:
         raise ModelDirError(f"{path / HYPER}: unusable integer hyper-synthesis ({exc})") from None
-    defaults = {
-        q: QuantizerParams(float(v["step"]), float(v["lmbda"]))
-        for q, v in (manifest.get("quantizers") or {}).items()
-    }
+    _check_shapes(manifest, tables, hyper, path)
+    try:
+        defaults = {
+            q: QuantizerParams(float(v["step"]), float(v["lmbda"]))
+            for q, v in (manifest.get("quantizers") or {}).items()
+        }
+    except QaftError as exc:
+        raise ModelDirError(f"{mpath}: field 'quantizers': {exc}") from None
     weights = None
     if manifest.get("synthesis_gain") and manifest.get("lmbda"):
         weights = distortion_weights(manifest["lmbda"], manifest["synthesis_gain"])
-    return ModelDir(path, manifest, tables, hyper, fingerprint, defaults, weights)
+    fingerprint = bytes.fromhex(manifest["fingerprint"])
+    return ModelDir(path, manifest, tables, hyper, fingerprint, defaults, weights, blobs)
+
+
+def open_model_dir(path: str | Path, verify: bool = True) -> ModelDir:
+    """Reads and checks a model folder; any problem is a one-line :class:`ModelDirError`.
+
+    Only ``manifest.json`` and the files it lists are read, each once; ``verify=False``
+    skips comparing them with the manifest's hashes (every other check stays).
+    """
+    path = Path(path)
+    mpath = path / MANIFEST
+    if not path.is_dir():
+        raise ModelDirError(f"{path}: no such model folder")
+    try:
+        manifest_bytes = _read_once(mpath, MAX_MANIFEST_BYTES)
+    except ModelDirError as exc:
+        if "missing from the model folder" in str(exc):
+            raise ModelDirError(
+                f"{mpath}: missing (not a model folder written by `qaft export`)"
+            ) from None
+        raise
+    return _open(path, manifest_bytes, lambda name, limit: _read_once(path / name, limit), verify)
+
+
+def model_dir_from_files(files: Mapping[str, bytes], label: str | Path) -> ModelDir:
+    """A model from the bytes of its manifest and files (:meth:`ModelDir.files`), checked
+    exactly as :func:`open_model_dir` checks a folder; ``label`` names it in messages."""
+    path = Path(label)
+
+    def read(name: str, limit: int) -> bytes:
+        data = files.get(name)
+        if not isinstance(data, bytes):
+            raise ModelDirError(f"{path / name}: missing from the model's files")
+        if len(data) > limit:
+            raise ModelDirError(f"{path / name}: {len(data)} bytes, above the limit of {limit}")
+        return data
+
+    manifest_bytes = files.get(MANIFEST)
+    if not isinstance(manifest_bytes, bytes) or len(manifest_bytes) > MAX_MANIFEST_BYTES:
+        raise ModelDirError(f"{path / MANIFEST}: missing or too large")
+    return _open(path, manifest_bytes, read, verify=True)

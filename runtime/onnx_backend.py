@@ -12,6 +12,8 @@ import onnxruntime as ort
 
 from qaft.runtime.codec import Codec
 from qaft.runtime.errors import QaftError
+from qaft.runtime.limits import MAX_THREADS_PER_CORE  # noqa: F401 - the bound, re-exported
+from qaft.runtime.limits import check_threads as _limits_check_threads
 from qaft.runtime.model_dir import ModelDir
 
 PROVIDERS = {
@@ -23,6 +25,15 @@ PROVIDERS = {
 
 class BackendError(QaftError):
     """A backend that this installation cannot run."""
+
+
+def check_threads(threads: int) -> int:
+    """``threads`` if it is 0 (ONNX Runtime's default) or 1 .. ``MAX_THREADS_PER_CORE``
+    per CPU, else a one-line error (thousands of threads exhaust memory or deadlock ORT's
+    session constructor).  The bound the CLI checks too (:mod:`qaft.runtime.limits`)."""
+    if not isinstance(threads, int) or isinstance(threads, bool):
+        raise BackendError(f"threads must be an integer, not {threads!r}")
+    return _limits_check_threads(threads)
 
 
 def available_backends() -> list[str]:
@@ -61,9 +72,12 @@ class OnnxNetworks:
         precision: str = "fp32",
         optimize: bool = True,
     ):
+        threads = check_threads(threads)
         self.backend = resolve_backend(backend)
         self.precision = precision
         opts = ort.SessionOptions()
+        # Only ONNX protobuf, never ORT's own format, whose contents the folder check skips.
+        opts.add_session_config_entry("session.load_model_format", "ONNX")
         if threads:
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
@@ -77,8 +91,11 @@ class OnnxNetworks:
         self.sessions = {}
         for name in ("analysis", "synthesis"):
             path = model.graph(name, precision)
+            # The verified bytes, not the path: ORT reads no file again (no gap between the
+            # check and the use), and has no folder to resolve external data against.
+            graph = model.graph_bytes(name, precision)
             try:
-                self.sessions[name] = ort.InferenceSession(str(path), opts, providers=providers)
+                self.sessions[name] = ort.InferenceSession(graph, opts, providers=providers)
             except Exception as exc:  # ORT raises its own types for bad graphs
                 first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
                 raise QaftError(f"{path}: not a loadable ONNX graph ({first})") from None

@@ -51,7 +51,7 @@ def test_ray_run_writes_the_local_bytes_and_skips_finished_files(folder_and_loca
     r = run_cli("qaft-run", "compress", str(src), "--recursive", "--model", "q3", "--out",
                 str(out), "--ray", "--workers", "2", "--threads", "1")  # fmt: skip
     assert r.returncode == 0, r.stderr
-    assert "compressed 61, skipped 3 existing" in r.stdout
+    assert "compressed 61, skipped 3 up to date" in r.stdout
     assert "Traceback" not in r.stderr
     _same_files(local, out)
 
@@ -101,7 +101,7 @@ def test_a_worker_killed_mid_run_and_the_job_still_completes(folder_and_local_ru
     stdout, stderr = proc.communicate(timeout=300)
     assert written_at_kill < 64
     assert proc.returncode == 0, stderr
-    assert "compressed 64, skipped 0 existing" in stdout and "failed 0" in stdout
+    assert "compressed 64, skipped 0 up to date" in stdout and "failed 0" in stdout
     _same_files(local, out)
 
 

@@ -37,8 +37,21 @@ class TableSet:
     offsets: np.ndarray  # (T,) int32
 
     def __post_init__(self) -> None:
-        if self.pmfs.ndim != 2 or len(self.lengths) != len(self.pmfs) != len(self.offsets):
+        # Stored tables come from model folders: shapes and values are checked here, once,
+        # so that the coder never indexes past a row or codes with a NaN probability.
+        if not (
+            self.pmfs.ndim == 2
+            and self.lengths.ndim == 1
+            and self.offsets.ndim == 1
+            and len(self.lengths) == len(self.pmfs) == len(self.offsets)
+        ):
             raise ValueError("inconsistent table shapes")
+        if len(self.pmfs) and not (
+            np.all((self.lengths >= 1) & (self.lengths <= self.pmfs.shape[1]))
+            and np.all(np.isfinite(self.pmfs))
+            and np.all(self.pmfs >= 0)
+        ):
+            raise ValueError("table lengths outside their rows, or probabilities not finite >= 0")
 
     @property
     def num_tables(self) -> int:

@@ -58,3 +58,17 @@ def find_by_fingerprint(fingerprint: bytes) -> Path | None:
         if e.get("fingerprint") == fingerprint.hex():
             return Path(e["path"])
     return None
+
+
+def bundled_manifest(fingerprint_hex: str) -> tuple[str, dict] | None:
+    """(name, manifest) of the bundled model with this fingerprint, where its folder is
+    installed: what a folder claiming that identity must match.  None for any other
+    fingerprint, or where the package lacks the folder (nothing to compare with then)."""
+    for e in _entries():
+        if e.get("fingerprint") == fingerprint_hex:
+            try:
+                manifest = json.loads((ZOO_DIR / e["model_dir"] / "manifest.json").read_bytes())
+            except (OSError, ValueError, KeyError):
+                return None
+            return (e["name"], manifest) if isinstance(manifest, dict) else None
+    return None
