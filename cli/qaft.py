@@ -18,10 +18,14 @@ def main() -> None:
 
 @main.command()
 @click.option(
-    "--data", required=True, type=click.Path(file_okay=False), help="Folder of training images."
+    "--data",
+    type=click.Path(file_okay=False),
+    help="Folder of training images (required, except with --resume).",
 )
 @click.option(
-    "--lmbda", required=True, type=float, help="Rate-distortion trade-off λ (MSE on 0-255)."
+    "--lmbda",
+    type=float,
+    help="Rate-distortion trade-off λ (MSE on 0-255; required, except with --resume).",
 )
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder.")
 @click.option("--N", "N", default=128, show_default=True, help="Channels of the transforms.")
@@ -91,18 +95,41 @@ def main() -> None:
 @click.option("--threads", default=0, help="Torch threads (0: default).")
 @click.option("--log-every", default=50, show_default=True, help="Steps between log lines.")
 @click.option("--ckpt-every", default=250, show_default=True, help="Steps between checkpoints.")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue the run in --out from its last checkpoint, with its settings (options "
+    "given change its schedule; its architecture, λ, stand-in and seed cannot change).",
+)
+@click.pass_context
 @fail_cleanly
-def train(resume: bool, lr_decay_at: str, **kw) -> None:
+def train(ctx: click.Context, resume: bool, lr_decay_at: str, **kw) -> None:
     """Stage 1: train a mean-scale hyperprior end to end."""
+    from click.core import ParameterSource
+
     from qaft.training.evaluate import default_kodak, make_validator
-    from qaft.training.train import TrainConfig
+    from qaft.training.train import TrainConfig, resume_config
     from qaft.training.train import train as run_training
 
     kw["lr_decay_at"] = tuple(float(v) for v in lr_decay_at.split(",") if v)
-    if kw["val_data"] is None:
-        kw["val_data"] = default_kodak()
-    cfg = TrainConfig(**kw)
+    if resume:
+        # only what the command line names: everything else is the run's own
+        given = {
+            k: v
+            for k, v in kw.items()
+            if ctx.get_parameter_source(k) is ParameterSource.COMMANDLINE
+        }
+        cfg = resume_config(kw["out"], given)
+    else:
+        missing = [f"--{k}" for k in ("data", "lmbda") if kw[k] is None]
+        if missing:
+            verb = "is" if len(missing) == 1 else "are"
+            raise click.UsageError(
+                f"{' and '.join(missing)} {verb} required (except with --resume)"
+            )
+        if kw["val_data"] is None:
+            kw["val_data"] = default_kodak()
+        cfg = TrainConfig(**kw)
     validator = (
         make_validator(cfg.val_data, cfg.val_images) if cfg.val_data and cfg.val_every else None
     )
@@ -482,13 +509,20 @@ def finetune(resume, parts, **kw) -> None:
     show_default=True,
     help="Also write half-precision graphs (qaft-run --precision fp16).",
 )
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Replace a model folder already at --out (nothing else is ever replaced).",
+)
 @fail_cleanly
-def export(ckpt, out, check_image, tensorrt, fp16) -> None:
+def export(ckpt, out, check_image, tensorrt, fp16, force) -> None:
     """Export a model file to a model folder for qaft-run (ONNX graphs, the integer
     hyper-synthesis, tables, manifest)."""
-    from qaft.export.onnx_export import export_model
+    from qaft.export.onnx_export import check_target, export_model
     from qaft.runtime.image import load_rgb
     from qaft.training.checkpoint import load_model
+
+    check_target(out, force)  # before the model is loaded and the graphs checked
 
     if tensorrt:
         from qaft.export.tensorrt_engine import tensorrt_available
@@ -499,7 +533,11 @@ def export(ckpt, out, check_image, tensorrt, fp16) -> None:
                 "without --tensorrt: the ONNX graphs run on any ONNX Runtime)"
             )
     manifest = export_model(
-        load_model(ckpt), out, load_rgb(check_image) if check_image else None, fp16=fp16
+        load_model(ckpt),
+        out,
+        load_rgb(check_image) if check_image else None,
+        fp16=fp16,
+        force=force,
     )
     errs = ", ".join(f"{k} {v:.1e}" for k, v in manifest["check"]["max_relative_error"].items())
     if tensorrt:

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from qaft.runtime.entropy.integer_hyper import ACT_BITS, ACT_LIMIT, IntegerHyperSynthesis
+from qaft.runtime.errors import QaftError
 from qaft.runtime.model_dir import (
     GRAPHS,
     GRAPHS_FP16,
@@ -49,6 +50,68 @@ TOLERANCE_INTEGER = 1e-2
 
 class ExportError(RuntimeError):
     """A graph that does not reproduce PyTorch within the tolerance."""
+
+
+class ExportTargetError(QaftError):
+    """An ``--out`` that export must not replace (it is not a model folder, or no
+    ``--force`` was given)."""
+
+
+def is_model_folder(path: Path) -> bool:
+    """Whether ``path`` is a folder written by export (its manifest says so)."""
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("format") == MODEL_DIR_FORMAT
+
+
+def check_target(out: str | Path, force: bool = False) -> None:
+    """Refuses an ``out`` that export would have to destroy something else to write.
+
+    Allowed: a path that does not exist, an empty folder, and, with ``force``, a model
+    folder (replaced whole).  Refused, untouched: a file, a link, a folder holding
+    anything else, and the working directory or any folder above it.
+    """
+    out = Path(out)
+    if out.is_symlink():
+        raise ExportTargetError(f"--out {out}: is a link, not a model folder; choose another --out")
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ExportTargetError(f"--out {out}: is a file, not a model folder; nothing was written")
+    if Path.cwd().resolve().is_relative_to(out.resolve()):
+        raise ExportTargetError(
+            f"--out {out}: holds the working directory; choose a new folder for the model"
+        )
+    if not any(out.iterdir()):
+        return
+    if not is_model_folder(out):
+        raise ExportTargetError(
+            f"--out {out}: is a folder, not a qaft model folder; choose a new or empty one "
+            "(nothing was written)"
+        )
+    if not force:
+        raise ExportTargetError(f"--out {out}: a model folder exists there; --force replaces it")
+
+
+def _move_into_place(tmp: Path, out: Path, force: bool) -> None:
+    """Renames the finished folder ``tmp`` to ``out``.  A model folder already there is
+    renamed aside first and removed last: a crash leaves the old or the new one, never
+    neither (at worst both, the old under a hidden name beside it)."""
+    check_target(out, force)  # again: the folder may have changed while the graphs were checked
+    if out.exists() and any(out.iterdir()):
+        aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+        os.replace(out, aside / out.name)
+        try:
+            os.replace(tmp, out)
+        except BaseException:
+            os.replace(aside / out.name, out)
+            aside.rmdir()
+            raise
+        shutil.rmtree(aside, ignore_errors=True)  # the new folder is in place already
+    else:
+        os.replace(tmp, out)  # over nothing, or over an empty folder
 
 
 class _Analysis(torch.nn.Module):
@@ -179,10 +242,16 @@ def export_model(
     real_image: np.ndarray | None = None,
     opset: int = 17,
     fp16: bool = True,
+    force: bool = False,
 ) -> dict:
-    """Writes the model folder ``out`` (atomically: a temporary folder, then a rename);
-    ``fp16`` adds the half-precision graphs."""
-    out = Path(out)
+    """Writes the model folder ``out`` (atomically: a temporary folder beside it, then a
+    rename); ``fp16`` adds the half-precision graphs.
+
+    ``out`` must be new or an empty folder; with ``force`` it may also be a model folder,
+    which is then replaced.  Anything else is refused untouched (:func:`check_target`).
+    """
+    out = Path(os.path.abspath(out))  # "." and "x/.." have no usable name or parent
+    check_target(out, force)
     model = loaded.model.cpu().eval()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -251,9 +320,7 @@ def export_model(
             },
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        _move_into_place(tmp, out, force)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

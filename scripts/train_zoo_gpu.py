@@ -90,7 +90,7 @@ def one(pack_dir: Path, name: str, out: Path, seconds: float, args: argparse.Nam
     """One rate: warm start, time-budgeted training, bare state dict into ``out``."""
     import torch
 
-    from qaft.training.checkpoint import save_model
+    from qaft.training.checkpoint import load_blob, save_model
     from qaft.training.models import MeanScaleHyperprior, ModelConfig
     from qaft.training.train import TrainConfig, train
 
@@ -98,7 +98,7 @@ def one(pack_dir: Path, name: str, out: Path, seconds: float, args: argparse.Nam
     lmbda, warm = _read_plan(pack_dir)[name], name
     run = Path(args.runs) / name
     run.mkdir(parents=True, exist_ok=True)
-    blob = torch.load(pack_dir / "warm" / f"{warm}.pt", map_location="cpu")
+    blob = load_blob(pack_dir / "warm" / f"{warm}.pt")
     model = MeanScaleHyperprior(ModelConfig(**blob["config"]))
     model.load_state_dict(blob["state_dict"])
     init = run / "init.pt"
@@ -123,7 +123,7 @@ def one(pack_dir: Path, name: str, out: Path, seconds: float, args: argparse.Nam
         seed=args.seed,
     )
     final = train(cfg, progress=False)
-    done = torch.load(final, map_location="cpu", weights_only=False)
+    done = load_blob(final)
     meta = dict(
         done["meta"],
         init_from=f"zoo {warm}",
@@ -192,14 +192,13 @@ def run(pack_dir: Path, out: Path, seconds: float, args: argparse.Namespace) -> 
 
 
 def unpack(returned: Path, out: Path) -> None:
-    import torch
 
-    from qaft.training.checkpoint import save_model
+    from qaft.training.checkpoint import load_blob, save_model
     from qaft.training.models import MeanScaleHyperprior, ModelConfig
 
     out.mkdir(parents=True, exist_ok=True)
     for f in sorted(returned.glob("q*.pt")):
-        blob = torch.load(f, map_location="cpu", weights_only=False)
+        blob = load_blob(f)  # files that came back from a lent machine: data, not code
         model = MeanScaleHyperprior(ModelConfig(**blob["config"]))
         model.load_state_dict(blob["state_dict"])
         (out / f.stem).mkdir(exist_ok=True)

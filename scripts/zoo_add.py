@@ -55,7 +55,10 @@ def reexport(names: list[str]) -> None:
         if names and e["name"] not in names:
             continue
         m = export_model(
-            load_model(CHECKPOINT_DIR / e["checkpoint"]), ZOO_DIR / e["model_dir"], _check_image()
+            load_model(CHECKPOINT_DIR / e["checkpoint"]),
+            ZOO_DIR / e["model_dir"],
+            _check_image(),
+            force=True,
         )
         if m["fingerprint"] != e["fingerprint"]:
             print(f"{e['name']}: fingerprint {e['fingerprint']} -> {m['fingerprint']}")
@@ -97,7 +100,7 @@ def main() -> None:
         save_model(dest, loaded.model, loaded.meta, base=CHECKPOINT_DIR / args.base / "model.pt")
     elif Path(args.model).resolve() != dest.resolve():
         save_model(dest, loaded.model, loaded.meta)  # whole, even if the source was a delta
-    manifest = export_model(load_model(dest), ZOO_DIR / args.name, _check_image())
+    manifest = export_model(load_model(dest), ZOO_DIR / args.name, _check_image(), force=True)
     runs = [summarize(Path(r)) for r in args.run]
     meta = loaded.meta
     entry = {

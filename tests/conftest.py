@@ -76,6 +76,33 @@ def model_dir(tiny_model_file, tmp_path_factory) -> Path:
     return out
 
 
+def start_cli(*args, wait_for: tuple[Path, str, int] | None = None):
+    """Starts a console script of this environment (text pipes) and, with ``wait_for``
+    (folder, glob, count), returns once that many files match there (or after 120 s).
+
+    A shell runs background jobs with SIGINT ignored, and a child inherits that: the child
+    gets the default back, so a test means the same in a background job as in the
+    foreground."""
+    import signal
+    import subprocess
+    import time
+
+    exe = Path(sys.executable).parent / args[0]
+    proc = subprocess.Popen(
+        [str(exe), *map(str, args[1:])],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    if wait_for is not None:
+        folder, pattern, count = wait_for
+        deadline = time.time() + 120
+        while time.time() < deadline and len(list(folder.glob(pattern))) < count:
+            time.sleep(0.01)
+    return proc
+
+
 def run_cli(*args: str, timeout: float = 300, **kw):
     """Runs a console script of this environment in a subprocess."""
     import subprocess

@@ -1,5 +1,6 @@
 """Stage 2 (QAFT): the frozen parts stay frozen, distortion on real latents goes down."""
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -61,10 +62,14 @@ def test_frozen_parts_unchanged_and_model_round_trips(
     dec = C.decode(codec, enc.data)
     np.testing.assert_array_equal(dec.image, enc.reconstruction)
 
-    # stored as a delta against its stage-1 model, as the zoo bundles it: the same model
-    delta = tmp_path / "delta" / "model.pt"
+    # stored as a delta against its stage-1 model, as the zoo bundles it (q1-sq/model.pt
+    # names ../q1/model.pt): the same model
+    base = tmp_path / "q1" / "model.pt"
+    base.parent.mkdir()
+    shutil.copy(tiny_model_file, base)
+    delta = tmp_path / "q1-sq" / "model.pt"
     delta.parent.mkdir()
-    save_model(delta, after_model.model, after_model.meta, base=tiny_model_file)
+    save_model(delta, after_model.model, after_model.meta, base=base)
     again = load_model(delta)
     assert again.fingerprint == after_model.fingerprint and again.meta == after_model.meta
     assert delta.stat().st_size < Path(final).stat().st_size

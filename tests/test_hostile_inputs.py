@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, run_cli, synthetic_image
+from conftest import REPO, run_cli, start_cli, synthetic_image
 from PIL import Image
 
 from qaft.runtime import codec as C
@@ -229,18 +229,7 @@ def test_interrupted_batch_leaves_only_whole_files_and_resumes(model_dir, tmp_pa
     exe = Path(sys.executable).parent / "qaft-run"
     args = [str(exe), "compress", str(src), "--model", str(model_dir), "--out", str(out),
             "--threads", "1", "--jobs", "2"]  # fmt: skip
-    # A shell runs background jobs with SIGINT ignored, and a child inherits that: restore
-    # the default so the test means the same in a background job as in the foreground.
-    proc = subprocess.Popen(
-        args,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
-    deadline = time.time() + 120
-    while time.time() < deadline and len(list(out.glob("*.qaft"))) < 3:
-        time.sleep(0.02)
+    proc = start_cli(*args, wait_for=(out, "*.qaft", 3))
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err

@@ -9,6 +9,7 @@ import pytest
 import torch
 from conftest import synthetic_image
 
+from qaft.training.checkpoint import load_blob
 from qaft.training.models import MeanScaleHyperprior, ModelConfig
 from qaft.training.train import TrainConfig, make_optimizers, place, rd_terms, train, train_step
 
@@ -81,7 +82,7 @@ def test_a_signal_stops_between_steps_with_a_checkpoint_that_resumes(train_dir, 
     with pytest.raises(TrainingInterrupted, match="at step 3: checkpoint .*--resume"):
         train(cfg, validate=signal_at_step_3, progress=False)
     assert signal.getsignal(signum) is previous  # handlers restored
-    assert torch.load(tmp_path / "run" / "last.pt", weights_only=False)["step"] == 3
+    assert load_blob(tmp_path / "run" / "last.pt")["step"] == 3
     assert not (tmp_path / "run" / "model.pt").exists()  # an unfinished run has no model file
     train(cfg, resume=True, validate=lambda m: {}, progress=False)
     steps = [
@@ -149,7 +150,7 @@ def test_compiled_forward_trains_the_same_model():
 def test_model_files_keep_the_plain_layout(train_dir, tmp_path):
     cfg = tiny_run(train_dir, tmp_path, steps=2)
     final = train(cfg, progress=False)
-    blob = torch.load(final, map_location="cpu", weights_only=False)
+    blob = load_blob(final)
     assert all(t.is_contiguous() for t in blob["state_dict"].values())
 
 

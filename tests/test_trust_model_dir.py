@@ -75,14 +75,9 @@ def _varint(n: int) -> bytes:
 
 
 def _read_varint(buf: bytes, i: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        b = buf[i]
-        i += 1
-        value |= (b & 0x7F) << shift
-        if b < 0x80:
-            return value, i
-        shift += 7
+    from qaft.runtime.model_dir import _varint
+
+    return _varint(memoryview(buf), i, len(buf))
 
 
 def _fields(buf: bytes) -> list[tuple[int, int, bytes | int]]:

@@ -13,13 +13,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from qaft.runtime import codec as C
 from qaft.runtime.entropy import calibration as cal
 from qaft.runtime.image import load_rgb
 from qaft.training.backend import codec_from_loaded
-from qaft.training.checkpoint import CheckpointError, atomic_save, load_model
+from qaft.training.checkpoint import (
+    CheckpointError,
+    atomic_save,
+    load_blob,
+    load_model,
+    plain_tables,
+)
 
 
 @dataclass
@@ -66,8 +71,8 @@ def store(path: str | Path, calibration: cal.Calibration | None, note: dict) -> 
     path = Path(path)
     loaded = load_model(path)
     loaded.model.gaussian_conditional.calibration = calibration
-    tables = loaded.model.build_tables().to_arrays()
-    blob = torch.load(path, map_location="cpu", weights_only=False)
+    tables = plain_tables(loaded.model.build_tables().to_arrays())
+    blob = load_blob(path)
     if not isinstance(blob, dict) or "tables" not in blob:
         raise CheckpointError(f"{path}: not a qaft model file")
     blob["tables"] = tables

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 
 from qaft.runtime.entropy.integer_hyper import IntegerHyperSynthesis
+from qaft.runtime.errors import QaftError
 from qaft.runtime.model_tables import ModelTables, fingerprint
 from qaft.training.models import MeanScaleHyperprior, ModelConfig
 
@@ -24,8 +26,93 @@ MODEL_VERSION = 1
 DELTA_VERSION = 2
 
 
-class CheckpointError(ValueError):
+class CheckpointError(QaftError, ValueError):
     """A file that is not a usable qaft model."""
+
+
+# Model files written before the tables were stored as tensors hold them as NumPy arrays of
+# these dtypes; rebuilding such an array runs no code of the file's choosing.  Nothing else
+# beyond torch's own weights-only set is accepted.
+_NUMPY_CORE = getattr(np, "_core", None) or np.core
+_SAFE_GLOBALS = [
+    _NUMPY_CORE.multiarray._reconstruct,
+    np.ndarray,
+    np.dtype,
+    *(
+        type(np.dtype(t))
+        for t in ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
+                  "uint64", "float16", "float32", "float64")
+    ),
+]  # fmt: skip
+
+
+_REFUSALS = ("GLOBAL", "allowlisted", "reduce for unrecognized")
+
+
+def load_blob(path: str | Path) -> Any:
+    """Reads any ``.pt`` file qaft deals with (model files, run checkpoints, CompressAI
+    checkpoints), never running code stored in it.
+
+    The one place that calls ``torch.load``: weights-only unpickling, widened only to the
+    NumPy arrays older model files hold.  A file that needs anything else (a pickled object
+    whose rebuilding would call arbitrary functions) is refused with a one-line
+    :class:`CheckpointError`, as is a file that is not a readable checkpoint at all.
+    """
+    try:
+        with torch.serialization.safe_globals(_SAFE_GLOBALS):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # torch's refusals of a function or class, as against bytes that are no pickle at all
+        if any(m in str(exc) for m in _REFUSALS):
+            raise CheckpointError(
+                f"{path}: not a plain checkpoint (refusing to run code from it)"
+            ) from None
+        raise CheckpointError(f"{path}: not a readable checkpoint (UnpicklingError)") from None
+    except Exception as exc:  # torch raises many types for corrupt archives
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__})") from None
+
+
+def plain_tables(arrays: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Coding tables as tensors, for a file: readable by a plain weights-only ``torch.load``
+    (``np.asarray`` gives back the same arrays, dtypes and so fingerprints included)."""
+    return {
+        k: v.detach().cpu().clone()
+        if isinstance(v, torch.Tensor)
+        else torch.from_numpy(np.array(v, copy=True))
+        for k, v in arrays.items()
+    }
+
+
+def base_path(path: Path, ref: str) -> Path:
+    """Where the base model ``ref`` of the delta model file ``path`` lies.
+
+    ``ref`` is relative to the file's folder and must stay inside the file's grandparent
+    folder: the zoo's stage-2 files name their stage-1 sibling (``../q3/model.pt`` from
+    ``zoo/q3-sq/model.pt``), and nothing else is needed.  An absolute path, or one that
+    climbs out (``../../../home/…``), is refused: a downloaded model file must not make
+    qaft open (or report on) arbitrary files of the machine.
+    """
+    if not isinstance(ref, str) or not ref or Path(ref).is_absolute():
+        raise CheckpointError(f"{path}: its base model path {ref!r} is not a relative path")
+    folder = path.resolve().parent
+    target = (folder / ref).resolve()
+    if not target.is_relative_to(folder.parent):
+        raise CheckpointError(
+            f"{path}: its base model {ref!r} lies outside {folder.parent} (refused)"
+        )
+    return target
+
+
+def restore_run_state(ckpt_path: Path, state: dict, parts: dict[str, Any]) -> None:
+    """Hands each ``state[key]`` of a run checkpoint to ``parts[key]`` (a ``load_state_dict``
+    or ``set_state`` function); a checkpoint that does not fit the run is one line."""
+    try:
+        for key, load in parts.items():
+            load(state[key])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(
+            f"{ckpt_path}: does not fit this run ({str(exc).splitlines()[0]})"
+        ) from None
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
@@ -60,10 +147,12 @@ def save_model(
     differ from it are stored, with the base's relative path and SHA-256: a stage-2 model
     that retrained the decoder side costs a fraction of a full file.  The base is checked by
     the digest of its weights, so updating its metadata (say, tuned quantizer settings) does
-    not orphan the files built on it.
+    not orphan the files built on it.  The base must lie inside ``path``'s grandparent
+    folder (:func:`base_path`: the zoo's ``q3-sq/model.pt`` on ``../q3/model.pt``), as
+    only such files load.
     """
     model = model.cpu().eval()
-    tables = model.build_tables().to_arrays()
+    tables = plain_tables(model.build_tables().to_arrays())
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     blob = {
         "format": MODEL_FORMAT,
@@ -77,6 +166,8 @@ def save_model(
         base = Path(base)
         if base.resolve() == Path(path).resolve():
             raise CheckpointError(f"{path}: a model file cannot be its own base")
+        rel = os.path.relpath(base.resolve(), Path(path).resolve().parent)
+        base_path(Path(path), rel)  # written only where load_model will accept it
         ref = _read_blob(base)
         same = {
             k
@@ -86,7 +177,7 @@ def save_model(
         blob["state_dict"] = {k: v for k, v in state.items() if k not in same}
         # The tables are always stored whole: a base recalibrated later must not change them.
         blob["base"] = {
-            "path": os.path.relpath(base.resolve(), Path(path).resolve().parent),
+            "path": rel,
             "weights_sha256": _weights_digest(ref["state_dict"]),
         }
         blob["version"] = DELTA_VERSION
@@ -107,10 +198,7 @@ def _read_blob(path: Path, _seen: frozenset = frozenset()) -> dict[str, Any]:
         raise CheckpointError(f"{path}: its chain of base models loops back to itself")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such model file")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # torch raises many types for corrupt archives
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__})") from None
+    blob = load_blob(path)
     if not isinstance(blob, dict) or blob.get("format") != MODEL_FORMAT:
         hint = (
             " (a CompressAI checkpoint? convert it with `qaft import-compressai`)"
@@ -122,11 +210,13 @@ def _read_blob(path: Path, _seen: frozenset = frozenset()) -> dict[str, Any]:
         raise CheckpointError(f"{path}: model format {blob['version']} is newer than this qaft")
     base = blob.get("base")
     if base:  # a file that stores only what differs from its base model
-        bpath = path.resolve().parent / base["path"]
+        if not isinstance(base, dict):
+            raise CheckpointError(f"{path}: malformed base model reference")
+        bpath = base_path(path, base.get("path"))
         if not bpath.is_file():
             raise CheckpointError(f"{path}: its base model {bpath} is missing")
         ref = _read_blob(bpath, _seen | {path.resolve()})
-        if _weights_digest(ref["state_dict"]) != base["weights_sha256"]:
+        if _weights_digest(ref["state_dict"]) != base.get("weights_sha256"):
             raise CheckpointError(f"{path}: its base model {bpath} has other weights than its own")
         blob = {**blob, "state_dict": {**ref["state_dict"], **blob["state_dict"]}}
         if blob["tables"] is None:
@@ -165,10 +255,12 @@ def load_model(path: str | Path, device: str = "cpu") -> LoadedModel:
 
 def update_meta(path: str | Path, changes: dict[str, Any]) -> None:
     """Updates a model file's metadata in place (weights and tables untouched)."""
-    blob = torch.load(path, map_location="cpu", weights_only=False)
+    blob = load_blob(path)
     if not isinstance(blob, dict) or blob.get("format") != MODEL_FORMAT:
         raise CheckpointError(f"{path}: not a qaft model file")
     blob["meta"] = {**blob.get("meta", {}), **changes}
+    if blob.get("tables") is not None:  # rewritten anyway: in the plain form new files use
+        blob["tables"] = plain_tables(blob["tables"])
     atomic_save(blob, path)
 
 
@@ -177,7 +269,7 @@ def read_run_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"--resume: no checkpoint at {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # corrupt archives raise many types
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__})") from None
+    state = load_blob(path)
+    if not isinstance(state, dict) or "model" not in state:
+        raise CheckpointError(f"{path}: not a training checkpoint of a qaft run")
+    return state

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from qaft.training.checkpoint import CheckpointError, save_model
+from qaft.training.checkpoint import CheckpointError, load_blob, save_model
 from qaft.training.models import MeanScaleHyperprior, ModelConfig
 
 #: CompressAI buffers that hold its own integer CDFs; qaft rebuilds its tables instead.
@@ -21,15 +21,14 @@ COMPRESSAI_CODER_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length")
 
 def read_compressai_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The model state dict in a CompressAI checkpoint (bare, or under ``state_dict``)."""
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # corrupt archives raise many types
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__})") from None
+    blob = load_blob(path)
     if isinstance(blob, dict) and isinstance(blob.get("state_dict"), dict):
         blob = blob["state_dict"]
-    if not isinstance(blob, dict) or "g_a.0.weight" not in {
-        k.removeprefix("module.") for k in blob
-    }:
+    if (
+        not isinstance(blob, dict)
+        or not all(isinstance(k, str) for k in blob)
+        or "g_a.0.weight" not in {k.removeprefix("module.") for k in blob}
+    ):
         raise CheckpointError(f"{path}: not a CompressAI MeanScaleHyperprior checkpoint")
     return {k.removeprefix("module."): v for k, v in blob.items()}
 

@@ -37,11 +37,12 @@ from qaft.training.checkpoint import (
     atomic_save,
     load_model,
     read_run_checkpoint,
+    restore_run_state,
     save_model,
 )
 from qaft.training.data import CropSampler
 from qaft.training.stopping import StopRequests, TrainingInterrupted
-from qaft.training.train import resolve_device
+from qaft.training.train import check_fresh_run, resolve_device
 
 PARTS = ("decoder", "hyper-decoder")
 
@@ -128,8 +129,13 @@ def _index_bins(indices: np.ndarray, step: float, machine_q: np.ndarray | None):
 
 
 def finetune(cfg: FinetuneConfig, resume: bool = False, progress: bool = True) -> Path:
-    """Runs (or resumes) a stage-2 run; returns the path of the finetuned model file."""
+    """Runs (or resumes) a stage-2 run; returns the path of the finetuned model file.
+
+    A fresh run refuses a folder that holds a run already (:func:`check_fresh_run`).
+    """
     out = Path(cfg.out)
+    if not resume:
+        check_fresh_run(out)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -155,9 +161,8 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, progress: bool = True) -
     ckpt_path = out / "last.pt"
     if resume:
         state = read_run_checkpoint(ckpt_path)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        sampler.set_state(state["sampler"])
+        parts = {"model": model.load_state_dict, "opt": opt.load_state_dict}
+        restore_run_state(ckpt_path, state, {**parts, "sampler": sampler.set_state})
         step = state["step"]
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
 

@@ -7,17 +7,20 @@ import math
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm import tqdm
 
+from qaft.runtime.errors import QaftError
 from qaft.training.checkpoint import (
     CheckpointError,
     atomic_save,
     load_model,
     read_run_checkpoint,
+    restore_run_state,
     save_model,
 )
 from qaft.training.data import CropSampler
@@ -81,6 +84,68 @@ class TrainConfig:
         if self.amp not in AMP_MODES:
             raise ValueError(f"unknown amp {self.amp!r}; choose from {AMP_MODES}")
         self.lr_decay_at = tuple(self.lr_decay_at)
+
+
+#: What a run learns: a resumed run keeps these, and a different value is refused.
+RUN_FIXED = ("lmbda", "N", "M", "stand_in", "seed", "init_from", "widen")
+#: The machine's, not the run's: a resumed run takes them from the command line (or the
+#: defaults), so a run begun on a GPU can go on on a CPU without ``--device``/``--amp``.
+MACHINE = ("device", "threads", "amp", "channels_last", "compile")
+#: The files a run writes into its folder (a run folder is recognised by them).
+RUN_FILES = ("config.json", "last.pt", "model.pt", "log.jsonl")
+
+
+class RunFolderError(QaftError):
+    """A run folder that does not fit the request (an existing run without ``--resume``,
+    an option that contradicts the run being resumed)."""
+
+
+def _option(name: str) -> str:
+    return "--" + (name if name in ("N", "M") else name.replace("_", "-"))
+
+
+def check_fresh_run(out: str | Path) -> None:
+    """Refuses to start a run in a folder that holds one: it would overwrite its checkpoint
+    and model and mix two runs in one log.  An empty, unrelated or missing folder is fine."""
+    out = Path(out)
+    found = [f for f in RUN_FILES if (out / f).exists()]
+    if found:
+        raise RunFolderError(
+            f"{out} holds a run already ({', '.join(found)}): continue it with --resume, "
+            "or choose another --out"
+        )
+
+
+def resume_config(out: str | Path, given: dict[str, Any]) -> TrainConfig:
+    """The configuration to resume the run in ``out`` with: the run's own (from its
+    checkpoint), with ``given`` (the options named on the command line) laid over it.
+
+    Options in :data:`RUN_FIXED` may be repeated but not changed; the schedule (``steps``,
+    ``lr_decay_at``, ``time_budget``, ``lr``, ...) may be changed; :data:`MACHINE` options
+    come from ``given`` or the defaults, never from the run.
+    """
+    ckpt = Path(out) / "last.pt"
+    stored = read_run_checkpoint(ckpt).get("config")
+    if not isinstance(stored, dict):
+        raise CheckpointError(f"{ckpt}: records no run configuration")
+    _check_fixed(stored, given, ckpt)
+    names = {f.name for f in fields(TrainConfig)}
+    merged = {k: v for k, v in stored.items() if k in names and k not in MACHINE}
+    merged.update({k: v for k, v in given.items() if k in names})
+    merged["out"] = str(out)
+    try:
+        return TrainConfig(**merged)
+    except TypeError as exc:
+        raise CheckpointError(f"{ckpt}: unusable run configuration ({exc})") from None
+
+
+def _check_fixed(stored: dict[str, Any], given: dict[str, Any], ckpt: Path) -> None:
+    for k in RUN_FIXED:
+        if k in given and given[k] != stored.get(k):
+            raise RunFolderError(
+                f"{_option(k)} {given[k]} differs from the run's {stored.get(k)} "
+                f"({ckpt}): a resumed run keeps it (leave the option out)"
+            )
 
 
 def resolve_device(device: str) -> torch.device:
@@ -184,8 +249,20 @@ Validator = Callable[[MeanScaleHyperprior], dict]
 def train(
     cfg: TrainConfig, resume: bool = False, validate: Validator | None = None, progress: bool = True
 ) -> Path:
-    """Runs (or resumes) a stage-1 run; returns the path of the final model file."""
+    """Runs (or resumes) a stage-1 run; returns the path of the final model file.
+
+    A fresh run refuses a folder that holds a run (:func:`check_fresh_run`); a resumed one
+    refuses a ``cfg`` whose :data:`RUN_FIXED` settings differ from the run's.
+    """
     out = Path(cfg.out)
+    state = None
+    if resume:
+        # read before anything is written or built: a mismatch fails with nothing changed
+        state = read_run_checkpoint(out / "last.pt")
+        if isinstance(state.get("config"), dict):
+            _check_fixed(state["config"], asdict(cfg), out / "last.pt")
+    else:
+        check_fresh_run(out)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -220,13 +297,10 @@ def train(
 
     step, elapsed, skipped = 0, 0.0, 0
     ckpt_path = out / "last.pt"
-    if resume:
-        state = read_run_checkpoint(ckpt_path)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        aux_opt.load_state_dict(state["aux_opt"])
-        sampler.set_state(state["sampler"])
-        torch.set_rng_state(state["torch_rng"])
+    if state is not None:
+        parts = {"model": model.load_state_dict, "opt": opt.load_state_dict}
+        parts |= {"aux_opt": aux_opt.load_state_dict, "sampler": sampler.set_state}
+        restore_run_state(ckpt_path, state, {**parts, "torch_rng": torch.set_rng_state})
         step = state["step"]
         elapsed = state.get("elapsed", 0.0)
         skipped = state.get("skipped", 0)
@@ -335,10 +409,15 @@ def snapshot(run_dir: str | Path, out: str | Path) -> Path:
     ckpt = run_dir / "last.pt"
     if not ckpt.is_file():
         raise CheckpointError(f"{run_dir}: no training checkpoint (last.pt)")
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
-    cfg = state["config"]
-    model = MeanScaleHyperprior(ModelConfig(cfg["N"], cfg["M"]))
-    model.load_state_dict(state["model"])
+    state = read_run_checkpoint(ckpt)
+    cfg = state.get("config")
+    try:
+        model = MeanScaleHyperprior(ModelConfig(cfg["N"], cfg["M"]))
+        model.load_state_dict(state["model"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(
+            f"{ckpt}: inconsistent training checkpoint ({str(exc).splitlines()[0]})"
+        ) from None
     save_model(
         out,
         model,

@@ -1,0 +1,318 @@
+"""Files and folders the PyTorch side is handed are data, not instructions: a checkpoint
+runs no code, ``export --out`` destroys nothing but a model folder it was told to
+replace, and a run folder is neither overwritten by a new run nor resumed with another
+architecture."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import pathlib
+import shutil
+from dataclasses import replace
+
+import pytest
+import torch
+from click.testing import CliRunner
+from conftest import REPO
+from test_training import (
+    tiny_run,
+    train_dir,  # noqa: F401 (a fixture)
+)
+
+from qaft.cli.qaft import main
+from qaft.export.onnx_export import ExportTargetError, export_model
+from qaft.training.checkpoint import CheckpointError, load_blob, load_model, save_model
+
+
+class _Payload:
+    """Unpickling this creates ``marker``: the harmless stand-in for arbitrary code."""
+
+    def __init__(self, marker: pathlib.Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (pathlib.Path.touch, (self.marker,))
+
+
+def qaft(*args) -> object:
+    """``qaft ARGS`` in this process; the result of click's runner."""
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def assert_one_line_error(result, needle: str = "") -> None:
+    # a SystemExit from fail_cleanly, not an exception the runner caught (a traceback)
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert needle in lines[0]
+
+
+# ---- 2. checkpoints are read without running code --------------------------------------------
+
+
+@pytest.fixture
+def evil(tmp_path) -> dict[str, pathlib.Path]:
+    """A model file, a run folder and a delta model whose files run code when unpickled."""
+    marker = tmp_path / "pwned"
+    blob = {"format": "qaft-model", "version": 1, "model": _Payload(marker), "config": {}}
+    (tmp_path / "evil").mkdir()
+    torch.save(blob, tmp_path / "evil" / "model.pt")
+    (tmp_path / "run").mkdir()
+    torch.save(blob, tmp_path / "run" / "last.pt")
+    (tmp_path / "delta").mkdir()  # a delta model file whose base is the evil one
+    base = {"path": "../evil/model.pt", "weights_sha256": "0" * 64}
+    delta = {"format": "qaft-model", "version": 2, "config": {}, "state_dict": {}, "base": base}
+    torch.save({**delta, "tables": None, "meta": {}}, tmp_path / "delta" / "model.pt")
+    return {
+        "marker": marker,
+        "model": tmp_path / "evil" / "model.pt",
+        "run": tmp_path / "run",
+        "delta": tmp_path / "delta" / "model.pt",
+    }
+
+
+def test_the_payload_is_live(evil):
+    # what the old loaders (weights_only=False) did: the tests below would catch it
+    torch.load(evil["model"], weights_only=False)
+    assert evil["marker"].exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["import-compressai", "{model}", "--out", "{tmp}/x.pt"],
+        ["export", "--ckpt", "{model}", "--out", "{tmp}/folder"],
+        ["finetune", "--ckpt", "{model}", "--data", "{images}", "--out", "{tmp}/ft"],
+        ["eval", "--ckpt", "{model}", "--data", "{images}"],
+        ["eval", "--ckpt", "{delta}", "--data", "{images}"],
+        ["calibrate", "--ckpt", "{model}", "--data", "{images}"],
+        ["calibrate", "--ckpt", "{model}", "--data", "{images}", "--reset"],
+        ["tune-quantizer", "--ckpt", "{model}", "--quantizer", "rdoq", "--data", "{images}"],
+        ["train", "--resume", "--out", "{run}"],
+        ["train", "--data", "{images}", "--lmbda", "0.01", "--out", "{tmp}/new", "--N", "8",
+         "--M", "12", "--crop", "32", "--steps", "1", "--val-every", "0", "--init-from",
+         "{model}"],
+        ["snapshot", "--run", "{run}", "--out", "{tmp}/snap.pt"],
+        ["finetune", "--ckpt", "{tiny}", "--data", "{images}", "--crop", "32", "--out", "{run}",
+         "--resume"],
+    ],
+    ids=lambda a: " ".join(x for x in a if not x.startswith("{"))[:40],
+)  # fmt: skip
+def test_no_command_runs_code_from_a_checkpoint(evil, image_dir, tiny_model_file, tmp_path, args):
+    subs = {"{model}": evil["model"], "{delta}": evil["delta"], "{run}": evil["run"]}
+    subs |= {"{images}": image_dir, "{tiny}": tiny_model_file}
+    args = [str(subs.get(a, a)).replace("{tmp}", str(tmp_path)) for a in args]
+    result = qaft(*args)
+    assert not evil["marker"].exists()
+    assert_one_line_error(result, "not a plain checkpoint (refusing to run code from it)")
+
+
+def test_bundled_model_files_load_without_running_code():
+    files = sorted(glob.glob(str(REPO / "training/zoo/*/*.pt")))
+    files += sorted(glob.glob(str(REPO / "training/warm/*.pt")))
+    assert files
+    for f in files:
+        assert isinstance(load_blob(f), dict), f
+    assert load_model(REPO / "training/zoo/q3-sq/model.pt").meta["stage"] == 2  # via its base
+
+
+def test_written_files_are_plain(train_dir, tiny_model_file, image_dir, tmp_path):  # noqa: F811
+    """What qaft writes needs no allow-list at all: a bare weights-only load reads it."""
+    from qaft.training.calibrate import fit_model, store
+    from qaft.training.checkpoint import update_meta
+    from qaft.training.finetune import FinetuneConfig, finetune
+    from qaft.training.train import train
+
+    final = train(tiny_run(train_dir, tmp_path, steps=2, ckpt_every=1), progress=False)
+    ft = FinetuneConfig(ckpt=str(final), data=str(train_dir), out=str(tmp_path / "ft"),
+                        steps=1, batch=1, crop=64, device="cpu")  # fmt: skip
+    ft_final = finetune(ft, progress=False)
+    model = tmp_path / "tiny.pt"
+    shutil.copy(tiny_model_file, model)
+    fingerprint = load_model(model).fingerprint
+    update_meta(model, {"note": "rewritten"})
+    assert load_model(model).fingerprint == fingerprint  # tables as tensors: the same model
+    store(model, fit_model(model, sorted(image_dir.iterdir())).calibration, {"images": 3})
+    for f in [final, tmp_path / "run" / "last.pt", ft_final, tmp_path / "ft" / "last.pt", model]:
+        assert isinstance(torch.load(f, weights_only=True), dict), f
+
+
+def _delta_pair(tiny_model_file, root: pathlib.Path) -> pathlib.Path:
+    """A stage-1 model and a delta on it, laid out as in the zoo (q1/, q1-sq/)."""
+    (root / "q1").mkdir(parents=True)
+    shutil.copy(tiny_model_file, root / "q1" / "model.pt")
+    loaded = load_model(tiny_model_file)
+    with torch.no_grad():
+        loaded.model.g_s[0].weight.add_(0.01)
+    (root / "q1-sq").mkdir()
+    delta = root / "q1-sq" / "model.pt"
+    save_model(delta, loaded.model, {**loaded.meta, "stage": 2}, base=root / "q1" / "model.pt")
+    return delta
+
+
+def test_a_base_model_outside_the_zoo_folder_is_refused(tiny_model_file, tmp_path):
+    delta = _delta_pair(tiny_model_file, tmp_path / "zoo")
+    blob = load_blob(delta)
+    assert blob["base"]["path"] == "../q1/model.pt"
+    assert load_model(delta).meta["stage"] == 2
+    outside = tmp_path / "elsewhere" / "model.pt"
+    outside.parent.mkdir()
+    shutil.copy(tiny_model_file, outside)  # a real, matching model: only its place is wrong
+    for ref, needle in [
+        (str(outside), "not a relative path"),
+        ("../../elsewhere/model.pt", "lies outside"),
+        ("../q1/../../elsewhere/model.pt", "lies outside"),
+    ]:
+        torch.save({**blob, "base": {**blob["base"], "path": ref}}, delta)
+        with pytest.raises(CheckpointError, match=needle):
+            load_model(delta)
+    loaded = load_model(tiny_model_file)
+    with pytest.raises(CheckpointError, match="lies outside"):
+        save_model(tmp_path / "zoo" / "q1-sq" / "other.pt", loaded.model, {}, base=outside)
+
+
+# ---- 1. export --out replaces nothing but a model folder, and only with --force -------------
+
+
+def _tree(folder: pathlib.Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_export_refuses_a_folder_that_is_not_a_model_folder(tiny_model_file, tmp_path, force):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "cat.jpg").write_bytes(b"\xff\xd8 a photo")
+    (tmp_path / "a-file").write_bytes(b"keep me")
+    before = _tree(tmp_path)
+    result = qaft("export", "--ckpt", tiny_model_file, "--out", photos, *(["--force"] * force))
+    assert_one_line_error(result, str(photos))
+    # a file: click's own check refuses it first; the export function refuses it too
+    result = qaft("export", "--ckpt", tiny_model_file, "--out", tmp_path / "a-file")
+    assert result.exit_code != 0
+    with pytest.raises(ExportTargetError, match="is a file"):
+        export_model(load_model(tiny_model_file), tmp_path / "a-file", force=force)
+    assert _tree(tmp_path) == before and sorted(os.listdir(tmp_path)) == ["a-file", "photos"]
+
+
+@pytest.mark.parametrize("where", [".", "..", "{parent}"])
+def test_export_refuses_the_working_directory_and_folders_above_it(
+    tiny_model_file, tmp_path, monkeypatch, where
+):
+    work = tmp_path / "a" / "b"
+    work.mkdir(parents=True)
+    (work / "notes.txt").write_text("mine")
+    # a model folder (the check that it is one must not matter) holding the cwd
+    (tmp_path / "a" / "manifest.json").write_text(json.dumps({"format": "qaft-model-dir"}))
+    monkeypatch.chdir(work)
+    before = _tree(tmp_path)
+    out = str(tmp_path / "a") if where == "{parent}" else where
+    result = qaft("export", "--ckpt", tiny_model_file, "--out", out, "--force")
+    assert_one_line_error(result, "working directory")
+    assert _tree(tmp_path) == before
+
+
+def test_export_fills_an_empty_folder_and_replaces_a_model_folder_only_with_force(
+    tiny_model_file, tmp_path
+):
+    out = tmp_path / "model"
+    out.mkdir()
+    args = ["export", "--ckpt", tiny_model_file, "--out", out, "--no-fp16"]
+    assert qaft(*args).exit_code == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["format"] == "qaft-model-dir"
+    (out / "old-engine.plan").write_bytes(b"from an earlier export")
+    before = _tree(out)
+    assert_one_line_error(qaft(*args), "--force")
+    assert _tree(out) == before
+    result = qaft(*args, "--force")
+    assert result.exit_code == 0, result.output
+    assert not (out / "old-engine.plan").exists()
+    assert json.loads((out / "manifest.json").read_text())["fingerprint"] == manifest["fingerprint"]
+    assert os.listdir(tmp_path) == ["model"]  # no temporary or set-aside folder left
+
+
+def test_a_failed_swap_keeps_the_old_model_folder(tmp_path, monkeypatch):
+    from qaft.export import onnx_export
+
+    out, new = tmp_path / "model", tmp_path / ".model.new"
+    for folder, text in [(out, "old"), (new, "new")]:
+        folder.mkdir()
+        (folder / "manifest.json").write_text(json.dumps({"format": "qaft-model-dir"}))
+        (folder / "graph").write_text(text)
+    real = os.replace
+
+    def failing(src, dst):
+        if pathlib.Path(src) == new:
+            raise OSError("disk gone")
+        real(src, dst)
+
+    monkeypatch.setattr(onnx_export.os, "replace", failing)
+    with pytest.raises(OSError, match="disk gone"):
+        onnx_export._move_into_place(new, out, force=True)
+    assert (out / "graph").read_text() == "old"
+    assert sorted(os.listdir(tmp_path)) == [".model.new", "model"]
+    monkeypatch.setattr(onnx_export.os, "replace", real)
+    onnx_export._move_into_place(new, out, force=True)
+    assert (out / "graph").read_text() == "new" and os.listdir(tmp_path) == ["model"]
+
+
+# ---- 3. run folders: --resume takes the run's settings, a new run does not overwrite one ----
+
+
+@pytest.fixture
+def run(train_dir, tmp_path) -> pathlib.Path:  # noqa: F811
+    from qaft.training.train import train
+
+    train(tiny_run(train_dir, tmp_path, steps=2, log_every=1, ckpt_every=1), progress=False)
+    return tmp_path / "run"
+
+
+def _steps(run: pathlib.Path) -> list[int]:
+    return [json.loads(s)["step"] for s in (run / "log.jsonl").read_text().splitlines()]
+
+
+def test_resume_takes_the_architecture_from_the_run(run):
+    result = qaft("train", "--resume", "--out", run, "--steps", "3", "--N", "8")
+    assert result.exit_code == 0, result.output
+    assert _steps(run) == [1, 2, 3]
+    cfg = json.loads((run / "config.json").read_text())
+    assert (cfg["N"], cfg["M"], cfg["lmbda"], cfg["steps"], cfg["crop"]) == (8, 12, 0.01, 3, 64)
+
+
+@pytest.mark.parametrize(
+    "option", [["--N", "16"], ["--M", "24"], ["--lmbda", "0.02"], ["--stand-in", "ste"]]
+)
+def test_resume_refuses_options_that_contradict_the_run(run, option):
+    before = _tree(run)
+    result = qaft("train", "--resume", "--out", run, "--steps", "3", *option)
+    assert_one_line_error(result, option[0])
+    assert _tree(run) == before
+
+
+def test_resume_through_the_api_refuses_another_architecture(run, train_dir, tmp_path):  # noqa: F811
+    from qaft.training.train import RunFolderError, train
+
+    cfg = tiny_run(train_dir, tmp_path, steps=3)
+    with pytest.raises(RunFolderError, match="--N 16"):
+        train(replace(cfg, N=16), resume=True, progress=False)
+
+
+def test_a_new_run_refuses_a_folder_holding_a_run(run, train_dir, tiny_model_file):  # noqa: F811
+    before = _tree(run)
+    result = qaft("train", "--data", train_dir, "--lmbda", "0.01", "--out", run, "--N", "8",
+                  "--M", "12", "--crop", "64", "--steps", "1", "--val-every", "0")  # fmt: skip
+    assert_one_line_error(result, "--resume")
+    result = qaft("finetune", "--ckpt", tiny_model_file, "--data", train_dir, "--out", run)
+    assert_one_line_error(result, "--resume")
+    assert _tree(run) == before
+
+
+def test_a_new_run_may_use_an_empty_folder(train_dir, tmp_path):  # noqa: F811
+    from qaft.training.train import train
+
+    (tmp_path / "run").mkdir()
+    assert train(tiny_run(train_dir, tmp_path, steps=1), progress=False).is_file()
