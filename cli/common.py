@@ -17,7 +17,7 @@ def _terminate(signum, frame):
     raise KeyboardInterrupt
 
 
-def _interrupted(exc: BaseException) -> None:
+def _interrupted(exc: BaseException, hard: bool = False) -> None:
     """Prints what an interrupt leaves behind and exits 130, without waiting for work in
     flight: a thread inside ONNX Runtime or an image decoder cannot be stopped, so the
     process ends under it (its temporary files are removed first)."""
@@ -31,7 +31,10 @@ def _interrupted(exc: BaseException) -> None:
         "rerun the same command to do the rest",
         err=True,
     )
-    if any(t.is_alive() for t in threading.enumerate() if t is not threading.current_thread()):
+    # ``hard``: a command thread is (or may be) still running; an interpreter shutdown under
+    # it can abort in ONNX Runtime's destructors
+    others = any(t.is_alive() for t in threading.enumerate() if t is not threading.current_thread())
+    if hard or others:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(130)
@@ -43,17 +46,21 @@ def _run_in_thread(fn, args, kwargs):
     steps, so SIGINT and SIGTERM are seen within a fraction of a second even while the work
     sits in C code (ONNX Runtime, a blocking open) that Python cannot interrupt."""
     box: dict = {}
+    done = threading.Event()
 
     def target():
         try:
             box["result"] = fn(*args, **kwargs)
         except BaseException as exc:  # noqa: BLE001 - re-raised on the main thread
             box["error"] = exc
+        finally:
+            done.set()
 
-    worker = threading.Thread(target=target, name="qaft-command", daemon=True)
-    worker.start()
-    while worker.is_alive():
-        worker.join(0.1)
+    # An Event, not Thread.join: a join interrupted by the signal can mark a running thread
+    # as stopped (CPython's tstate-lock handling).
+    threading.Thread(target=target, name="qaft-command", daemon=True).start()
+    while not done.wait(0.1):
+        pass
     if "error" in box:
         raise box["error"]
     return box.get("result")
@@ -75,20 +82,25 @@ def fail_cleanly(fn=None, *, threaded=False):
     def wrapper(*args, **kwargs):
         previous = None
         main = threading.current_thread() is threading.main_thread()
-        if main:
-            previous = signal.signal(signal.SIGTERM, _terminate)
+        if main:  # the console script ended the process on either (cli/entry.py) until now
+            previous = (
+                signal.signal(signal.SIGTERM, _terminate),
+                signal.signal(signal.SIGINT, signal.default_int_handler),
+            )
+        in_thread = main and (threaded(kwargs) if callable(threaded) else threaded)
         try:
-            if main and (threaded(kwargs) if callable(threaded) else threaded):
+            if in_thread:
                 return _run_in_thread(fn, args, kwargs)
             return fn(*args, **kwargs)
         except (QaftError, OSError, ValueError) as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)
         except KeyboardInterrupt as exc:
-            _interrupted(exc)
+            _interrupted(exc, hard=in_thread)
         finally:
             if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+                signal.signal(signal.SIGTERM, previous[0])
+                signal.signal(signal.SIGINT, previous[1])
 
     return wrapper
 

@@ -73,6 +73,7 @@ def plan(
     output would overwrite an input of the run (``inputs``)."""
     by_dest: dict[str, list[tuple[Path, Path]]] = {}
     read = {_key(p) for p in inputs} | {os.path.realpath(p) for p in inputs}
+    root = os.path.realpath(out_dir)
     for src, rel in files:
         dest = out_dir / rel.with_suffix(suffix)
         by_dest.setdefault(_key(dest), []).append((src, dest))
@@ -84,8 +85,11 @@ def plan(
                 refused.append((src, f"{names} would all be written to {dest}: rename them"))
             continue
         src, dest = group[0]
+        parent = os.path.realpath(dest.parent)
         if _key(dest) in read or os.path.realpath(dest) in read:
             refused.append((src, f"{dest} is an input of this run and would be overwritten"))
+        elif parent != root and not parent.startswith(root.rstrip(os.sep) + os.sep):
+            refused.append((src, f"{dest} would be written outside {out_dir} (a symlink)"))
         else:
             jobs.append(Job(src, dest))
     return jobs, refused
@@ -141,6 +145,7 @@ def write(dest: Path, data: bytes, replace: bool = False) -> None:
     with _LIVE_LOCK:
         _LIVE.add(tmp)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 is for the temporary only
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         if os.path.isdir(dest) and not os.path.islink(dest):
@@ -168,6 +173,53 @@ def write(dest: Path, data: bytes, replace: bool = False) -> None:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+
+
+def _umask() -> int:
+    """This process's umask, read without changing it where the system allows."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and put back at once
+    os.umask(mask)
+    return mask
+
+
+def write_json(path: Path, text: str, inputs: Iterable[Path], ours: Callable[[object], bool]):
+    """Writes a results file through :func:`write`, replacing only a file that ``ours``
+    accepts as this kind of results (a JSON document), never an input of the run, a
+    symlink, or anything else: :class:`QaftError`."""
+    import json
+
+    from qaft.runtime.errors import QaftError
+
+    if _key(path) in {_key(p) for p in inputs} or os.path.realpath(path) in {
+        os.path.realpath(p) for p in inputs
+    }:
+        raise QaftError(f"{path} is an input of this run: choose another --json")
+    if exists(path):
+        import stat
+
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            raise QaftError(f"{path} exists and is not a regular file: choose another --json")
+        try:
+            with open(path, "rb") as f:
+                old = json.loads(f.read(1 << 26))
+        except (OSError, ValueError):
+            old = None
+        if not ours(old):
+            raise QaftError(f"{path} exists and is not a results file of this command; it is "
+                            "left as it is (choose another --json)")  # fmt: skip
+    write(path, text.encode(), replace=True)
+
+
+def printable(line: str) -> str:
+    """``line`` with control characters escaped, so that a file name cannot forge lines."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in line)
 
 
 def write_error(exc: OSError, dest: Path) -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from qaft.cli import outputs
 from qaft.cli.common import fail_cleanly, print_models, quantizer_options
 
 
@@ -189,7 +190,7 @@ def eval_cmd(
     models, ckpts, data, quantizer, step, q_lmbda, json_out, name, max_images, update
 ) -> None:
     """Rate-distortion of models on a folder, coding real files (one point per model)."""
-    from qaft.runtime.evaluation import curve_point, read_points, write_results
+    from qaft.runtime.evaluation import curve_point, is_results, read_points, results_text
     from qaft.training.evaluate import evaluate_codec
 
     if not models and not ckpts:
@@ -223,7 +224,8 @@ def eval_cmd(
         )
         labels = {p["model"].get("label") for p in points}
         points += [p for p in kept if p["model"].get("label") not in labels]
-        write_results(json_out, name, desc, points)
+        text = results_text(name, desc, points)
+        outputs.write_json(Path(json_out), text, images, is_results)
         click.echo(f"wrote {json_out}")
 
 

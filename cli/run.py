@@ -69,12 +69,9 @@ def _jobs_option(fn):
 def _open_model(model: str):
     """A model folder path or a bundled model name -> verified ModelDir."""
     from qaft.runtime.model_dir import open_model_dir
-    from qaft.runtime.zoo import model_path
+    from qaft.runtime.zoo import resolve
 
-    path = Path(model)
-    if path.is_dir() or os.sep in model:
-        return open_model_dir(path)
-    return open_model_dir(model_path(model))
+    return open_model_dir(resolve(model))
 
 
 def _codec(model_dir, backend: str, threads: int, precision: str = "fp32"):
@@ -89,10 +86,17 @@ def _codec(model_dir, backend: str, threads: int, precision: str = "fp32"):
     return codec
 
 
-def _inputs(paths: tuple[str, ...], suffixes: tuple[str, ...], recursive: bool):
-    """(file, path relative to its root) for files and folders given on the command line."""
+def _inputs(paths: tuple[str, ...], suffixes: tuple[str, ...], recursive: bool, bad=None):
+    """(file, path relative to its root) for files and folders given on the command line.
+
+    A path that exists but is neither a regular file nor a folder (a FIFO, a device) is
+    appended to ``bad`` as (path, why), a failure of that input alone; without ``bad`` it
+    is an error like a missing path."""
     out = []
     for p in map(Path, paths):
+        if bad is not None and p.exists() and not (p.is_dir() or p.is_file()):
+            bad.append((p, "not a regular file"))
+            continue
         if p.is_dir():
             it = p.rglob("*") if recursive else p.iterdir()
             out += [
@@ -104,7 +108,7 @@ def _inputs(paths: tuple[str, ...], suffixes: tuple[str, ...], recursive: bool):
             out.append((p, Path(p.name)))
         else:
             raise QaftError(f"{p}: no such file or folder")
-    if not out:
+    if not out and not bad:
         raise QaftError(f"nothing to do: no {'/'.join(suffixes)} files in {', '.join(paths)}")
     return out
 
@@ -199,6 +203,7 @@ def info(file) -> None:
     "--workers",
     default=0,
     show_default=True,
+    type=click.IntRange(0),
     help="With --ray: workers (0: the cluster's CPUs / --threads).",
 )
 @click.option(
@@ -229,13 +234,14 @@ def compress(
     from qaft.runtime.quantizers import QUANTIZERS
     from qaft.runtime.zoo import DEFAULT_MODEL
 
-    files = _inputs(paths, IMAGE_SUFFIXES, recursive)
+    bad: list = []
+    files = _inputs(paths, IMAGE_SUFFIXES, recursive, bad)
     model_dir = _open_model(model or DEFAULT_MODEL)
     params = C.resolve_params(model_dir.quantizer_defaults, quantizer, step, q_lmbda)
     expect = (model_dir.fingerprint, QUANTIZERS[quantizer], params)
     planned, clashes = outputs.plan(files, Path(out), ".qaft", [f for f, _ in files])
     todo, fresh, failed = outputs.sort_jobs(planned, lambda j: _stream_state(j, *expect), force)
-    failed = clashes + failed
+    failed = bad + clashes + failed
     codec = None if ray_address else _codec(model_dir, backend, threads, precision)
 
     def work(job):
@@ -263,13 +269,15 @@ def compress(
         )
     else:
         results = _ordered_map(work, todo, jobs)
-    done = _write_results(results, len(todo), force, failed, "compress")
-    _summary("compressed", done, fresh, failed)
+    done, left = _write_results(results, len(todo), force, failed, "compress", stamp=True)
+    _summary("compressed", done, fresh, failed, left)
 
 
 def _stream_state(job: outputs.Job, fingerprint: bytes, quant, params) -> outputs.State:
     """What is at a compress output: up to date only if it is a whole .qaft file of this
-    model, quantizer and step, of the input's size, and not older than the input."""
+    model, quantizer and step, of the input's size, bearing the input's modification time
+    (which compress gives each file it writes, as rsync does: an input replaced by another,
+    even an older one, makes its output stale)."""
     from qaft.runtime import container
     from qaft.runtime.codec import header_step
     from qaft.runtime.image import upright_size
@@ -291,7 +299,7 @@ def _stream_state(job: outputs.Job, fingerprint: bytes, quant, params) -> output
         and header.quantizer_id == quant.id
         and header.step == header_step(quant, params)
         and (header.height, header.width) == size
-        and os.stat(job.dest).st_mtime >= os.stat(job.src).st_mtime
+        and os.stat(job.dest).st_mtime_ns == os.stat(job.src).st_mtime_ns
     )
     return outputs.State.UP_TO_DATE if same else outputs.State.STALE
 
@@ -335,33 +343,43 @@ def _regular(path: Path) -> outputs.State:
     return outputs.State.STALE if regular else outputs.State.FOREIGN
 
 
-def _write_results(results, total: int, force: bool, failed: list, desc: str) -> int:
+def _write_results(
+    results, total: int, force: bool, failed: list, desc: str, stamp: bool = False
+) -> tuple[int, int]:
     """Writes each (job, bytes) as it arrives; a (job, QaftError) and a failed write are
-    that file's failure, and a full disk stops the batch.  Returns the number written."""
+    that file's failure, and a full disk stops the batch.  With ``stamp`` each output gets
+    its input's modification time.  Returns (written, not attempted)."""
     from tqdm import tqdm
 
-    done = 0
+    done = seen = 0
     for job, result in tqdm(results, total=total, disable=not sys.stderr.isatty(), desc=desc):
+        seen += 1
         if isinstance(result, QaftError):
             failed.append((job.src, str(result)))
             continue
         try:
             outputs.write(job.dest, result, replace=force)
+            if stamp:
+                st = os.stat(job.src)
+                os.utime(job.dest, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
         except OSError as exc:
             failed.append((job.src, outputs.write_error(exc, job.dest)))
             if exc.errno in outputs.FATAL_WRITE_ERRORS:
-                failed.append((job.dest.parent, "stopped: nothing more can be written there"))
                 break
             continue
         done += 1
-    return done
+    return done, total - seen
 
 
-def _summary(verb: str, done: int, fresh: int, failed: list) -> None:
-    click.echo(f"{verb} {done}, skipped {fresh} up to date, failed {len(failed)}")
+def _summary(verb: str, done: int, fresh: int, failed: list, left: int = 0) -> None:
+    """The closing line, then one ``error:`` line per failed input (control characters in
+    names escaped, so a name cannot forge a line); exit status 1 if anything failed or was
+    left undone (``left``: files not attempted after the disk filled)."""
+    undone = f", not attempted {left} (nothing more could be written)" if left else ""
+    click.echo(f"{verb} {done}, skipped {fresh} up to date, failed {len(failed)}{undone}")
     for src, why in failed:
-        click.echo(f"error: {src}: {why}", err=True)
-    if failed:
+        click.echo(outputs.printable(f"error: {src}: {why}"), err=True)
+    if failed or left:
         sys.exit(1)
 
 
@@ -396,7 +414,8 @@ def decompress(paths, out, model, recursive, force, jobs, backend, threads, prec
     from qaft.runtime.model_dir import open_model_dir
     from qaft.runtime.zoo import find_by_fingerprint
 
-    files = _inputs(paths, (".qaft",), recursive)
+    bad: list = []
+    files = _inputs(paths, (".qaft",), recursive, bad)
     planned, clashes = outputs.plan(files, Path(out), ".png", [f for f, _ in files])
 
     def state(job):
@@ -407,7 +426,7 @@ def decompress(paths, out, model, recursive, force, jobs, backend, threads, prec
         return _image_state(job, digest)
 
     todo, fresh, failed = outputs.sort_jobs(planned, state, force)
-    failed = clashes + failed
+    failed = bad + clashes + failed
     fixed = _codec(_open_model(model), backend, threads, precision) if model else None
     codecs: OrderedDict[bytes, object] = OrderedDict()
     lock = threading.Lock()  # each model's sessions are created once, by one thread
@@ -436,8 +455,47 @@ def decompress(paths, out, model, recursive, force, jobs, backend, threads, prec
         except QaftError as exc:
             return job, exc
 
-    done = _write_results(_ordered_map(work, todo, jobs), len(todo), force, failed, "decompress")
-    _summary("decompressed", done, fresh, failed)
+    results = _ordered_map(work, todo, jobs)
+    done, left = _write_results(results, len(todo), force, failed, "decompress")
+    _summary("decompressed", done, fresh, failed, left)
+
+
+#: What `demo` wrote in its --out folder (file name -> SHA-256): it replaces those files
+#: while they are unchanged, and nothing else.
+DEMO_RECORD = ".qaft-demo.json"
+
+
+def _digest(data_or_path) -> str | None:
+    """SHA-256 of bytes, or of a regular file's contents (None for anything else)."""
+    import hashlib
+    import stat
+
+    if isinstance(data_or_path, bytes):
+        return hashlib.sha256(data_or_path).hexdigest()
+    if not stat.S_ISREG(os.lstat(data_or_path).st_mode):
+        return None
+    h = hashlib.sha256()
+    with open(data_or_path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _demo_record(out_dir: Path) -> dict[str, str]:
+    """The files an earlier demo wrote into ``out_dir``; a record that is not one (a user's
+    file of that name, a symlink) stops the demo rather than be replaced."""
+    path = out_dir / DEMO_RECORD
+    if not outputs.exists(path):
+        return {}
+    try:
+        if _digest(path) is None:
+            raise ValueError
+        record = json.loads(path.read_text())
+        if not (isinstance(record, dict) and all(isinstance(v, str) for v in record.values())):
+            raise ValueError
+    except (OSError, ValueError):
+        raise QaftError(f"{path} is not a record of qaft-run demo: use another --out") from None
+    return record
 
 
 @main.command()
@@ -479,10 +537,12 @@ def demo(images, model, quantizer, out, backend, threads, precision) -> None:
     pngs, _ = outputs.plan(files, out_dir, ".png", inputs)
     if clashes:
         raise QaftError(clashes[0][1])
-    # the demo replaces its own earlier files, and never anyone else's
-    for job in streams + pngs:
-        if _foreign(job.dest):
-            raise QaftError(f"{job.dest} exists and was not written by qaft-run: use another --out")
+    record = _demo_record(out_dir)
+    for job in streams + pngs:  # its own earlier files, unchanged since, and nobody else's
+        if outputs.exists(job.dest) and record.get(job.dest.name) != _digest(job.dest):
+            raise QaftError(
+                f"{job.dest} exists and was not written by qaft-run demo: use another --out"
+            )
     codec = _codec(_open_model(model or DEFAULT_MODEL), backend, threads)
     click.echo(f"{len(files)} images -> {out_dir}/ ({quantizer})")
     click.echo(
@@ -499,6 +559,8 @@ def demo(images, model, quantizer, out, backend, threads, precision) -> None:
         png = save_png_bytes(dec.image, hashlib.sha256(data).hexdigest())
         outputs.write(pjob.dest, png, replace=True)
         t2 = time.perf_counter()
+        record |= {sjob.dest.name: _digest(data), pjob.dest.name: _digest(png)}
+        outputs.write(out_dir / DEMO_RECORD, json.dumps(record, indent=1).encode(), replace=True)
         h, w = img.shape[:2]
         row = (8 * len(data) / (h * w), psnr(img, dec.image), (t1 - t0) * 1e3, (t2 - t1) * 1e3)
         rows.append(row)
@@ -538,6 +600,8 @@ def bench(model, baseline, images, count, repeat, quantizer, json_out, backend, 
 
     images = images or default_kodak()
     imgs = load_images(Path(images) if images else None, count)
+    if not imgs:
+        raise QaftError(f"no images to time in {images}")
     dirs = {"model": _open_model(model)}
     if baseline:
         dirs["baseline"] = _open_model(baseline)
@@ -582,7 +646,9 @@ def bench(model, baseline, images, count, repeat, quantizer, json_out, backend, 
             f"parameter counts: {result['identical_graphs']}"
         )
     if json_out:
-        Path(json_out).write_text(json.dumps(result, indent=2))
+        ours = lambda obj: isinstance(obj, dict) and "medians_s" in obj  # noqa: E731
+        inputs = list(Path(images).iterdir()) if images else []
+        outputs.write_json(Path(json_out), json.dumps(result, indent=2), inputs, ours)
 
 
 @main.command("eval")
@@ -602,7 +668,13 @@ def bench(model, baseline, images, count, repeat, quantizer, json_out, backend, 
 def eval_cmd(models, data, quantizer, step, q_lmbda, json_out, name, backend, threads, precision):
     """Rate-distortion on a folder with real files, in CompressAI's JSON layout (MS-SSIM is
     left null here: it needs the PyTorch side's `qaft eval`)."""
-    from qaft.runtime.evaluation import curve_point, default_kodak, evaluate_codec, write_results
+    from qaft.runtime.evaluation import (
+        curve_point,
+        default_kodak,
+        evaluate_codec,
+        is_results,
+        results_text,
+    )
     from qaft.runtime.image import IMAGE_SUFFIXES
 
     folder = data or default_kodak()
@@ -624,5 +696,6 @@ def eval_cmd(models, data, quantizer, step, q_lmbda, json_out, name, backend, th
         )
     if json_out:
         desc = f"qaft-run {quantizer} on {len(images)} images of {folder}, real files"
-        write_results(json_out, name, desc, points)
+        text = results_text(name, desc, points)
+        outputs.write_json(Path(json_out), text, images, is_results)
         click.echo(f"wrote {json_out}")

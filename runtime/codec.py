@@ -15,7 +15,7 @@ import numpy as np
 
 from qaft.runtime import container, tiling
 from qaft.runtime.entropy import coder
-from qaft.runtime.entropy.tables import TableSet, scale_to_level
+from qaft.runtime.entropy.tables import scale_to_level
 from qaft.runtime.errors import QaftError
 from qaft.runtime.image import load_rgb
 from qaft.runtime.limits import PAD_MULTIPLE, check_memory, limit_text, padded, size_ok
@@ -246,7 +246,9 @@ def decode(codec: Codec, data: bytes, synthesize: bool = True) -> Decoded:
     ph, pw = padded(header.height), padded(header.width)
     n_z = codec.tables.z_medians.shape[0]
     z_shape = (1, n_z, ph // PAD_MULTIPLE, pw // PAD_MULTIPLE)
-    z_bits = codec.tables.cached("z_min_bits", lambda: min_bits_per_table(codec.tables.z_tables))
+    z_bits = codec.tables.cached(
+        "z_min_bits", lambda: coder.min_bits_per_table(codec.tables.z_tables)
+    )
     _check_carries(z_stream, float(z_bits[:n_z].sum()) * z_shape[2] * z_shape[3], "z", header)
     if not sections[2]:
         raise container.ContainerError("the y section is empty")
@@ -262,12 +264,7 @@ def decode(codec: Codec, data: bytes, synthesize: bool = True) -> Decoded:
     levels, means = codec.entropy_parameters(z_hat)
     t["hyper_synthesis"] = time.perf_counter() - t0
 
-    if not quant.uses_step:  # the scalar quantizers code y under the y tables themselves
-        y_bits = codec.tables.cached(
-            "y_min_bits", lambda: min_bits_per_table(codec.tables.y_tables)
-        )
-        counts = np.bincount(levels.ravel(), minlength=len(y_bits))[: len(y_bits)]
-        _check_carries(sections[2], float(counts @ y_bits), "y", header)
+    _check_carries(sections[2], quant.min_bits(levels, codec.tables, header.step), "y", header)
 
     t0 = time.perf_counter()
     y_idx, y_hat = quant.decode(sections[2:], means, levels, codec.tables, header.step)
@@ -285,12 +282,6 @@ def decode(codec: Codec, data: bytes, synthesize: bool = True) -> Decoded:
 #: of rounding; the margin also covers constriction's quantization of the probabilities.
 _BOUND_SLACK_BITS = 64
 _BOUND_FRACTION = 0.98
-
-
-def min_bits_per_table(tables: TableSet) -> np.ndarray:
-    """Fewest bits any symbol coded under each table costs: −log2 of its largest probability."""
-    pmax = np.array([tables.row(t).max() for t in range(tables.num_tables)], dtype=np.float64)
-    return -np.log2(np.clip(pmax, 1e-300, 1.0))
 
 
 def _check_carries(stream: bytes, needed_bits: float, what: str, header) -> None:

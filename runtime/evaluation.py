@@ -173,9 +173,19 @@ def read_points(path: str | Path) -> list[dict]:
     return points
 
 
-def write_results(path: str | Path, name: str, description: str, points: list[dict]) -> None:
-    """Writes the points, by increasing rate, as a results JSON in CompressAI's layout."""
+def results_text(name: str, description: str, points: list[dict]) -> str:
+    """The points, by increasing rate, as a results JSON in CompressAI's layout."""
     points = sorted(points, key=lambda p: p["summary"]["bpp"])
+    return json.dumps(results_json(name, description, points), indent=2)
+
+
+def is_results(obj) -> bool:
+    """Whether a parsed JSON document is a results file of this layout."""
+    return isinstance(obj, dict) and isinstance(obj.get("results"), dict)
+
+
+def write_results(path: str | Path, name: str, description: str, points: list[dict]) -> None:
+    """Writes :func:`results_text` to ``path`` (benchmarks into the repository's results)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results_json(name, description, points), indent=2))
+    path.write_text(results_text(name, description, points))

@@ -77,6 +77,11 @@ class ModelTables:
 
     @classmethod
     def from_arrays(cls, arrays) -> ModelTables:
+        medians = np.asarray(arrays["z_medians"], dtype=np.float64)
+        # z indices are int32 offsets from the medians: a median out of that range (or not
+        # finite) would code garbage without an error
+        if not np.all(np.isfinite(medians) & (np.abs(medians) < MAX_MEDIAN)):
+            raise ValueError(f"z_medians must be finite and within ±{MAX_MEDIAN:g}")
         return cls(
             z_tables=TableSet.from_arrays(arrays, "z_"),
             z_medians=np.asarray(arrays["z_medians"], dtype=np.float32),
@@ -88,6 +93,10 @@ class ModelTables:
                 else None
             ),
         )
+
+
+#: Bound on the hyper-latent medians (trained models stay within a few units).
+MAX_MEDIAN = 1e4
 
 
 def fingerprint(arrays: dict[str, np.ndarray]) -> bytes:

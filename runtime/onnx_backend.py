@@ -60,6 +60,29 @@ def resolve_backend(backend: str) -> str:
     return backend
 
 
+def _check_signature(path, name: str, sess, arch: dict) -> None:
+    """Refuses a graph whose inputs and outputs are not the ones its role needs (a folder
+    with its graphs swapped, or another model's): one line at open, not a traceback at the
+    first image.  Channels are checked where the graph states them."""
+    n, m = arch.get("N"), arch.get("M")
+    want = {
+        "analysis": ([3], [m, n]),  # image -> y, z
+        "synthesis": ([m], [3]),  # ŷ -> image
+    }[name]
+    got_in, got_out = sess.get_inputs(), sess.get_outputs()
+    for kind, args, channels in (("inputs", got_in, want[0]), ("outputs", got_out, want[1])):
+        ok = len(args) == len(channels) and all(
+            len(a.shape) == 4 and (not isinstance(a.shape[1], int) or a.shape[1] == c)
+            for a, c in zip(args, channels)
+        )
+        if not ok:
+            shapes = ", ".join(str(a.shape) for a in args)
+            raise QaftError(
+                f"{path}: its {kind} ({shapes}) are not those of a {name} graph of this "
+                f"model ({len(channels)} of rank 4, channels {channels})"
+            )
+
+
 class OnnxNetworks:
     """The float graphs (analysis, synthesis) at one precision, one ONNX Runtime session
     each, created once.  ``optimize=False`` turns ONNX Runtime's graph optimizations off."""
@@ -99,11 +122,16 @@ class OnnxNetworks:
             except Exception as exc:  # ORT raises its own types for bad graphs
                 first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
                 raise QaftError(f"{path}: not a loadable ONNX graph ({first})") from None
+            _check_signature(path, name, self.sessions[name], model.manifest["architecture"])
 
     def _run(self, name: str, x: np.ndarray) -> list[np.ndarray]:
         # fp16 graphs keep fp32 inputs and outputs (casts inside): callers see one type.
         sess = self.sessions[name]
-        return sess.run(None, {sess.get_inputs()[0].name: np.ascontiguousarray(x, np.float32)})
+        try:
+            return sess.run(None, {sess.get_inputs()[0].name: np.ascontiguousarray(x, np.float32)})
+        except Exception as exc:  # ORT's own types; a graph that fits its signature may not run
+            first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+            raise QaftError(f"the {name} graph failed on a {x.shape} input ({first})") from None
 
     def analysis(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         y, z = self._run("analysis", x)

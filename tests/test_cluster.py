@@ -47,7 +47,7 @@ def test_ray_run_writes_the_local_bytes_and_skips_finished_files(folder_and_loca
     out = tmp_path / "out"
     (out / "sub").mkdir(parents=True)
     for name in ("00.qaft", "01.qaft", "02.qaft"):  # as if an earlier run had done these
-        shutil.copy(local / "sub" / name, out / "sub" / name)
+        shutil.copy2(local / "sub" / name, out / "sub" / name)  # times kept: up to date
     r = run_cli("qaft-run", "compress", str(src), "--recursive", "--model", "q3", "--out",
                 str(out), "--ray", "--workers", "2", "--threads", "1")  # fmt: skip
     assert r.returncode == 0, r.stderr

@@ -4,6 +4,7 @@ nothing a user had is lost, and every input's cost is bounded (docs/robustness.m
 from __future__ import annotations
 
 import errno
+import json
 import os
 import signal
 import struct
@@ -209,7 +210,7 @@ def test_a_full_disk_stops_the_batch_with_a_summary(model_dir, photos, tmp_path,
     out = tmp_path / "out"
     r = run("compress", photos, "--model", model_dir, "--out", out)
     assert r.exit_code == 1 and "compressed 1," in r.stdout and len(calls) == 2
-    assert "No space left" in r.stderr and "stopped" in r.stderr
+    assert "No space left" in r.stderr and "failed 1, not attempted 1" in r.stdout
     assert [p.name for p in out.iterdir()] == ["p0.qaft"]
 
 
@@ -243,7 +244,26 @@ def test_sections_that_cannot_carry_the_declared_size_are_refused(ort_codec, siz
         C.decode(ort_codec, _forged(ort_codec.fingerprint, 40, 56, [*sections[:2], b"", b""]))
 
 
-def test_real_files_of_flat_and_busy_images_pass_the_bound(ort_codec):
+@pytest.fixture(scope="module")
+def q0_codec():
+    from qaft.runtime.zoo import model_path
+
+    return onnx_codec(open_model_dir(model_path("q0")), "cpu", 1)
+
+
+@pytest.mark.parametrize("quantizer", ["sq", "rdoq", "tcq", "tcq8"])
+def test_a_y_section_too_short_for_its_latents_is_refused(q0_codec, quantizer):
+    """A real z section (any size can be had for a few bytes per 64x64 block) under a y
+    section of one word: the trellis decoder would read on past its data.  (A trained
+    model: the random tiny one predicts scales so small that any y section is enough.)"""
+    real = C.encode(q0_codec, np.zeros((256, 384, 3), np.uint8), quantizer).data
+    header, sections = container.unpack(real)
+    forged = container.pack(header, [*sections[:2], b"\0\0\0\0", b""])
+    with pytest.raises(ContainerError, match="the y section .* cannot hold"):
+        C.decode(q0_codec, forged)
+
+
+def test_real_files_of_flat_and_busy_images_pass_the_bound(ort_codec, q0_codec):
     """The bound is a lower limit on what a range coder writes: real files, even of the
     cheapest pictures there are, stay above it."""
     for img in (
@@ -251,9 +271,10 @@ def test_real_files_of_flat_and_busy_images_pass_the_bound(ort_codec):
         np.full((128, 128, 3), 255, np.uint8),
         synthetic_image(200, 136, 4),
     ):
-        for q in ("sq", "tcq"):
-            dec = C.decode(ort_codec, C.encode(ort_codec, img, q).data)
-            assert dec.image.shape == img.shape
+        for q in ("sq", "rdoq", "tcq", "tcq8"):
+            for codec in (ort_codec, q0_codec):
+                dec = C.decode(codec, C.encode(codec, img, q).data)
+                assert dec.image.shape == img.shape
 
 
 def test_an_image_that_needs_more_memory_than_there_is_is_refused(monkeypatch):
@@ -353,3 +374,99 @@ def test_a_float_tiff_is_refused_not_turned_black(tmp_path):
     Image.fromarray(np.linspace(0, 1, 64 * 48, dtype=np.float32).reshape(48, 64)).save(path)
     with pytest.raises(ImageError, match="floating-point"):
         load_rgb(path)
+
+
+# repeated attacks: what a second round found ---------------------------------------------
+
+
+def test_demo_never_replaces_files_it_did_not_write(model_dir, photos, tmp_path):
+    """`compress photos --out arch` then `demo --out arch`: the archive's streams are not
+    the demo's, though they are .qaft files of qaft-run."""
+    arch = tmp_path / "arch"
+    assert run("compress", photos, "--model", model_dir, "--out", arch).exit_code == 0
+    before = snapshot(arch)
+    r = run("demo", "--images", photos, "--model", model_dir, "--out", arch)
+    assert r.exit_code == 1 and "not written by qaft-run demo" in r.stderr
+    assert snapshot(arch) == before
+
+
+def test_json_results_never_replace_inputs_or_other_files(model_dir, photos, tmp_path):
+    victim = tmp_path / "notes.txt"
+    victim.write_text("mine")
+    (tmp_path / "link.json").symlink_to(victim)
+    before = snapshot(photos)
+    for target in (photos / "p0.png", victim, tmp_path / "link.json"):
+        r = run("eval", "--model", model_dir, "--data", photos, "--json", target)
+        assert r.exit_code == 1 and len(errors(r)) == 1, r.output
+        r = run("bench", "--model", model_dir, "--images", photos, "--count", "1", "--repeat",
+                "1", "--json", target)  # fmt: skip
+        assert r.exit_code == 1 and len(errors(r)) == 1, r.output
+    assert snapshot(photos) == before and victim.read_text() == "mine"
+    out = tmp_path / "rd.json"
+    for _ in range(2):  # its own results file is replaced
+        r = run("eval", "--model", model_dir, "--data", photos, "--json", out)
+        assert r.exit_code == 0 and json.loads(out.read_text())["results"]["bpp"]
+
+
+def test_an_input_replaced_by_an_older_picture_makes_its_output_stale(model_dir, photos, tmp_path):
+    out = tmp_path / "out"
+    assert run("compress", photos, "--model", model_dir, "--out", out).exit_code == 0
+    st = os.stat(photos / "p1.png")
+    Image.fromarray(synthetic_image(32, 32, 99)).save(photos / "p1.png")  # same size
+    os.utime(photos / "p1.png", ns=(st.st_atime_ns, st.st_mtime_ns - 10**9))  # `cp -p`
+    r = run("compress", photos, "--model", model_dir, "--out", out)
+    assert r.exit_code == 1 and "p1.qaft is stale" in r.stderr and "skipped 2" in r.stdout
+
+
+def test_outputs_are_readable_as_the_umask_says(model_dir, photos, tmp_path):
+    old = os.umask(0o022)
+    try:
+        assert run("compress", photos, "--model", model_dir, "--out", tmp_path / "o").exit_code == 0
+    finally:
+        os.umask(old)
+    assert {p.stat().st_mode & 0o777 for p in (tmp_path / "o").iterdir()} == {0o644}
+
+
+def test_a_symlinked_subfolder_in_out_is_not_written_through(model_dir, photos, tmp_path):
+    (photos / "sub").mkdir()
+    (photos / "p0.png").rename(photos / "sub" / "p0.png")
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    out.mkdir()
+    elsewhere.mkdir()
+    (out / "sub").symlink_to(elsewhere)
+    r = run("compress", photos, "--recursive", "--model", model_dir, "--out", out)
+    assert r.exit_code == 1 and "outside" in r.stderr and not list(elsewhere.iterdir())
+
+
+def test_names_cannot_forge_error_lines_and_a_fifo_fails_alone(model_dir, photos, tmp_path):
+    (photos / "p0.png").rename(photos / "a.png\nerror: fine.png: all good.png")
+    os.mkfifo(tmp_path / "pipe.png")
+    r = run("compress", photos, tmp_path / "pipe.png", "--model", model_dir, "--out",
+            tmp_path / "o", "--force")  # fmt: skip
+    assert r.exit_code == 1 and "compressed 3," in r.stdout
+    assert errors(r) == [f"error: {tmp_path / 'pipe.png'}: not a regular file"]
+
+
+def test_bench_on_an_empty_folder_is_one_line(tmp_path):
+    (tmp_path / "empty").mkdir()
+    r = run("bench", "--model", "q0", "--baseline", "q0", "--images", tmp_path / "empty")
+    assert r.exit_code == 1 and errors(r) == [f"error: no images to time in {tmp_path / 'empty'}"]
+
+
+def test_a_signal_during_start_up_ends_quietly_with_130(tmp_path):
+    """From the console script's first line on (the interpreter's own start, under 0.1 s
+    here, is before any of qaft's code: a signal there gets Python's default handling)."""
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(synthetic_image(512, 512, 0)).save(src / "0.png")
+    for i in range(1, 30):  # seconds of work: the signal comes while it starts
+        (src / f"{i}.png").symlink_to(src / "0.png")
+    for sig, delay in ((signal.SIGINT, 0.12), (signal.SIGTERM, 0.2), (signal.SIGINT, 0.3)):
+        proc = start_cli("qaft-run", "compress", src, "--model", "q3", "--out", tmp_path / "o")
+        time.sleep(delay)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130 and "Traceback" not in err, (sig, delay, err)
+        assert not (tmp_path / "o").exists() or all(
+            p.suffix == ".qaft" for p in (tmp_path / "o").iterdir()
+        )

@@ -507,3 +507,43 @@ def test_thread_counts_are_bounded():
             check_threads(bad)
     with pytest.raises(QaftError, match="threads"):
         onnx_codec(open_model_dir(Q1), "cpu", top + 1)
+
+
+def test_graphs_of_the_wrong_role_are_one_line_at_open(tmp_path):
+    """Analysis and synthesis swapped (hashes restated): refused when the sessions open,
+    not a traceback from ONNX Runtime at the first image."""
+    folder = _copy(Q1, tmp_path / "m")
+    a, s = folder / "analysis.onnx", folder / "synthesis.onnx"
+    a_bytes = a.read_bytes()
+    a.write_bytes(s.read_bytes())
+    s.write_bytes(a_bytes)
+    _rehash(folder, "analysis.onnx", "synthesis.onnx")
+    _unbundle(folder)
+    with pytest.raises(QaftError, match="not those of a analysis graph"):
+        onnx_codec(open_model_dir(folder), "cpu", 1)
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [("z_pmfs", 0.0), ("y_lengths", 1), ("z_medians", np.nan), ("z_medians", 1e30)],
+)
+def test_tables_that_cannot_code_are_refused_at_open(tmp_path, name, value):
+    folder = _copy(Q1, tmp_path / "m")
+    with np.load(folder / "tables.npz") as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    arrays[name] = np.full_like(arrays[name], value)
+    np.savez(folder / "tables.npz", **arrays)
+    _rehash(folder, "tables.npz")
+    _unbundle(folder)
+    with pytest.raises(ModelDirError, match="tables"):
+        open_model_dir(folder)
+
+
+def test_a_folder_named_like_a_bundled_model_does_not_replace_it(tmp_path, monkeypatch):
+    from qaft.runtime.zoo import resolve
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "q3").mkdir()
+    (tmp_path / "mine").mkdir()
+    assert resolve("q3") == Q3 and resolve("./q3") == Path("./q3")
+    assert resolve("mine") == Path("mine")

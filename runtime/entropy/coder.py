@@ -139,6 +139,21 @@ class Decoder:
             raise DecodeError("the entropy-coded data does not end with the image it declares")
 
 
+def min_bits_per_table(tables: TableSet) -> np.ndarray:
+    """Fewest bits any symbol coded under each table costs: −log2 of its largest probability.
+
+    A range coder writes at least the information content of what it codes (less under a
+    word of rounding), so these bound from below the size of any stream: a decoder can
+    refuse data too short for the symbols it is asked for before doing their work."""
+    pmax = np.array([tables.row(t).max() for t in range(tables.num_tables)], dtype=np.float64)
+    return -np.log2(np.clip(pmax, 1e-300, 1.0))
+
+
+def level_counts(levels: np.ndarray, n: int) -> np.ndarray:
+    """How many latents use each of ``n`` scale levels (no array the size of ``levels``)."""
+    return np.bincount(np.asarray(levels).ravel(), minlength=n)[:n]
+
+
 def encode(values: np.ndarray, table_ids: np.ndarray, tables: TableSet) -> CodedArray:
     """Codes integer ``values`` (any shape), each under ``tables`` row ``table_ids``."""
     enc = Encoder(tables)

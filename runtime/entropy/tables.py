@@ -52,6 +52,13 @@ class TableSet:
             and np.all(self.pmfs >= 0)
         ):
             raise ValueError("table lengths outside their rows, or probabilities not finite >= 0")
+        valid = np.arange(self.pmfs.shape[1]) < self.lengths[:, None]
+        sums = np.where(valid, self.pmfs, 0.0).sum(axis=1)
+        # every row is a distribution (escape included) over at least one value and escape
+        if len(self.pmfs) and not (np.all(self.lengths >= 2) and np.all(np.abs(sums - 1) < 1e-2)):
+            raise ValueError(
+                "a table is not a probability distribution (its row does not sum to 1)"
+            )
 
     @property
     def num_tables(self) -> int:

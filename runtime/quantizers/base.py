@@ -62,6 +62,10 @@ class LatentQuantizer(Protocol):
         ``weights`` (broadcast to y): cost of a unit squared error of each latent, in bits;
         searches minimize weights·error² + λ·bits (1 where None)."""
 
+    def min_bits(self, levels: np.ndarray, tables: ModelTables, step: float) -> float:
+        """A lower bound on the bits of the y sections of latents of ``levels``: the decoder
+        refuses a shorter section before decoding it."""
+
     def code(
         self, indices: np.ndarray, levels: np.ndarray, tables: ModelTables, step: float
     ) -> list[bytes]:

@@ -59,6 +59,11 @@ class ScalarQuantizer:
         idx = self.indices(y, means, levels, tables, params, weights)
         return idx, reconstruct(idx, means)
 
+    def min_bits(self, levels: np.ndarray, tables: ModelTables, step: float) -> float:
+        """Fewest bits a y section can hold the indices of latents of ``levels`` in."""
+        bits = tables.cached("y_min_bits", lambda: coder.min_bits_per_table(tables.y_tables))
+        return float(coder.level_counts(levels, len(bits)) @ bits)
+
     def code(self, indices, levels, tables: ModelTables, step: float) -> list[bytes]:
         """The y sections of a file holding ``indices``."""
         return _sections(coder.encode(indices, levels, tables.y_tables))

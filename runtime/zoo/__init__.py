@@ -8,6 +8,7 @@ finetunes and evaluates) lives in ``qaft/training/zoo``.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from qaft.runtime.errors import QaftError
@@ -50,6 +51,19 @@ def model_path(name: str, form: str = "model_dir") -> Path:
             return Path(e["path"])
     names = ", ".join(e["name"] for e in entries) or "none bundled"
     raise UnknownModelError(f"unknown model {name!r} (available: {names})")
+
+
+def resolve(spec: str) -> Path:
+    """The model folder ``spec`` names: a bundled model's name always means that model
+    (a folder of the same name in the working directory does not replace it, not even as
+    the default); a path with a separator (``./q3``, ``models/q3``) or any other folder
+    name means that folder."""
+    names = {e["name"] for e in _entries()}
+    if spec in names and "/" not in spec and os.sep not in spec:
+        return model_path(spec)
+    if Path(spec).is_dir() or "/" in spec or os.sep in spec:
+        return Path(spec)
+    return model_path(spec)  # an unknown name: the error lists the bundled ones
 
 
 def find_by_fingerprint(fingerprint: bytes) -> Path | None:
