@@ -77,11 +77,16 @@ def test_streams_beside_their_pngs_decode_without_touching_them(model_dir, photo
     assert r.exit_code == 1 and snapshot(photos) == before
 
 
+def demo_is_refused(model_dir, photos: Path, out: Path, why: str) -> None:
+    """`demo --out OUT` stops with ``why`` and leaves OUT as it was."""
+    before = snapshot(out)
+    r = run("demo", "--images", photos, "--model", model_dir, "--out", out)
+    assert r.exit_code == 1 and why in r.stderr
+    assert snapshot(out) == before
+
+
 def test_demo_never_writes_into_its_input_folder(model_dir, photos):
-    before = snapshot(photos)
-    r = run("demo", "--images", photos, "--model", model_dir, "--out", photos)
-    assert r.exit_code == 1 and "images' own folder" in r.stderr
-    assert snapshot(photos) == before
+    demo_is_refused(model_dir, photos, photos, "images' own folder")
 
 
 def test_demo_replaces_its_own_files_and_no_one_elses(model_dir, photos, tmp_path):
@@ -384,10 +389,7 @@ def test_demo_never_replaces_files_it_did_not_write(model_dir, photos, tmp_path)
     the demo's, though they are .qaft files of qaft-run."""
     arch = tmp_path / "arch"
     assert run("compress", photos, "--model", model_dir, "--out", arch).exit_code == 0
-    before = snapshot(arch)
-    r = run("demo", "--images", photos, "--model", model_dir, "--out", arch)
-    assert r.exit_code == 1 and "not written by qaft-run demo" in r.stderr
-    assert snapshot(arch) == before
+    demo_is_refused(model_dir, photos, arch, "not written by qaft-run demo")
 
 
 def test_json_results_never_replace_inputs_or_other_files(model_dir, photos, tmp_path):
