@@ -119,6 +119,23 @@ def print_models(entries: list[dict], as_json: bool) -> None:
         )
 
 
+def quantizer_choice() -> click.Choice:
+    from qaft.runtime.quantizers import QUANTIZERS
+
+    return click.Choice(list(QUANTIZERS))
+
+
+def quantizer_option(fn):
+    """``--quantizer``: by default the model's own (a stage-2 model's finetuned one, else
+    sq)."""
+    return click.option(
+        "--quantizer",
+        type=quantizer_choice(),
+        default=None,
+        help="Quantizer (default: the one the model was finetuned for, else sq).",
+    )(fn)
+
+
 def quantizer_options(fn):
     """``--quantizer``, ``--step`` and ``--q-lmbda``, as every coding command takes them."""
     fn = click.option(
@@ -127,9 +144,14 @@ def quantizer_options(fn):
     fn = click.option(
         "--step", type=float, help="Quantizer step Δ (default: the model's measured one)."
     )(fn)
-    return click.option(
-        "--quantizer",
-        type=click.Choice(["sq", "rdoq", "tcq", "tcq8"]),
-        default="sq",
-        show_default=True,
-    )(fn)
+    return quantizer_option(fn)
+
+
+def model_quantizer(name: str, finetuned_for: str | None, asked: str | None) -> str:
+    """The quantizer to code ``name``'s files with; a mismatch asked for is said once."""
+    from qaft.runtime.quantizers import quantizer_for
+
+    quantizer, warning = quantizer_for(name, finetuned_for, asked)
+    if warning:
+        click.echo(warning, err=True)
+    return quantizer

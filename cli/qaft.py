@@ -9,7 +9,13 @@ from pathlib import Path
 import click
 
 from qaft.cli import outputs
-from qaft.cli.common import fail_cleanly, print_models, quantizer_options
+from qaft.cli.common import (
+    fail_cleanly,
+    model_quantizer,
+    print_models,
+    quantizer_choice,
+    quantizer_options,
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -208,10 +214,11 @@ def eval_cmd(
     points = []
     for m, c in [(m, None) for m in models] + [(None, c) for c in ckpts]:
         codec, loaded, label = _load_codec(m, c)
-        params = codec.params(quantizer, step, q_lmbda)
-        res = evaluate_codec(codec, images, quantizer, params, progress=sys.stderr.isatty())
+        q = model_quantizer(label, loaded.meta.get("finetuned_for"), quantizer)
+        params = codec.params(q, step, q_lmbda)
+        res = evaluate_codec(codec, images, q, params, progress=sys.stderr.isatty())
         about = {k: loaded.meta.get(k) for k in ("lmbda", "stage", "finetuned_for", "steps")}
-        points.append(curve_point(res, {"label": label, **about}, quantizer, params))
+        points.append(curve_point(res, {"label": label, **about}, q, params))
         s = points[-1]["summary"]
         click.echo(
             f"{label:>24}  {s['bpp']:.4f} bpp  {s['psnr']:.3f} dB  "
@@ -220,7 +227,8 @@ def eval_cmd(
         )
     if json_out:
         desc = desc or (
-            f"qaft {quantizer} on {len(images)} images of {Path(images[0]).parent}, real files"
+            f"qaft {', '.join(sorted({p['model']['quantizer'] for p in points}))} on "
+            f"{len(images)} images of {Path(images[0]).parent}, real files"
         )
         labels = {p["model"].get("label") for p in points}
         points += [p for p in kept if p["model"].get("label") not in labels]
@@ -459,7 +467,7 @@ def calibrate(model, ckpt, data, n_images, write, reset) -> None:
 @click.option("--data", required=True, type=click.Path(file_okay=False), help="Training images.")
 @click.option(
     "--quantizer",
-    type=click.Choice(["sq", "rdoq", "tcq", "tcq8"]),
+    type=quantizer_choice(),
     default="sq",
     show_default=True,
     help="The quantizer the model is finetuned for.",

@@ -11,10 +11,14 @@ from pathlib import Path
 import click
 
 from qaft.cli import outputs
-from qaft.cli.common import fail_cleanly, print_models, quantizer_options
+from qaft.cli.common import (
+    fail_cleanly,
+    model_quantizer,
+    print_models,
+    quantizer_option,
+    quantizer_options,
+)
 from qaft.runtime.errors import QaftError
-
-QUANTIZER_CHOICE = click.Choice(["sq", "rdoq", "tcq", "tcq8"])
 
 
 def _backend_options(fn):
@@ -72,6 +76,11 @@ def _open_model(model: str):
     from qaft.runtime.zoo import resolve
 
     return open_model_dir(resolve(model))
+
+
+def _quantizer(model_dir, asked: str | None) -> str:
+    """The quantizer to code with this model (its own unless another is asked for)."""
+    return model_quantizer(model_dir.path.name, model_dir.manifest.get("finetuned_for"), asked)
 
 
 def _codec(model_dir, backend: str, threads: int, precision: str = "fp32"):
@@ -160,7 +169,7 @@ def info(file) -> None:
     from qaft.runtime.zoo import find_by_fingerprint
 
     data = read_stream(file)
-    h = read_header(data)
+    h = _named(file, read_header, data)
     model = find_by_fingerprint(h.fingerprint)
     click.echo(
         json.dumps(
@@ -184,7 +193,12 @@ def info(file) -> None:
 @main.command()
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--model", default=None, help="Bundled model name or model folder (default q3).")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option(
+    "-o",
+    "--out",
+    required=True,
+    help="Output folder; or, for one input, the output file (by its suffix), - for stdout.",
+)
 @quantizer_options
 @click.option("--recursive", is_flag=True, help="Descend into sub-folders (paths kept).")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
@@ -234,10 +248,31 @@ def compress(
     from qaft.runtime.quantizers import QUANTIZERS
     from qaft.runtime.zoo import DEFAULT_MODEL
 
+    single = _single(paths, out, (".qaft",))
     bad: list = []
-    files = _inputs(paths, IMAGE_SUFFIXES, recursive, bad)
+    files = [] if single else _inputs(paths, IMAGE_SUFFIXES, recursive, bad)
     model_dir = _open_model(model or DEFAULT_MODEL)
+    quantizer = _quantizer(model_dir, quantizer)
     params = C.resolve_params(model_dir.quantizer_defaults, quantizer, step, q_lmbda)
+    if single:
+        from qaft.runtime.image import load_rgb
+
+        codec = _codec(model_dir, backend, threads, precision)
+        src, dest = single
+        job = outputs.Job(Path(src), Path(dest))
+        expect = (model_dir.fingerprint, QUANTIZERS[quantizer], params)
+        if not _needs_writing(job, force, lambda: _stream_state(job, *expect)):
+            return
+        image = load_rgb(*_read_input(src, None)) if src == "-" else load_rgb(src)
+        data = C.encode(codec, image, quantizer, params).data
+        h, w = image.shape[:2]
+        _deliver(job, data, force, stamp=src != "-")
+        click.echo(
+            f"compressed {src} -> {dest}: {len(data):,} bytes, {8 * len(data) / (h * w):.3f} bpp "
+            f"({quantizer})",
+            err=True,
+        )
+        return
     expect = (model_dir.fingerprint, QUANTIZERS[quantizer], params)
     planned, clashes = outputs.plan(files, Path(out), ".qaft", [f for f, _ in files])
     todo, fresh, failed = outputs.sort_jobs(planned, lambda j: _stream_state(j, *expect), force)
@@ -317,6 +352,75 @@ def _image_state(job: outputs.Job, digest: str) -> outputs.State:
     return outputs.State.UP_TO_DATE if fresh else outputs.State.STALE
 
 
+def _single(paths: tuple[str, ...], out: str, suffixes: tuple[str, ...]):
+    """(input, output) when the command codes one file into one named file or a pipe:
+    one input that is a file or ``-`` (standard input), and an output ``-`` (standard
+    output) or with one of ``suffixes`` that is not a folder.  None for folder mode."""
+    one = len(paths) == 1 and (paths[0] == "-" or Path(paths[0]).is_file())
+    to_file = out == "-" or (Path(out).suffix.lower() in suffixes and not Path(out).is_dir())
+    if one and to_file:
+        return paths[0], out
+    if "-" in paths:
+        raise QaftError(f"reading standard input (-) needs -o FILE{suffixes[0]} or -o -")
+    if out == "-":
+        raise QaftError("-o - (standard output) takes one input file")
+    return None
+
+
+def _read_input(src: str, check) -> tuple:
+    """Standard input's bytes, bounded like a file's; as (file object, name) for an image
+    reader, or checked by ``check`` (a stream reader) first."""
+    import io
+
+    from qaft.runtime.container import MAX_STREAM_BYTES
+
+    data = sys.stdin.buffer.read(MAX_STREAM_BYTES + 1)
+    if len(data) > MAX_STREAM_BYTES:
+        raise QaftError(f"standard input: over the {MAX_STREAM_BYTES:,}-byte limit")
+    if not data:
+        raise QaftError("standard input: empty")
+    return (data, "-") if check else (io.BytesIO(data), "standard input")
+
+
+def _named(src: str, fn, *args):
+    """``fn(*args)``, its one-line errors prefixed with the input they are about."""
+    try:
+        return fn(*args)
+    except QaftError as exc:
+        raise QaftError(f"{'standard input' if src == '-' else src}: {exc}") from None
+
+
+def _needs_writing(job: outputs.Job, force: bool, state) -> bool:
+    """Whether one named output is to be written: an absent file, or with ``--force``
+    whatever regular file is there (it was named); False if it is up to date (said so).
+    Anything else is refused before any work."""
+    if str(job.dest) == "-":
+        return True
+    if os.path.realpath(job.dest) == os.path.realpath(job.src):
+        raise QaftError(f"{job.dest} is the input itself")
+    now = state()
+    if now is outputs.State.UP_TO_DATE and not force:
+        click.echo(f"{job.dest} is up to date (--force writes it again)", err=True)
+        return False
+    if now is not outputs.State.ABSENT and not force:
+        raise QaftError(f"{job.dest} exists: --force replaces it")
+    if now is not outputs.State.ABSENT and _regular(job.dest) is not outputs.State.STALE:
+        raise QaftError(f"{job.dest} is not a regular file; it is left as it is")
+    return True
+
+
+def _deliver(job: outputs.Job, data: bytes, force: bool, stamp: bool = False) -> None:
+    """Writes one named output, or standard output for ``-``."""
+    if str(job.dest) == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    outputs.write(job.dest, data, replace=force)
+    if stamp:
+        st = os.stat(job.src)
+        os.utime(job.dest, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+
+
 def _foreign(path: Path) -> bool:
     """Whether something that qaft-run did not write is at ``path``: anything but a .qaft
     stream (by its magic number) or a PNG that names the stream it was decoded from."""
@@ -378,7 +482,8 @@ def _summary(verb: str, done: int, fresh: int, failed: list, left: int = 0) -> N
     undone = f", not attempted {left} (nothing more could be written)" if left else ""
     click.echo(f"{verb} {done}, skipped {fresh} up to date, failed {len(failed)}{undone}")
     for src, why in failed:
-        click.echo(outputs.printable(f"error: {src}: {why}"), err=True)
+        named = why if why.startswith(f"{src}: ") else f"{src}: {why}"  # the file once
+        click.echo(outputs.printable(f"error: {named}"), err=True)
     if failed or left:
         sys.exit(1)
 
@@ -389,7 +494,12 @@ MAX_OPEN_MODELS = 4
 
 @main.command()
 @click.argument("paths", nargs=-1, required=True)
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option(
+    "-o",
+    "--out",
+    required=True,
+    help="Output folder; or, for one input, the output file (by its suffix), - for stdout.",
+)
 @click.option(
     "--model",
     default=None,
@@ -414,6 +524,28 @@ def decompress(paths, out, model, recursive, force, jobs, backend, threads, prec
     from qaft.runtime.model_dir import open_model_dir
     from qaft.runtime.zoo import find_by_fingerprint
 
+    single = _single(paths, out, (".png",))
+    if single:
+        src, dest = single
+        job = outputs.Job(Path(src), Path(dest))
+        data = read_stream(src) if src != "-" else _read_input(src, read_stream)[0]
+        digest = hashlib.sha256(data).hexdigest()
+        header = _named(src, C.read_header, data)
+        if model:
+            codec = _codec(_open_model(model), backend, threads, precision)
+        else:
+            path = find_by_fingerprint(header.fingerprint)
+            if path is None:
+                raise QaftError(
+                    f"{src}: written by model {header.fingerprint.hex()}, which is not bundled: "
+                    "pass --model"
+                )
+            codec = _codec(open_model_dir(path), backend, threads, precision)
+        if not _needs_writing(job, force, lambda: _image_state(job, digest)):
+            return
+        _deliver(job, save_png_bytes(_named(src, C.decode, codec, data).image, digest), force)
+        click.echo(f"decompressed {src} -> {dest}: {header.width}x{header.height}", err=True)
+        return
     bad: list = []
     files = _inputs(paths, (".qaft",), recursive, bad)
     planned, clashes = outputs.plan(files, Path(out), ".png", [f for f, _ in files])
@@ -505,7 +637,7 @@ def _demo_record(out_dir: Path) -> dict[str, str]:
     help="Folder to compress (default: ../shared/data/kodak if present).",
 )
 @click.option("--model", default=None, help="Bundled model name or model folder.")
-@click.option("--quantizer", type=QUANTIZER_CHOICE, default="sq", show_default=True)
+@quantizer_option
 @click.option(
     "--out",
     default="demo-out",
@@ -543,7 +675,9 @@ def demo(images, model, quantizer, out, backend, threads, precision) -> None:
             raise QaftError(
                 f"{job.dest} exists and was not written by qaft-run demo: use another --out"
             )
-    codec = _codec(_open_model(model or DEFAULT_MODEL), backend, threads)
+    model_dir = _open_model(model or DEFAULT_MODEL)
+    quantizer = _quantizer(model_dir, quantizer)
+    codec = _codec(model_dir, backend, threads)
     click.echo(f"{len(files)} images -> {out_dir}/ ({quantizer})")
     click.echo(
         f"{'image':<22}{'size':>11}{'bytes':>9}{'bpp':>8}{'PSNR dB':>9}{'enc ms':>8}{'dec ms':>8}"
@@ -588,7 +722,7 @@ def demo(images, model, quantizer, out, backend, threads, precision) -> None:
     type=click.IntRange(1),
     help="Runs per image and model.",
 )
-@click.option("--quantizer", type=QUANTIZER_CHOICE, default="sq", show_default=True)
+@quantizer_option
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write figures here.")
 @_backend_options
 @fail_cleanly(threaded=True)
@@ -606,6 +740,7 @@ def bench(model, baseline, images, count, repeat, quantizer, json_out, backend, 
     if baseline:
         dirs["baseline"] = _open_model(baseline)
     codecs = {k: _codec(d, backend, threads, precision) for k, d in dirs.items()}
+    quantizer = _quantizer(dirs["model"], quantizer)  # the baseline is timed with the same
     med = run_bench(codecs, imgs, quantizer, repeat)
     stats = {k: graph_stats(d) for k, d in dirs.items()}
     keys = list(med["model"])
@@ -685,17 +820,19 @@ def eval_cmd(models, data, quantizer, step, q_lmbda, json_out, name, backend, th
     for m in models:
         md = _open_model(m)
         codec = _codec(md, backend, threads, precision)
-        params = codec.params(quantizer, step, q_lmbda)
-        res = evaluate_codec(codec, images, quantizer, params, progress=sys.stderr.isatty())
+        q = _quantizer(md, quantizer)
+        params = codec.params(q, step, q_lmbda)
+        res = evaluate_codec(codec, images, q, params, progress=sys.stderr.isatty())
         about = {k: md.manifest.get(k) for k in ("lmbda", "stage", "finetuned_for")}
-        points.append(curve_point(res, {"label": m, **about}, quantizer, params))
+        points.append(curve_point(res, {"label": m, **about}, q, params))
         s = points[-1]["summary"]
         click.echo(
             f"{m:>24}  {s['bpp']:.4f} bpp  {s['psnr']:.3f} dB  enc "
             f"{s['encoding_time'] * 1e3:.0f} ms  dec {s['decoding_time'] * 1e3:.0f} ms"
         )
     if json_out:
-        desc = f"qaft-run {quantizer} on {len(images)} images of {folder}, real files"
+        used = ", ".join(sorted({p["model"]["quantizer"] for p in points}))
+        desc = f"qaft-run {used} on {len(images)} images of {folder}, real files"
         text = results_text(name, desc, points)
         outputs.write_json(Path(json_out), text, images, is_results)
         click.echo(f"wrote {json_out}")

@@ -23,6 +23,16 @@ MAGIC = b"QAFT"
 #: Version-1 files chose their tables from a float network and are not read.
 FORMAT_VERSION = 2
 _HEAD = struct.Struct("<4sBBH8sIIfB")
+#: Leading bytes of the images a user may hand the decoder by mistake.
+_IMAGE_MAGIC = [
+    (b"\x89PNG", "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"RIFF", "WebP"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"BM", "BMP"),
+    (b"GIF8", "GIF"),
+]
 #: Largest file read as a stream: 2^28 pixels at 32 bits per pixel, far above any real file
 #: (a 16384 x 16384 photograph codes to tens of MB), so that a device or a huge file given
 #: by mistake is refused instead of read into memory.
@@ -72,6 +82,11 @@ def unpack(data: bytes) -> tuple[Header, list[bytes]]:
         raise ContainerError("file too short to be a .qaft stream")
     magic, version, qid, reserved, fp, h, w, step, n = _HEAD.unpack_from(data)
     if magic != MAGIC:
+        kind = next((k for m, k in _IMAGE_MAGIC if bytes(data[: len(m)]) == m), None)
+        if kind:
+            raise ContainerError(
+                f"a {kind} image, not a .qaft file: `qaft-run compress` makes one from it"
+            )
         raise ContainerError("not a .qaft file (bad magic number)")
     if version != FORMAT_VERSION:
         hint = (

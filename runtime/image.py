@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import warnings
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -49,8 +50,9 @@ def _open(path: str | Path) -> Image.Image:
             Image.MAX_IMAGE_PIXELS = saved
 
 
-def load_rgb(path: str | Path) -> np.ndarray:
-    """Reads an image as (H, W, 3) uint8 RGB, by these rules:
+def load_rgb(path: str | Path | BinaryIO, name: str | None = None) -> np.ndarray:
+    """Reads an image (a path, or a binary file object such as standard input's bytes; its
+    ``name`` in messages) as (H, W, 3) uint8 RGB, by these rules:
 
     * EXIF orientation is applied, so the result is upright (the file keeps no EXIF).
     * Alpha is dropped: colour values are kept as stored, not blended with a background.
@@ -60,14 +62,15 @@ def load_rgb(path: str | Path) -> np.ndarray:
     * Images over :data:`MAX_IMAGE_PIXELS` once padded to multiples of 64 are refused from
       the header, before decoding.
     """
+    label = name or path
     try:
         with _open(path) as im:
             w, h = im.size
             if not size_ok(h, w):
-                raise ImageError(f"{path}: {w}x{h} is larger than the {limit_text()}")
+                raise ImageError(f"{label}: {w}x{h} is larger than the {limit_text()}")
             if im.mode in _FLOAT_MODES:
                 raise ImageError(
-                    f"{path}: floating-point samples (mode {im.mode}) are not read; "
+                    f"{label}: floating-point samples (mode {im.mode}) are not read; "
                     "convert the image to 8 or 16 bits first"
                 )
             im = ImageOps.exif_transpose(im)
@@ -78,9 +81,10 @@ def load_rgb(path: str | Path) -> np.ndarray:
     except ImageError:
         raise
     except MemoryError:
-        raise ImageError(f"{path}: not enough memory to decode this image") from None
+        raise ImageError(f"{label}: not enough memory to decode this image") from None
     except Exception as exc:  # noqa: BLE001 - Pillow's plugins raise many types on bad files
-        raise ImageError(f"{path}: not a readable image ({exc or type(exc).__name__})") from None
+        why = str(exc).replace(f" '{path}'", "") or type(exc).__name__  # the name said once
+        raise ImageError(f"{label}: not a readable image ({why})") from None
 
 
 def save_png(image: np.ndarray, path: str | Path) -> None:

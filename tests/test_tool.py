@@ -1,0 +1,105 @@
+"""`qaft-run` as a codec tool: one file in, one file out, pipes, the model's own quantizer,
+messages that say what to do (README: "Compress your own photos")."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import run_cli, synthetic_image
+from PIL import Image
+
+from qaft.runtime import container
+from qaft.runtime.image import load_rgb
+
+EXE = Path(sys.executable).parent / "qaft-run"
+
+
+@pytest.fixture()
+def photo(tmp_path) -> Path:
+    path = tmp_path / "photo.png"
+    Image.fromarray(synthetic_image(48, 72, 3)).save(path)
+    return path
+
+
+def test_one_file_in_one_named_file_out_and_back(photo, tmp_path):
+    packed, back = tmp_path / "photo.qaft", tmp_path / "back.png"
+    r = run_cli("qaft-run", "compress", str(photo), "-o", str(packed), "--model", "q0")
+    assert r.returncode == 0 and packed.is_file() and packed.read_bytes()[:4] == b"QAFT", r.stderr
+    assert "bpp" in r.stderr
+    r = run_cli("qaft-run", "decompress", str(packed), "-o", str(back))
+    assert r.returncode == 0 and load_rgb(back).shape == (48, 72, 3), r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["back.png", "photo.png", "photo.qaft"]
+    # named again: up to date, kept; another model: refused without --force
+    r = run_cli("qaft-run", "compress", str(photo), "-o", str(packed), "--model", "q0")
+    assert r.returncode == 0 and "up to date" in r.stderr
+    r = run_cli("qaft-run", "compress", str(photo), "-o", str(packed), "--model", "q1")
+    assert r.returncode == 1 and "--force replaces it" in r.stderr
+    r = run_cli("qaft-run", "compress", str(photo), "-o", str(packed), "--model", "q1", "--force")
+    assert r.returncode == 0
+
+
+def test_pipes_round_trip_the_same_bytes_as_files(photo, tmp_path):
+    run_cli("qaft-run", "compress", str(photo), "-o", str(tmp_path / "a.qaft"), "--model", "q0")
+    packed = subprocess.run(
+        [str(EXE), "compress", "-", "-o", "-", "--model", "q0"],
+        input=photo.read_bytes(),
+        capture_output=True,
+        timeout=120,
+    )
+    assert packed.returncode == 0 and packed.stdout == (tmp_path / "a.qaft").read_bytes()
+    png = subprocess.run(
+        [str(EXE), "decompress", "-", "-o", "-"],
+        input=packed.stdout,
+        capture_output=True,
+        timeout=120,
+    )
+    assert png.returncode == 0 and png.stdout[:4] == b"\x89PNG"
+    (tmp_path / "piped.png").write_bytes(png.stdout)
+    run_cli("qaft-run", "decompress", str(tmp_path / "a.qaft"), "-o", str(tmp_path / "f.png"))
+    np.testing.assert_array_equal(load_rgb(tmp_path / "piped.png"), load_rgb(tmp_path / "f.png"))
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["compress", "-", "-o", "folder"], "needs -o FILE.qaft or -o -"),
+        (["decompress", "-", "-o", "folder"], "needs -o FILE.png or -o -"),
+    ],
+)
+def test_standard_input_needs_a_named_output(args, message):
+    r = subprocess.run([str(EXE), *args], input=b"", capture_output=True, timeout=60)
+    assert r.returncode == 1 and message in r.stderr.decode()
+
+
+def test_a_stage_2_model_codes_with_its_own_quantizer(photo, tmp_path):
+    r = run_cli("qaft-run", "compress", str(photo), "-o", str(tmp_path / "t.qaft"),
+                "--model", "q1-tcq")  # fmt: skip
+    assert r.returncode == 0 and "warning" not in r.stderr
+    assert container.unpack((tmp_path / "t.qaft").read_bytes())[0].quantizer_id == 2  # tcq
+    r = run_cli("qaft-run", "compress", str(photo), "-o", str(tmp_path / "s.qaft"),
+                "--model", "q1-tcq", "--quantizer", "sq")  # fmt: skip
+    assert r.returncode == 0 and "finetuned for tcq; coding with sq" in r.stderr
+    assert container.unpack((tmp_path / "s.qaft").read_bytes())[0].quantizer_id == 0
+
+
+def test_an_image_given_to_decompress_is_named_and_compress_suggested(photo, tmp_path):
+    r = run_cli("qaft-run", "decompress", str(photo), "-o", str(tmp_path / "x.png"))
+    assert r.returncode == 1
+    assert r.stderr.strip() == (
+        f"error: {photo}: a PNG image, not a .qaft file: `qaft-run compress` makes one from it"
+    )
+
+
+def test_errors_name_the_file_once(tmp_path, photo):
+    (tmp_path / "junk.png").write_text("no image")
+    r = run_cli("qaft-run", "compress", str(tmp_path / "junk.png"), str(photo), "--out",
+                str(tmp_path / "o"), "--model", "q0")  # fmt: skip
+    errors = [x for x in r.stderr.splitlines() if x.startswith("error:")]
+    assert r.returncode == 1 and len(errors) == 1 and errors[0].count("junk.png") == 1
+    (tmp_path / "bad.qaft").write_bytes(b"QAFT" + bytes(60))
+    r = run_cli("qaft-run", "info", str(tmp_path / "bad.qaft"))
+    assert r.returncode == 1 and r.stderr.startswith(f"error: {tmp_path / 'bad.qaft'}: ")
