@@ -19,6 +19,7 @@ from qaft.cli.common import (
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="qaft", prog_name="qaft")
 def main() -> None:
     """Train, finetune, evaluate and export qaft image codecs."""
 

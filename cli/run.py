@@ -56,6 +56,13 @@ def _check_threads(ctx, param, value: int) -> int:
         raise click.BadParameter(str(exc)) from None
 
 
+def _report_options(fn):
+    fn = click.option("-q", "--quiet", is_flag=True, help="Print errors only.")(fn)
+    return click.option("--json", "as_json", is_flag=True, help="Print a JSON report on stdout.")(
+        fn
+    )
+
+
 #: Images in flight hold their arrays at once; more than this gains nothing on any machine.
 MAX_JOBS = 64
 
@@ -83,15 +90,16 @@ def _quantizer(model_dir, asked: str | None) -> str:
     return model_quantizer(model_dir.path.name, model_dir.manifest.get("finetuned_for"), asked)
 
 
-def _codec(model_dir, backend: str, threads: int, precision: str = "fp32"):
+def _codec(model_dir, backend: str, threads: int, precision: str = "fp32", quiet: bool = False):
     from qaft.runtime.onnx_backend import onnx_codec
 
     codec = onnx_codec(model_dir, backend, threads, precision)
-    click.echo(
-        f"model {model_dir.path.name} ({model_dir.fingerprint.hex()}), backend "
-        f"{codec.networks.backend}, {precision}, threads {threads or 'default'}",
-        err=True,
-    )
+    if not quiet:
+        click.echo(
+            f"model {model_dir.path.name} ({model_dir.fingerprint.hex()}), backend "
+            f"{codec.networks.backend}, {precision}, threads {threads or 'default'}",
+            err=True,
+        )
     return codec
 
 
@@ -145,6 +153,7 @@ def _ordered_map(fn, items: list, jobs: int):
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="qaft", prog_name="qaft-run")
 def main() -> None:
     """Compress and decompress images with exported qaft models (no PyTorch needed)."""
 
@@ -159,22 +168,31 @@ def models(as_json) -> None:
 
 
 @main.command()
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--recursive", is_flag=True, help="Descend into sub-folders.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array, one object a file.")
 @fail_cleanly(threaded=True)
-def info(file) -> None:
-    """Show what a .qaft file's header says."""
+def info(paths, recursive, as_json) -> None:
+    """Show what .qaft files' headers say (files or folders)."""
     from qaft.runtime.codec import read_header
     from qaft.runtime.container import read_stream
     from qaft.runtime.quantizers import QUANTIZER_NAMES
     from qaft.runtime.zoo import find_by_fingerprint
 
-    data = read_stream(file)
-    h = _named(file, read_header, data)
-    model = find_by_fingerprint(h.fingerprint)
-    click.echo(
-        json.dumps(
+    bad: list = []
+    files = _inputs(paths, (".qaft",), recursive, bad)
+    rows, failed = [], list(bad)
+    for src, _ in files:
+        try:
+            data = read_stream(src)
+            h = _named(str(src), read_header, data)
+        except QaftError as exc:
+            failed.append((src, str(exc)))
+            continue
+        model = find_by_fingerprint(h.fingerprint)
+        rows.append(
             {
-                "file": str(file),
+                "file": str(src),
                 "bytes": len(data),
                 "format_version": h.version,
                 "width": h.width,
@@ -184,10 +202,24 @@ def info(file) -> None:
                 "step": h.step,
                 "model_fingerprint": h.fingerprint.hex(),
                 "bundled_model": model.name if model else None,
-            },
-            indent=2,
+            }
         )
-    )
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    for r in [] if as_json else rows:
+        step = f" step {r['step']:g}" if r["quantizer"] not in ("sq", "rdoq") else ""
+        click.echo(
+            outputs.printable(
+                f"{r['file']}: {r['width']}x{r['height']}, {r['bytes']:,} bytes, "
+                f"{r['bpp']:.3f} bpp, {r['quantizer']}{step}, model "
+                f"{r['bundled_model'] or r['model_fingerprint'] + ' (not bundled)'}"
+            )
+        )
+    for src, why in failed:
+        named = why if why.startswith(f"{src}: ") else f"{src}: {why}"
+        click.echo(outputs.printable(f"error: {named}"), err=True)
+    if failed:
+        sys.exit(1)
 
 
 @main.command()
@@ -223,6 +255,7 @@ def info(file) -> None:
 @click.option(
     "--gpus-per-worker", default=0.0, show_default=True, help="With --ray: GPUs each worker takes."
 )
+@_report_options
 @_backend_options
 @fail_cleanly(threaded=lambda kwargs: not kwargs.get("ray_address"))
 def compress(
@@ -241,14 +274,17 @@ def compress(
     backend,
     threads,
     precision,
+    as_json,
+    quiet,
 ):
-    """Compress images (files or folders) to .qaft files."""
+    """Compress images (files or folders) to .qaft files; one file to a named file, or
+    standard input (-) to standard output (-o -)."""
     from qaft.runtime import codec as C
     from qaft.runtime.image import IMAGE_SUFFIXES
     from qaft.runtime.quantizers import QUANTIZERS
     from qaft.runtime.zoo import DEFAULT_MODEL
 
-    single = _single(paths, out, (".qaft",))
+    single = _single(paths, out, (".qaft",), as_json)
     bad: list = []
     files = [] if single else _inputs(paths, IMAGE_SUFFIXES, recursive, bad)
     model_dir = _open_model(model or DEFAULT_MODEL)
@@ -257,7 +293,7 @@ def compress(
     if single:
         from qaft.runtime.image import load_rgb
 
-        codec = _codec(model_dir, backend, threads, precision)
+        codec = _codec(model_dir, backend, threads, precision, quiet or as_json)
         src, dest = single
         job = outputs.Job(Path(src), Path(dest))
         expect = (model_dir.fingerprint, QUANTIZERS[quantizer], params)
@@ -267,17 +303,16 @@ def compress(
         data = C.encode(codec, image, quantizer, params).data
         h, w = image.shape[:2]
         _deliver(job, data, force, stamp=src != "-")
-        click.echo(
-            f"compressed {src} -> {dest}: {len(data):,} bytes, {8 * len(data) / (h * w):.3f} bpp "
-            f"({quantizer})",
-            err=True,
-        )
+        _said(f"compressed {src} -> {dest}: {len(data):,} bytes, {8 * len(data) / (h * w):.3f} "
+              f"bpp ({quantizer})", job, data, as_json, quiet)  # fmt: skip
         return
     expect = (model_dir.fingerprint, QUANTIZERS[quantizer], params)
     planned, clashes = outputs.plan(files, Path(out), ".qaft", [f for f, _ in files])
     todo, fresh, failed = outputs.sort_jobs(planned, lambda j: _stream_state(j, *expect), force)
     failed = bad + clashes + failed
-    codec = None if ray_address else _codec(model_dir, backend, threads, precision)
+    codec = (
+        None if ray_address else _codec(model_dir, backend, threads, precision, quiet or as_json)
+    )
 
     def work(job):
         try:
@@ -304,8 +339,8 @@ def compress(
         )
     else:
         results = _ordered_map(work, todo, jobs)
-    done, left = _write_results(results, len(todo), force, failed, "compress", stamp=True)
-    _summary("compressed", done, fresh, failed, left)
+    written, left = _write_results(results, len(todo), force, failed, "compress", stamp=True)
+    _summary("compressed", written, fresh, failed, left, as_json, quiet)
 
 
 def _stream_state(job: outputs.Job, fingerprint: bytes, quant, params) -> outputs.State:
@@ -352,12 +387,14 @@ def _image_state(job: outputs.Job, digest: str) -> outputs.State:
     return outputs.State.UP_TO_DATE if fresh else outputs.State.STALE
 
 
-def _single(paths: tuple[str, ...], out: str, suffixes: tuple[str, ...]):
+def _single(paths: tuple[str, ...], out: str, suffixes: tuple[str, ...], as_json: bool = False):
     """(input, output) when the command codes one file into one named file or a pipe:
     one input that is a file or ``-`` (standard input), and an output ``-`` (standard
     output) or with one of ``suffixes`` that is not a folder.  None for folder mode."""
     one = len(paths) == 1 and (paths[0] == "-" or Path(paths[0]).is_file())
     to_file = out == "-" or (Path(out).suffix.lower() in suffixes and not Path(out).is_dir())
+    if out == "-" and as_json:
+        raise QaftError("--json and -o - would both write to standard output")
     if one and to_file:
         return paths[0], out
     if "-" in paths:
@@ -390,6 +427,14 @@ def _named(src: str, fn, *args):
         raise QaftError(f"{'standard input' if src == '-' else src}: {exc}") from None
 
 
+def _said(line: str, job: outputs.Job, data: bytes, as_json: bool, quiet: bool) -> None:
+    """What a one-file run reports: a line on stderr, or its record as JSON on stdout."""
+    if as_json:
+        click.echo(json.dumps(_record(job, data), indent=2))
+    elif not quiet:
+        click.echo(line, err=True)
+
+
 def _needs_writing(job: outputs.Job, force: bool, state) -> bool:
     """Whether one named output is to be written: an absent file, or with ``--force``
     whatever regular file is there (it was named); False if it is up to date (said so).
@@ -417,8 +462,7 @@ def _deliver(job: outputs.Job, data: bytes, force: bool, stamp: bool = False) ->
         return
     outputs.write(job.dest, data, replace=force)
     if stamp:
-        st = os.stat(job.src)
-        os.utime(job.dest, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+        _stamp(job)
 
 
 def _foreign(path: Path) -> bool:
@@ -447,15 +491,22 @@ def _regular(path: Path) -> outputs.State:
     return outputs.State.STALE if regular else outputs.State.FOREIGN
 
 
+def _stamp(job: outputs.Job) -> None:
+    """Gives an output its input's modification time (what marks it up to date)."""
+    st = os.stat(job.src)
+    os.utime(job.dest, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+
+
 def _write_results(
     results, total: int, force: bool, failed: list, desc: str, stamp: bool = False
-) -> tuple[int, int]:
+) -> tuple[list[dict], int]:
     """Writes each (job, bytes) as it arrives; a (job, QaftError) and a failed write are
     that file's failure, and a full disk stops the batch.  With ``stamp`` each output gets
-    its input's modification time.  Returns (written, not attempted)."""
+    its input's modification time.  Returns (a record of each file written, the number
+    not attempted)."""
     from tqdm import tqdm
 
-    done = seen = 0
+    written, seen = [], 0
     for job, result in tqdm(results, total=total, disable=not sys.stderr.isatty(), desc=desc):
         seen += 1
         if isinstance(result, QaftError):
@@ -464,23 +515,56 @@ def _write_results(
         try:
             outputs.write(job.dest, result, replace=force)
             if stamp:
-                st = os.stat(job.src)
-                os.utime(job.dest, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+                _stamp(job)
         except OSError as exc:
             failed.append((job.src, outputs.write_error(exc, job.dest)))
             if exc.errno in outputs.FATAL_WRITE_ERRORS:
                 break
             continue
-        done += 1
-    return done, total - seen
+        written.append(_record(job, result))
+    return written, total - seen
 
 
-def _summary(verb: str, done: int, fresh: int, failed: list, left: int = 0) -> None:
-    """The closing line, then one ``error:`` line per failed input (control characters in
-    names escaped, so a name cannot forge a line); exit status 1 if anything failed or was
-    left undone (``left``: files not attempted after the disk filled)."""
-    undone = f", not attempted {left} (nothing more could be written)" if left else ""
-    click.echo(f"{verb} {done}, skipped {fresh} up to date, failed {len(failed)}{undone}")
+def _record(job: outputs.Job, data: bytes) -> dict:
+    """What a script learns of one file written: paths, sizes, and a stream's bpp."""
+    from qaft.runtime import container
+
+    rec = {"input": str(job.src), "output": str(job.dest), "bytes": len(data)}
+    rec["input_bytes"] = os.stat(job.src).st_size if str(job.src) != "-" else None
+    if data[: len(container.MAGIC)] == container.MAGIC:
+        h = container.unpack(data)[0]
+        rec |= {"width": h.width, "height": h.height, "bpp": 8 * len(data) / (h.width * h.height)}
+    return rec
+
+
+def _summary(
+    verb: str, written: list[dict], fresh: int, failed: list, left: int, as_json: bool, quiet: bool
+) -> None:
+    """The closing line (or a JSON object), then one ``error:`` line per failed input
+    (control characters in names escaped, so a name cannot forge a line); exit status 1 if
+    anything failed or was left undone (``left``: files not attempted after the disk
+    filled).  ``quiet`` keeps only the errors."""
+    n_in = sum(r["input_bytes"] or 0 for r in written)
+    n_out = sum(r["bytes"] for r in written)
+    bpps = [r["bpp"] for r in written if "bpp" in r]
+    if as_json:
+        errors = [{"input": str(src), "error": why} for src, why in failed]
+        totals = {"bytes_in": n_in, "bytes_out": n_out}
+        if bpps:
+            totals["mean_bpp"] = sum(bpps) / len(bpps)
+        report = {"written": written, "skipped_up_to_date": fresh, "failed": errors}
+        click.echo(json.dumps({**report, "not_attempted": left, **totals}, indent=2))
+    elif not quiet:
+        undone = f", not attempted {left} (nothing more could be written)" if left else ""
+        sizes = ""
+        if written:
+            sizes = f": {n_in:,} bytes in, {n_out:,} out"
+            if bpps and n_out:
+                sizes += f" ({n_in / n_out:.1f}x smaller), mean {sum(bpps) / len(bpps):.3f} bpp"
+        click.echo(
+            f"{verb} {len(written)}, skipped {fresh} up to date, failed {len(failed)}{undone}"
+            + sizes
+        )
     for src, why in failed:
         named = why if why.startswith(f"{src}: ") else f"{src}: {why}"  # the file once
         click.echo(outputs.printable(f"error: {named}"), err=True)
@@ -510,10 +594,14 @@ MAX_OPEN_MODELS = 4
     "--force", is_flag=True, help="Replace stale outputs (never a file qaft-run did not write)."
 )
 @_jobs_option
+@_report_options
 @_backend_options
 @fail_cleanly(threaded=True)
-def decompress(paths, out, model, recursive, force, jobs, backend, threads, precision):
-    """Decompress .qaft files to PNG."""
+def decompress(
+    paths, out, model, recursive, force, jobs, as_json, quiet, backend, threads, precision
+):
+    """Decompress .qaft files to PNG; one file to a named file, or standard input (-) to
+    standard output (-o -)."""
     import hashlib
     import threading
     from collections import OrderedDict
@@ -524,7 +612,7 @@ def decompress(paths, out, model, recursive, force, jobs, backend, threads, prec
     from qaft.runtime.model_dir import open_model_dir
     from qaft.runtime.zoo import find_by_fingerprint
 
-    single = _single(paths, out, (".png",))
+    single = _single(paths, out, (".png",), as_json)
     if single:
         src, dest = single
         job = outputs.Job(Path(src), Path(dest))
@@ -532,7 +620,7 @@ def decompress(paths, out, model, recursive, force, jobs, backend, threads, prec
         digest = hashlib.sha256(data).hexdigest()
         header = _named(src, C.read_header, data)
         if model:
-            codec = _codec(_open_model(model), backend, threads, precision)
+            codec = _codec(_open_model(model), backend, threads, precision, quiet or as_json)
         else:
             path = find_by_fingerprint(header.fingerprint)
             if path is None:
@@ -540,11 +628,13 @@ def decompress(paths, out, model, recursive, force, jobs, backend, threads, prec
                     f"{src}: written by model {header.fingerprint.hex()}, which is not bundled: "
                     "pass --model"
                 )
-            codec = _codec(open_model_dir(path), backend, threads, precision)
+            codec = _codec(open_model_dir(path), backend, threads, precision, quiet or as_json)
         if not _needs_writing(job, force, lambda: _image_state(job, digest)):
             return
-        _deliver(job, save_png_bytes(_named(src, C.decode, codec, data).image, digest), force)
-        click.echo(f"decompressed {src} -> {dest}: {header.width}x{header.height}", err=True)
+        png = save_png_bytes(_named(src, C.decode, codec, data).image, digest)
+        _deliver(job, png, force)
+        msg = f"decompressed {src} -> {dest}: {header.width}x{header.height}"
+        _said(msg, job, png, as_json, quiet)
         return
     bad: list = []
     files = _inputs(paths, (".qaft",), recursive, bad)
@@ -559,7 +649,8 @@ def decompress(paths, out, model, recursive, force, jobs, backend, threads, prec
 
     todo, fresh, failed = outputs.sort_jobs(planned, state, force)
     failed = bad + clashes + failed
-    fixed = _codec(_open_model(model), backend, threads, precision) if model else None
+    quiet = quiet or as_json
+    fixed = _codec(_open_model(model), backend, threads, precision, quiet) if model else None
     codecs: OrderedDict[bytes, object] = OrderedDict()
     lock = threading.Lock()  # each model's sessions are created once, by one thread
 
@@ -573,7 +664,7 @@ def decompress(paths, out, model, recursive, force, jobs, backend, threads, prec
                     raise QaftError(
                         f"written by model {fp.hex()}, which is not bundled: pass --model"
                     )
-                codecs[fp] = _codec(open_model_dir(path), backend, threads, precision)
+                codecs[fp] = _codec(open_model_dir(path), backend, threads, precision, quiet)
                 while len(codecs) > MAX_OPEN_MODELS:
                     codecs.popitem(last=False)
             codecs.move_to_end(fp)
@@ -588,8 +679,8 @@ def decompress(paths, out, model, recursive, force, jobs, backend, threads, prec
             return job, exc
 
     results = _ordered_map(work, todo, jobs)
-    done, left = _write_results(results, len(todo), force, failed, "decompress")
-    _summary("decompressed", done, fresh, failed, left)
+    written, left = _write_results(results, len(todo), force, failed, "decompress")
+    _summary("decompressed", written, fresh, failed, left, as_json, quiet)
 
 
 #: What `demo` wrote in its --out folder (file name -> SHA-256): it replaces those files

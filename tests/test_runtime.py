@@ -110,8 +110,10 @@ def test_cli_compress_decompress_info(model_dir, tmp_path):
         "tcq",
     )
     assert "skipped 2 up to date" in again.stdout
-    r = run_cli("qaft-run", "info", str(files[0]))
-    assert json.loads(r.stdout)["quantizer"] == "tcq"
+    r = run_cli("qaft-run", "info", str(files[0]), "--json")
+    assert json.loads(r.stdout)[0]["quantizer"] == "tcq"
+    r = run_cli("qaft-run", "info", str(packed), "--recursive")
+    assert r.returncode == 0 and r.stdout.count(", tcq step ") == 2
     r = run_cli(
         "qaft-run",
         "decompress",

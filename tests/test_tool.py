@@ -103,3 +103,33 @@ def test_errors_name_the_file_once(tmp_path, photo):
     (tmp_path / "bad.qaft").write_bytes(b"QAFT" + bytes(60))
     r = run_cli("qaft-run", "info", str(tmp_path / "bad.qaft"))
     assert r.returncode == 1 and r.stderr.startswith(f"error: {tmp_path / 'bad.qaft'}: ")
+
+
+def test_answers_a_script_can_read(photo, tmp_path):
+    import json
+
+    r = run_cli("qaft-run", "compress", str(photo.parent), "--out", str(tmp_path / "o"),
+                "--model", "q0", "--json")  # fmt: skip
+    report = json.loads(r.stdout)
+    assert r.returncode == 0 and report["failed"] == [] and len(report["written"]) == 1
+    (rec,) = report["written"]
+    assert rec["bytes"] == (tmp_path / "o" / "photo.qaft").stat().st_size
+    assert rec["bpp"] == pytest.approx(8 * rec["bytes"] / (48 * 72))
+    assert report["bytes_in"] == photo.stat().st_size
+    r = run_cli("qaft-run", "info", str(tmp_path / "o"), "--json")
+    assert json.loads(r.stdout)[0]["bundled_model"] == "q0"
+    r = run_cli("qaft-run", "decompress", str(tmp_path / "o"), "--out", str(tmp_path / "b"),
+                "-q")  # fmt: skip
+    assert r.returncode == 0 and r.stdout == "" and r.stderr == ""
+    r = run_cli("qaft-run", "models", "--json")
+    models = {m["name"]: m for m in json.loads(r.stdout)}
+    assert models["q3"]["default"] and not models["q0"]["default"]
+    assert (
+        0.1 < models["q3"]["kodak"]["bpp"] < 1 and models["q3-tcq"]["kodak"]["quantizer"] == "tcq"
+    )
+    plain = run_cli("qaft-run", "compress", str(photo.parent), "--out", str(tmp_path / "p"),
+                    "--model", "q0")  # fmt: skip
+    assert "bytes in" in plain.stdout and "mean" in plain.stdout and "bpp" in plain.stdout
+    for tool in ("qaft-run", "qaft"):
+        r = run_cli(tool, "--version")
+        assert r.returncode == 0 and "version" in r.stdout
