@@ -95,6 +95,9 @@ def fail_cleanly(fn=None, *, threaded=False):
         except (QaftError, OSError, ValueError) as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)
+        except RecursionError:  # a JSON file nested a hundred thousand levels deep
+            click.echo("error: an input is nested too deeply to read", err=True)
+            sys.exit(1)
         except KeyboardInterrupt as exc:
             _interrupted(exc, hard=in_thread)
         finally:

@@ -20,16 +20,16 @@ from __future__ import annotations
 import enum
 import errno
 import os
-import tempfile
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from qaft.runtime.errors import QaftError
+from qaft.runtime.files import write_file
+
 #: Errors after which no later file can be written either: the batch stops with a summary.
 FATAL_WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
-# What os.link says on a file system without hard links (FAT, some network mounts).
-_NO_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, errno.ENOSYS}
 
 # Temporary files being written, removed by an interrupt before the process ends under the
 # thread that writes them (cli/common.py); process-wide like the signal that needs them.
@@ -134,59 +134,16 @@ def exists(path: Path) -> bool:
     return os.path.lexists(path)
 
 
-def write(dest: Path, data: bytes, replace: bool = False) -> None:
-    """Writes ``data`` to ``dest`` through a temporary file in its folder.
-
-    Without ``replace`` a file that is at ``dest`` by then (another process's, or one that
-    appeared since the run looked) is never overwritten: :class:`FileExistsError`.  With it,
-    whatever is at ``dest`` is replaced by the rename (a symlink itself, not its target)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".qaft-", suffix=".part", dir=dest.parent)
+def _track(tmp: str, live: bool) -> None:
     with _LIVE_LOCK:
-        _LIVE.add(tmp)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 is for the temporary only
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        if os.path.isdir(dest) and not os.path.islink(dest):
-            raise IsADirectoryError(errno.EISDIR, "a folder is in the way", str(dest))
-        if replace:
-            os.replace(tmp, dest)
-        else:
-            try:
-                os.link(tmp, dest)  # fails if dest exists, even as a dangling symlink
-            except FileExistsError:
-                raise
-            except OSError as exc:
-                if exc.errno not in _NO_LINKS:
-                    raise
-                # a file system without hard links: check, then rename
-                if exists(dest):
-                    raise FileExistsError(
-                        errno.EEXIST, "appeared during the run", str(dest)
-                    ) from None
-                os.rename(tmp, dest)
-    finally:
-        with _LIVE_LOCK:
-            _LIVE.discard(tmp)
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        (_LIVE.add if live else _LIVE.discard)(tmp)
 
 
-def _umask() -> int:
-    """This process's umask, read without changing it where the system allows."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)  # elsewhere: set and put back at once
-    os.umask(mask)
-    return mask
+def write(dest: Path, data: bytes, replace: bool = False) -> None:
+    """Writes ``data`` to ``dest`` by :func:`qaft.runtime.files.write_file` (never over a
+    file that is there by then, unless ``replace``), its temporary file known to an
+    interrupt."""
+    write_file(dest, data, replace, on_temporary=_track)
 
 
 def write_json(path: Path, text: str, inputs: Iterable[Path], ours: Callable[[object], bool]):
@@ -194,8 +151,6 @@ def write_json(path: Path, text: str, inputs: Iterable[Path], ours: Callable[[ob
     accepts as this kind of results (a JSON document), never an input of the run, a
     symlink, or anything else: :class:`QaftError`."""
     import json
-
-    from qaft.runtime.errors import QaftError
 
     if _key(path) in {_key(p) for p in inputs} or os.path.realpath(path) in {
         os.path.realpath(p) for p in inputs
@@ -209,12 +164,28 @@ def write_json(path: Path, text: str, inputs: Iterable[Path], ours: Callable[[ob
         try:
             with open(path, "rb") as f:
                 old = json.loads(f.read(1 << 26))
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             old = None
         if not ours(old):
             raise QaftError(f"{path} exists and is not a results file of this command; it is "
                             "left as it is (choose another --json)")  # fmt: skip
     write(path, text.encode(), replace=True)
+
+
+def check_new_file(path: Path, force: bool, inputs: Iterable[Path] = ()) -> None:
+    """Refuses, before any work, to write a named file over an input of the command, over
+    anything but a regular file (a symlink, a folder, a FIFO), or over an existing file
+    without ``--force``."""
+    path = Path(path)
+    if any(_key(path) == _key(p) or os.path.realpath(path) == os.path.realpath(p) for p in inputs):
+        raise QaftError(f"{path} is an input of this command: choose another --out")
+    if exists(path):
+        import stat
+
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            raise QaftError(f"{path} exists and is not a regular file; it is left as it is")
+        if not force:
+            raise QaftError(f"{path} exists: --force replaces it")
 
 
 def printable(line: str) -> str:

@@ -323,11 +323,14 @@ def models(as_json) -> None:
     help="Run folder of `qaft train`.",
 )
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Model file to write.")
+@click.option("--force", is_flag=True, help="Replace an existing file.")
 @fail_cleanly
-def snapshot(run_dir, out) -> None:
+def snapshot(run_dir, out, force) -> None:
     """Write a model file from a run's latest checkpoint (the run may still be going)."""
+    from qaft.training.train import RUN_FILES
     from qaft.training.train import snapshot as take
 
+    outputs.check_new_file(Path(out), force, [Path(run_dir) / f for f in RUN_FILES])
     click.echo(f"wrote {take(run_dir, out)}")
 
 
@@ -335,13 +338,15 @@ def snapshot(run_dir, out) -> None:
 @click.argument("ckpt", type=click.Path(dir_okay=False))
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="qaft model file.")
 @click.option("--lmbda", type=float, help="λ the model was trained for (recorded only).")
+@click.option("--force", is_flag=True, help="Replace an existing file.")
 @fail_cleanly
-def import_compressai_cmd(ckpt, out, lmbda) -> None:
+def import_compressai_cmd(ckpt, out, lmbda, force) -> None:
     """Convert a CompressAI MeanScaleHyperprior checkpoint into a qaft model file."""
     from qaft.training.compressai_import import import_compressai
 
     if not Path(ckpt).is_file():
         raise FileNotFoundError(f"{ckpt}: no such file")
+    outputs.check_new_file(Path(out), force, [Path(ckpt)])
     click.echo(f"wrote {import_compressai(ckpt, out, lmbda)}")
 
 
@@ -349,11 +354,13 @@ def import_compressai_cmd(ckpt, out, lmbda) -> None:
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="PNG to write.")
 @click.option("--title", default="Kodak", show_default=True)
+@click.option("--force", is_flag=True, help="Replace an existing file.")
 @fail_cleanly
-def plot(files, out, title) -> None:
+def plot(files, out, title, force) -> None:
     """Plot PSNR against bpp for results JSON files."""
     from qaft.training.plot import plot_rd
 
+    outputs.check_new_file(Path(out), force, [Path(f) for f in files])
     click.echo(f"wrote {plot_rd(list(files), out, title)}")
 
 
@@ -533,7 +540,8 @@ def export(ckpt, out, check_image, tensorrt, fp16, force) -> None:
     from qaft.runtime.image import load_rgb
     from qaft.training.checkpoint import load_model
 
-    check_target(out, force)  # before the model is loaded and the graphs checked
+    inputs = [Path(ckpt)] + ([Path(check_image)] if check_image else [])
+    check_target(out, force, inputs)  # before the model is loaded and the graphs checked
 
     if tensorrt:
         from qaft.export.tensorrt_engine import tensorrt_available

@@ -6,9 +6,12 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
+import numpy as np
 
 from qaft.cli import outputs
 from qaft.cli.common import (
@@ -226,6 +229,22 @@ def info(paths, recursive, as_json) -> None:
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--model", default=None, help="Bundled model name or model folder (default q3).")
 @click.option(
+    "--quality",
+    type=click.IntRange(0, 6),
+    help="The zoo's rate 0..6 (`qaft-run models`: Kodak bpp and PSNR of each); with "
+    "--quantizer, its model finetuned for that quantizer where there is one.",
+)
+@click.option(
+    "--target-bpp",
+    type=click.FloatRange(0, min_open=True),
+    help="Per image, the model and step that code it at about this many bits per pixel (±5%).",
+)
+@click.option(
+    "--target-psnr",
+    type=click.FloatRange(0, min_open=True),
+    help="Per image, the smallest file whose PSNR reaches this many dB.",
+)
+@click.option(
     "-o",
     "--out",
     required=True,
@@ -261,6 +280,9 @@ def info(paths, recursive, as_json) -> None:
 def compress(
     paths,
     model,
+    quality,
+    target_bpp,
+    target_psnr,
     out,
     quantizer,
     step,
@@ -279,44 +301,40 @@ def compress(
 ):
     """Compress images (files or folders) to .qaft files; one file to a named file, or
     standard input (-) to standard output (-o -)."""
-    from qaft.runtime import codec as C
-    from qaft.runtime.image import IMAGE_SUFFIXES
-    from qaft.runtime.quantizers import QUANTIZERS
-    from qaft.runtime.zoo import DEFAULT_MODEL
+    from qaft.runtime.image import IMAGE_SUFFIXES, load_rgb
 
     single = _single(paths, out, (".qaft",), as_json)
     bad: list = []
     files = [] if single else _inputs(paths, IMAGE_SUFFIXES, recursive, bad)
-    model_dir = _open_model(model or DEFAULT_MODEL)
-    quantizer = _quantizer(model_dir, quantizer)
-    params = C.resolve_params(model_dir.quantizer_defaults, quantizer, step, q_lmbda)
+    if ray_address and (target_bpp or target_psnr):
+        raise QaftError("--target-bpp and --target-psnr do not run on a cluster (--ray)")
+    enc = _encoder(
+        model, quality, target_bpp, target_psnr, quantizer, step, q_lmbda,
+        backend, threads, precision, quiet or as_json, codec=not ray_address,
+    )  # fmt: skip
     if single:
-        from qaft.runtime.image import load_rgb
-
-        codec = _codec(model_dir, backend, threads, precision, quiet or as_json)
         src, dest = single
         job = outputs.Job(Path(src), Path(dest))
-        expect = (model_dir.fingerprint, QUANTIZERS[quantizer], params)
-        if not _needs_writing(job, force, lambda: _stream_state(job, *expect)):
+        if not _needs_writing(job, force, lambda: enc.state(job)):
             return
         image = load_rgb(*_read_input(src, None)) if src == "-" else load_rgb(src)
-        data = C.encode(codec, image, quantizer, params).data
-        h, w = image.shape[:2]
+        data, info = enc.encode(image)
         _deliver(job, data, force, stamp=src != "-")
-        _said(f"compressed {src} -> {dest}: {len(data):,} bytes, {8 * len(data) / (h * w):.3f} "
-              f"bpp ({quantizer})", job, data, as_json, quiet)  # fmt: skip
+        _said(_got(src, dest, data, info), job, data, as_json, quiet, info)
         return
-    expect = (model_dir.fingerprint, QUANTIZERS[quantizer], params)
     planned, clashes = outputs.plan(files, Path(out), ".qaft", [f for f, _ in files])
-    todo, fresh, failed = outputs.sort_jobs(planned, lambda j: _stream_state(j, *expect), force)
+    todo, fresh, failed = outputs.sort_jobs(planned, enc.state, force)
     failed = bad + clashes + failed
-    codec = (
-        None if ray_address else _codec(model_dir, backend, threads, precision, quiet or as_json)
-    )
+    infos: dict[Path, dict] = {}
 
     def work(job):
         try:
-            return job, C.encode_file(codec, job.src, quantizer, params)
+            data, infos[job.dest] = enc.encode(load_rgb(job.src))
+            if enc.target and not (quiet or as_json):
+                click.echo(
+                    outputs.printable(_got(job.src, job.dest, data, infos[job.dest])), err=True
+                )
+            return job, data
         except QaftError as exc:
             return job, exc
 
@@ -325,22 +343,105 @@ def compress(
 
         address = None if ray_address == "local" else ray_address
         config = ClusterConfig(address, workers, threads or 1, backend, gpus_per_worker, precision)
+        md = enc.model_dir
         click.echo(
-            f"model {model_dir.path.name} ({model_dir.fingerprint.hex()}), "
-            f"Ray cluster {address or '(local)'}",
+            f"model {md.path.name} ({md.fingerprint.hex()}), Ray cluster {address or '(local)'}",
             err=True,
         )
         by_pair = {(j.src, j.dest): j for j in todo}
         results = (
             (by_pair[(src, dest)], res)
             for src, dest, res in compress_on_ray(
-                model_dir, list(by_pair), quantizer, params, config
+                md, list(by_pair), enc.quantizer, enc.params, config
             )
         )
     else:
         results = _ordered_map(work, todo, jobs)
-    written, left = _write_results(results, len(todo), force, failed, "compress", stamp=True)
+    written, left = _write_results(
+        results, len(todo), force, failed, "compress", stamp=True, infos=infos
+    )
     _summary("compressed", written, fresh, failed, left, as_json, quiet)
+
+
+@dataclass
+class _Encoder:
+    """How compress codes an image: ``encode(image) -> (bytes, what it chose)``, and what
+    makes an existing output up to date (``state``)."""
+
+    encode: Callable[[np.ndarray], tuple[bytes, dict]]
+    state: Callable[[outputs.Job], outputs.State]
+    target: bool = False
+    model_dir: object = None  # a fixed model's folder (for --ray)
+    quantizer: str = ""
+    params: object = None
+
+
+def _encoder(
+    model, quality, target_bpp, target_psnr, quantizer, step, q_lmbda,
+    backend, threads, precision, quiet, codec=True,
+) -> _Encoder:  # fmt: skip
+    """The encoder that the options ask for: one model (by name, folder or ``--quality``),
+    or per image the model and setting that meet ``--target-bpp``/``--target-psnr``."""
+    from qaft.runtime import codec as C
+    from qaft.runtime.quantizers import QUANTIZERS
+    from qaft.runtime.zoo import DEFAULT_MODEL, model_for_quality
+
+    given = {"--model": model, "--quality": quality}
+    given |= {"--target-bpp": target_bpp, "--target-psnr": target_psnr}
+    chosen = [name for name, value in given.items() if value is not None]
+    if len(chosen) > 1:
+        raise QaftError(f"{' and '.join(chosen)} each choose the model: give one of them")
+    if target_bpp is not None or target_psnr is not None:
+        from qaft.runtime.rate_control import encode_to_target, zoo_candidates
+
+        if step is not None or q_lmbda is not None:
+            raise QaftError("--step and --q-lmbda are what a target search sets: leave them out")
+        candidates = zoo_candidates(quantizer or "tcq", backend=backend, threads=threads)
+
+        def encode(image):
+            r = encode_to_target(image, candidates, target_bpp=target_bpp, target_psnr=target_psnr)
+            return r.data, {
+                "model": r.model, "quantizer": r.quantizer, "step": r.params.step,
+                "psnr": r.psnr, "met": r.met, "out_of_range": r.out_of_range,
+            }  # fmt: skip
+
+        def state(job):  # the target is not in the file: an earlier output is never known good
+            now = _stream_state(job, b"", None, None)
+            return outputs.State.STALE if now is outputs.State.UP_TO_DATE else now
+
+        return _Encoder(encode, state, target=True)
+    if quality is not None:
+        model = model_for_quality(quality, quantizer)
+    model_dir = _open_model(model or DEFAULT_MODEL)
+    quantizer = _quantizer(model_dir, quantizer)
+    params = C.resolve_params(model_dir.quantizer_defaults, quantizer, step, q_lmbda)
+    quant = QUANTIZERS[quantizer]
+    codec_ = _codec(model_dir, backend, threads, precision, quiet) if codec else None
+    about = {"model": model_dir.path.name, "quantizer": quantizer}
+
+    def encode(image):
+        return C.encode(codec_, image, quantizer, params).data, about
+
+    def state(job):
+        return _stream_state(job, model_dir.fingerprint, quant, params)
+
+    return _Encoder(encode, state, False, model_dir, quantizer, params)
+
+
+def _got(src, dest, data: bytes, info: dict) -> str:
+    """One line on what an image got: its size, and what a target search chose."""
+    from qaft.runtime import container
+
+    h = container.unpack(data)[0]
+    line = f"{src} -> {dest}: {len(data):,} bytes, {8 * len(data) / (h.width * h.height):.3f} bpp"
+    line += f", {info['model']} {info['quantizer']}"
+    if "psnr" in info:
+        line += f" step {info['step']:.3g}, {info['psnr']:.2f} dB"
+        if info["out_of_range"]:
+            line += f" (the target is {info['out_of_range']} the zoo's range: nearest end)"
+        elif not info["met"]:
+            line += " (target not met within the trials allowed)"
+    return line
 
 
 def _stream_state(job: outputs.Job, fingerprint: bytes, quant, params) -> outputs.State:
@@ -360,6 +461,8 @@ def _stream_state(job: outputs.Job, fingerprint: bytes, quant, params) -> output
         header = container.unpack(container.read_stream(job.dest))[0]
     except container.ContainerError:  # a damaged stream of ours
         return outputs.State.STALE
+    if quant is None:  # nothing to compare with: a whole stream of ours
+        return outputs.State.UP_TO_DATE
     try:
         size = upright_size(job.src)
     except QaftError:
@@ -427,10 +530,12 @@ def _named(src: str, fn, *args):
         raise QaftError(f"{'standard input' if src == '-' else src}: {exc}") from None
 
 
-def _said(line: str, job: outputs.Job, data: bytes, as_json: bool, quiet: bool) -> None:
+def _said(
+    line: str, job: outputs.Job, data: bytes, as_json: bool, quiet: bool, info: dict | None = None
+) -> None:
     """What a one-file run reports: a line on stderr, or its record as JSON on stdout."""
     if as_json:
-        click.echo(json.dumps(_record(job, data), indent=2))
+        click.echo(json.dumps({**_record(job, data), **(info or {})}, indent=2))
     elif not quiet:
         click.echo(line, err=True)
 
@@ -498,7 +603,13 @@ def _stamp(job: outputs.Job) -> None:
 
 
 def _write_results(
-    results, total: int, force: bool, failed: list, desc: str, stamp: bool = False
+    results,
+    total: int,
+    force: bool,
+    failed: list,
+    desc: str,
+    stamp: bool = False,
+    infos: dict | None = None,
 ) -> tuple[list[dict], int]:
     """Writes each (job, bytes) as it arrives; a (job, QaftError) and a failed write are
     that file's failure, and a full disk stops the batch.  With ``stamp`` each output gets
@@ -521,7 +632,7 @@ def _write_results(
             if exc.errno in outputs.FATAL_WRITE_ERRORS:
                 break
             continue
-        written.append(_record(job, result))
+        written.append({**_record(job, result), **(infos or {}).get(job.dest, {})})
     return written, total - seen
 
 
@@ -716,7 +827,7 @@ def _demo_record(out_dir: Path) -> dict[str, str]:
         record = json.loads(path.read_text())
         if not (isinstance(record, dict) and all(isinstance(v, str) for v in record.values())):
             raise ValueError
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         raise QaftError(f"{path} is not a record of qaft-run demo: use another --out") from None
     return record
 
@@ -762,7 +873,8 @@ def demo(images, model, quantizer, out, backend, threads, precision) -> None:
         raise QaftError(clashes[0][1])
     record = _demo_record(out_dir)
     for job in streams + pngs:  # its own earlier files, unchanged since, and nobody else's
-        if outputs.exists(job.dest) and record.get(job.dest.name) != _digest(job.dest):
+        digest = _digest(job.dest) if outputs.exists(job.dest) else None
+        if outputs.exists(job.dest) and (digest is None or record.get(job.dest.name) != digest):
             raise QaftError(
                 f"{job.dest} exists and was not written by qaft-run demo: use another --out"
             )

@@ -15,9 +15,11 @@ import copy
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -58,15 +60,27 @@ class ExportTargetError(QaftError):
 
 
 def is_model_folder(path: Path) -> bool:
-    """Whether ``path`` is a folder written by export (its manifest says so)."""
+    """Whether ``path`` holds a model folder that export wrote and nothing else: regular
+    files only (no links, no sub-folders), a manifest the runtime accepts, and no file that
+    manifest does not list (TensorRT engines aside).  Only such a folder may be replaced."""
+    from qaft.runtime.model_dir import ModelDirError, read_manifest
+
     try:
-        manifest = json.loads((path / MANIFEST).read_text())
-    except (OSError, ValueError):
+        entries = list(os.scandir(path))
+        manifest = read_manifest(path)
+    except (OSError, ModelDirError):
         return False
-    return isinstance(manifest, dict) and manifest.get("format") == MODEL_DIR_FORMAT
+    if any(not e.is_file(follow_symlinks=False) for e in entries):
+        return False
+    listed = {MANIFEST, *manifest["files"]}
+    return all(e.name in listed or _ENGINE.fullmatch(e.name) for e in entries)
 
 
-def check_target(out: str | Path, force: bool = False) -> None:
+#: TensorRT engines that `qaft export --tensorrt` writes beside the graphs, unlisted.
+_ENGINE = re.compile(r"[a-z0-9_]+(\.fp16)?\.engine")
+
+
+def check_target(out: str | Path, force: bool = False, inputs: Iterable[Path] = ()) -> None:
     """Refuses an ``out`` that export would have to destroy something else to write.
 
     Allowed: a path that does not exist, an empty folder, and, with ``force``, a model
@@ -84,6 +98,9 @@ def check_target(out: str | Path, force: bool = False) -> None:
         raise ExportTargetError(
             f"--out {out}: holds the working directory; choose a new folder for the model"
         )
+    for p in inputs:
+        if Path(p).resolve().is_relative_to(out.resolve()):
+            raise ExportTargetError(f"--out {out}: holds {p}, an input of the export")
     if not any(out.iterdir()):
         return
     if not is_model_folder(out):

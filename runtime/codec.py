@@ -35,7 +35,9 @@ class Networks(Protocol):
 
 
 class HyperSynthesis(Protocol):
-    """ẑ -> (scales, means) of y; :class:`IntegerHyperSynthesis` is the one that codes."""
+    """ẑ -> (scales, means) of y; :class:`IntegerHyperSynthesis` is the one that codes (its
+    ``y_channels``, M, lets the decoder refuse a y section too short for the declared size
+    before running it)."""
 
     def __call__(self, z_hat: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
 
@@ -106,6 +108,7 @@ class Encoded:
     z_indices: np.ndarray
     timings: dict[str, float] = field(default_factory=dict)
     reconstruction: np.ndarray | None = None  # what the decoder will output, if asked for
+    y_hat: np.ndarray | None = None  # the decoder's latent, for a later synthesis
 
 
 def pad_image(image: np.ndarray) -> np.ndarray:
@@ -154,6 +157,50 @@ def latents(codec: Codec, image: np.ndarray, timings: dict | None = None) -> Lat
     return Latents(y, z_idx, levels, means)
 
 
+def code_z(codec: Codec, lat: Latents) -> list[bytes]:
+    """The file's two z sections (stream, escapes) for ``lat``: no quantizer setting changes
+    them, so a search over settings codes them once."""
+    z = lat.z_indices
+    z_code = coder.encode(z, _z_table_ids(z.shape), codec.tables.z_tables)
+    return [z_code.stream, z_code.escapes_bytes()]
+
+
+def encode_latents(
+    codec: Codec,
+    lat: Latents,
+    height: int,
+    width: int,
+    quantizer: str = "sq",
+    params: QuantizerParams | None = None,
+    reconstruct: bool = False,
+    z_sections: list[bytes] | None = None,
+    timings: dict | None = None,
+) -> Encoded:
+    """The ``.qaft`` bytes of a height x width image from its :func:`latents`: what
+    :func:`encode` writes, for callers that code one analysis with several settings (rate
+    control).  ``z_sections`` reuses :func:`code_z` of the same latents."""
+    if quantizer not in QUANTIZERS:
+        raise QaftError(f"unknown quantizer {quantizer!r}; choose from {sorted(QUANTIZERS)}")
+    quant = QUANTIZERS[quantizer]
+    params = params or codec.params(quantizer)
+    t = timings if timings is not None else {}
+    t0 = time.perf_counter()
+    y_idx, y_hat = quant.quantize(
+        lat.y, lat.means, lat.levels, codec.tables, params, codec.distortion_weights
+    )
+    t["quantization"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    step = header_step(quant, params)
+    y_sections = quant.code(y_idx, lat.levels, codec.tables, step)
+    z_sections = z_sections if z_sections is not None else code_z(codec, lat)
+    header = container.Header(quant.id, codec.fingerprint, height, width, step)
+    data = container.pack(header, [*z_sections, *y_sections])
+    t["entropy_encode"] = time.perf_counter() - t0
+    rec = tiling.synthesize(codec.networks.synthesis, y_hat, height, width) if reconstruct else None
+    return Encoded(data, y_idx, lat.z_indices, t, rec, y_hat)
+
+
 def encode(
     codec: Codec,
     image: np.ndarray,
@@ -169,8 +216,6 @@ def encode(
     """
     if quantizer not in QUANTIZERS:
         raise QaftError(f"unknown quantizer {quantizer!r}; choose from {sorted(QUANTIZERS)}")
-    quant = QUANTIZERS[quantizer]
-    params = params or codec.params(quantizer)
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise QaftError(f"expected an (H, W, 3) uint8 image, got {image.shape} {image.dtype}")
@@ -180,23 +225,7 @@ def encode(
     check_memory(h, w, "encode")
     t: dict[str, float] = {}
     lat = latents(codec, image, t)
-    y, z_idx, levels, means = lat.y, lat.z_indices, lat.levels, lat.means
-
-    t0 = time.perf_counter()
-    y_idx, y_hat = quant.quantize(y, means, levels, codec.tables, params, codec.distortion_weights)
-    t["quantization"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    step = header_step(quant, params)
-    y_sections = quant.code(y_idx, levels, codec.tables, step)
-    z_code = coder.encode(z_idx, _z_table_ids(z_idx.shape), codec.tables.z_tables)
-    header = container.Header(quant.id, codec.fingerprint, h, w, step)
-    data = container.pack(header, [z_code.stream, z_code.escapes_bytes(), *y_sections])
-    t["entropy_encode"] = time.perf_counter() - t0
-    rec = None
-    if reconstruct:
-        rec = tiling.synthesize(codec.networks.synthesis, y_hat, h, w)
-    return Encoded(data, y_idx, z_idx, t, rec)
+    return encode_latents(codec, lat, h, w, quantizer, params, reconstruct, timings=t)
 
 
 def encode_file(
@@ -252,6 +281,11 @@ def decode(codec: Codec, data: bytes, synthesize: bool = True) -> Decoded:
     _check_carries(z_stream, float(z_bits[:n_z].sum()) * z_shape[2] * z_shape[3], "z", header)
     if not sections[2]:
         raise container.ContainerError("the y section is empty")
+    # before the hyper-synthesis runs over the declared size: the y section must hold at
+    # least the cheapest latent's bits for every latent (each level's check comes after)
+    m = getattr(codec.hyper, "y_channels", 0)  # a test's float stand-in has none: no floor
+    n_y = m * (ph // 16) * (pw // 16)
+    _check_carries(sections[2], n_y * quant.floor_bits(codec.tables, header.step), "y", header)
     check_memory(header.height, header.width, "decode")
     z_idx = coder.decode(
         z_stream, np.frombuffer(z_esc, "<i4"), _z_table_ids(z_shape), codec.tables.z_tables

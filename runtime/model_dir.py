@@ -148,10 +148,14 @@ def _read_once(path: Path, limit: int) -> bytes:
     """The whole of a regular file, at most ``limit`` bytes, through one descriptor."""
     try:
         # O_NONBLOCK: a FIFO planted under a listed name must not block the open
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        # O_NOFOLLOW: a model's files are its own, not links to files elsewhere
+        flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
+        fd = os.open(path, flags)
     except FileNotFoundError:
         raise ModelDirError(f"{path}: missing from the model folder") from None
     except OSError as exc:
+        if path.is_symlink():
+            raise ModelDirError(f"{path}: a symlink, not a file of the model folder") from None
         raise ModelDirError(f"{path}: unreadable ({exc.strerror or exc})") from None
     with os.fdopen(fd, "rb") as f:
         st = os.fstat(f.fileno())
@@ -570,6 +574,17 @@ def _open(
         weights = distortion_weights(manifest["lmbda"], manifest["synthesis_gain"])
     fingerprint = bytes.fromhex(manifest["fingerprint"])
     return ModelDir(path, manifest, tables, hyper, fingerprint, defaults, weights, blobs)
+
+
+def read_manifest(path: str | Path) -> dict:
+    """The validated manifest of the model folder at ``path`` (nothing else is read)."""
+    mpath = Path(path) / MANIFEST
+    try:
+        manifest = json.loads(_read_once(mpath, MAX_MANIFEST_BYTES))
+    except (ValueError, RecursionError) as exc:
+        raise ModelDirError(f"{mpath}: unreadable manifest ({str(exc)[:100]})") from None
+    _validate_manifest(manifest, mpath)
+    return manifest
 
 
 def open_model_dir(path: str | Path, verify: bool = True) -> ModelDir:

@@ -20,7 +20,6 @@ from qaft.runtime.rate_control import (
     STEP_SPAN,
     Candidate,
     RateControlError,
-    encode_latents,
     encode_to_target,
     knob_grid,
     zoo_candidates,
@@ -80,15 +79,20 @@ def check_file(result, image: np.ndarray, candidates: list[Candidate]) -> None:
 @pytest.mark.parametrize(
     "quantizer,params", [("tcq", QuantizerParams(0.9, 0.1)), ("rdoq", QuantizerParams(1.0, 0.5))]
 )
-def test_encode_latents_matches_encode(candidates, image, quantizer, params):
+def test_coding_one_analysis_again_with_its_z_gives_the_bytes_of_encode(
+    candidates, image, quantizer, params
+):
+    """What the search does (latents once, z coded once, settings tried) writes what a plain
+    encode with the chosen settings writes."""
     codec = candidates[1].codec
     want = C.encode(codec, image, quantizer, params, reconstruct=True)
-    got, y_hat = encode_latents(
-        codec, C.latents(codec, image), *SHAPE, quantizer, params, reconstruct=True
-    )
+    lat = C.latents(codec, image)
+    z = C.code_z(codec, lat)
+    C.encode_latents(codec, lat, *SHAPE, quantizer, QuantizerParams(1.3, 0.2), z_sections=z)
+    got = C.encode_latents(codec, lat, *SHAPE, quantizer, params, True, z_sections=z)
     assert got.data == want.data
     np.testing.assert_array_equal(got.reconstruction, want.reconstruction)
-    assert y_hat.shape == got.y_indices.shape
+    assert got.y_hat.shape == got.y_indices.shape
 
 
 def test_knob_grids():

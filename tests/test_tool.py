@@ -3,6 +3,7 @@ messages that say what to do (README: "Compress your own photos")."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -106,8 +107,6 @@ def test_errors_name_the_file_once(tmp_path, photo):
 
 
 def test_answers_a_script_can_read(photo, tmp_path):
-    import json
-
     r = run_cli("qaft-run", "compress", str(photo.parent), "--out", str(tmp_path / "o"),
                 "--model", "q0", "--json")  # fmt: skip
     report = json.loads(r.stdout)
@@ -133,3 +132,34 @@ def test_answers_a_script_can_read(photo, tmp_path):
     for tool in ("qaft-run", "qaft"):
         r = run_cli(tool, "--version")
         assert r.returncode == 0 and "version" in r.stdout
+
+
+def test_quality_picks_the_zoos_rate_and_its_finetuned_model(photo, tmp_path):
+    for extra, model in (([], "q2"), (["--quantizer", "tcq"], "q2-tcq")):
+        out = tmp_path / f"{model}.qaft"
+        r = run_cli("qaft-run", "compress", str(photo), "-o", str(out), "--quality", "2", *extra)
+        assert r.returncode == 0, r.stderr
+        info = run_cli("qaft-run", "info", str(out), "--json")
+        assert json.loads(info.stdout)[0]["bundled_model"] == model
+    r = run_cli("qaft-run", "compress", str(photo), "-o", str(tmp_path / "x.qaft"),
+                "--quality", "2", "--model", "q3")  # fmt: skip
+    assert r.returncode == 1 and "give one of them" in r.stderr
+
+
+def test_a_target_bpp_is_met_per_image_and_reported(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(2):
+        Image.fromarray(synthetic_image(128, 192, 10 + i)).save(src / f"{i}.png")
+    r = run_cli("qaft-run", "compress", str(src), "--out", str(tmp_path / "o"),
+                "--target-bpp", "0.5", "--json")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    for rec in report["written"]:
+        assert rec["met"] and abs(rec["bpp"] / 0.5 - 1) <= 0.05 and rec["psnr"] > 20
+    back = run_cli("qaft-run", "decompress", str(tmp_path / "o"), "--out", str(tmp_path / "b"))
+    assert back.returncode == 0 and "decompressed 2," in back.stdout
+    # the target is not in the file: a second run does not take the files as up to date
+    again = run_cli("qaft-run", "compress", str(src), "--out", str(tmp_path / "o"),
+                    "--target-bpp", "0.5")  # fmt: skip
+    assert again.returncode == 1 and again.stderr.count("is stale") == 2

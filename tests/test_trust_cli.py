@@ -472,3 +472,45 @@ def test_a_signal_during_start_up_ends_quietly_with_130(tmp_path):
         assert not (tmp_path / "o").exists() or all(
             p.suffix == ".qaft" for p in (tmp_path / "o").iterdir()
         )
+
+
+def test_a_short_y_section_is_refused_before_the_hyper_synthesis_runs(q0_codec):
+    """A z section long enough for 8192x8192 (its length is all that is checked before it
+    is decoded) and a y section of one word: refused before z is decoded or the
+    hyper-synthesis runs, in well under a second."""
+    import dataclasses
+
+    def never(z_hat):
+        raise AssertionError("the hyper-synthesis ran")
+
+    never.y_channels = q0_codec.hyper.y_channels  # what the bound reads of it
+    codec = dataclasses.replace(q0_codec, hyper=never)
+    forged = _forged(codec.fingerprint, 8192, 8192, [bytes(1 << 20), b"", b"\0" * 4, b""])
+    t0 = time.perf_counter()
+    with pytest.raises(ContainerError, match="the y section .* cannot hold"):
+        C.decode(codec, forged)
+    assert time.perf_counter() - t0 < 1
+
+
+def test_demo_does_not_replace_a_symlink_at_an_output_name(model_dir, photos, tmp_path):
+    out = tmp_path / "ds"
+    out.mkdir()
+    target = tmp_path / "real.png"
+    target.write_bytes(b"a user's picture")
+    (out / "p0.png").symlink_to(target)
+    demo_is_refused(model_dir, photos, out, "not written by qaft-run demo")
+    assert (out / "p0.png").is_symlink() and target.read_bytes() == b"a user's picture"
+
+
+def test_a_model_folder_file_that_is_a_symlink_is_refused(tmp_path):
+    import shutil
+
+    from qaft.runtime.model_dir import ModelDirError
+    from qaft.runtime.zoo import model_path
+
+    folder = tmp_path / "m"
+    shutil.copytree(model_path("q0"), folder)
+    (folder / "analysis.onnx").unlink()
+    (folder / "analysis.onnx").symlink_to(model_path("q0") / "analysis.onnx")
+    with pytest.raises(ModelDirError, match="a symlink"):
+        open_model_dir(folder)

@@ -224,25 +224,59 @@ def test_export_fills_an_empty_folder_and_replaces_a_model_folder_only_with_forc
     assert qaft(*args).exit_code == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["format"] == "qaft-model-dir"
-    (out / "old-engine.plan").write_bytes(b"from an earlier export")
+    (out / "analysis.engine").write_bytes(b"an engine of an earlier --tensorrt export")
     before = _tree(out)
     assert_one_line_error(qaft(*args), "--force")
     assert _tree(out) == before
     result = qaft(*args, "--force")
     assert result.exit_code == 0, result.output
-    assert not (out / "old-engine.plan").exists()
+    assert not (out / "analysis.engine").exists()
     assert json.loads((out / "manifest.json").read_text())["fingerprint"] == manifest["fingerprint"]
     assert os.listdir(tmp_path) == ["model"]  # no temporary or set-aside folder left
 
 
+@pytest.mark.parametrize("extra", ["notes.txt", "model.pt", "sub/"])
+def test_export_never_replaces_a_model_folder_holding_anything_else(
+    tiny_model_file, tmp_path, extra
+):
+    """A user's file, the very checkpoint exported, a sub-folder: --force does not delete
+    them with the model folder."""
+    out = tmp_path / "model"
+    args = ["export", "--ckpt", tiny_model_file, "--out", out, "--no-fp16"]
+    assert qaft(*args).exit_code == 0
+    if extra.endswith("/"):
+        (out / extra).mkdir()
+    else:
+        (out / extra).write_bytes(b"mine")
+    before = _tree(out)
+    assert_one_line_error(qaft(*args, "--force"), "not a qaft model folder")
+    assert _tree(out) == before
+    (out / "manifest.json").write_text('{"format": "qaft-model-dir"}')  # the format alone
+    assert_one_line_error(qaft(*args, "--force"), "not a qaft model folder")
+
+
+def test_export_refuses_an_out_that_holds_its_inputs(tiny_model_file, tmp_path):
+    out = tmp_path / "model"
+    assert qaft("export", "--ckpt", tiny_model_file, "--out", out, "--no-fp16").exit_code == 0
+    ckpt = out / "source.pt"
+    ckpt.write_bytes(tiny_model_file.read_bytes())
+    before = _tree(out)
+    result = qaft("export", "--ckpt", ckpt, "--out", out, "--no-fp16", "--force")
+    assert_one_line_error(result, "an input of the export")
+    assert _tree(out) == before
+
+
 def test_a_failed_swap_keeps_the_old_model_folder(tmp_path, monkeypatch):
+    import shutil
+
     from qaft.export import onnx_export
+    from qaft.runtime.zoo import model_path
 
     out, new = tmp_path / "model", tmp_path / ".model.new"
-    for folder, text in [(out, "old"), (new, "new")]:
-        folder.mkdir()
-        (folder / "manifest.json").write_text(json.dumps({"format": "qaft-model-dir"}))
-        (folder / "graph").write_text(text)
+    for folder, text in [(out, "old"), (new, "new")]:  # real model folders, told apart
+        shutil.copytree(model_path("q0"), folder)
+        manifest = json.loads((folder / "manifest.json").read_text())
+        (folder / "manifest.json").write_text(json.dumps({**manifest, "note": text}))
     real = os.replace
 
     def failing(src, dst):
@@ -253,11 +287,12 @@ def test_a_failed_swap_keeps_the_old_model_folder(tmp_path, monkeypatch):
     monkeypatch.setattr(onnx_export.os, "replace", failing)
     with pytest.raises(OSError, match="disk gone"):
         onnx_export._move_into_place(new, out, force=True)
-    assert (out / "graph").read_text() == "old"
+    assert json.loads((out / "manifest.json").read_text())["note"] == "old"
     assert sorted(os.listdir(tmp_path)) == [".model.new", "model"]
     monkeypatch.setattr(onnx_export.os, "replace", real)
     onnx_export._move_into_place(new, out, force=True)
-    assert (out / "graph").read_text() == "new" and os.listdir(tmp_path) == ["model"]
+    assert json.loads((out / "manifest.json").read_text())["note"] == "new"
+    assert os.listdir(tmp_path) == ["model"]
 
 
 # ---- 3. run folders: --resume takes the run's settings, a new run does not overwrite one ----
@@ -316,3 +351,89 @@ def test_a_new_run_may_use_an_empty_folder(train_dir, tmp_path):  # noqa: F811
 
     (tmp_path / "run").mkdir()
     assert train(tiny_run(train_dir, tmp_path, steps=1), progress=False).is_file()
+
+
+# ---- a second round of attacks -----------------------------------------------------------
+
+
+def test_snapshot_never_overwrites_a_file_or_the_runs_own_checkpoint(run, tmp_path):
+    precious = tmp_path / "precious.txt"
+    precious.write_text("mine")
+    last = (run / "last.pt").read_bytes()
+    assert_one_line_error(qaft("snapshot", "--run", run, "--out", precious), "--force")
+    assert precious.read_text() == "mine"
+    for target in (run / "last.pt", run / "model.pt"):
+        result = qaft("snapshot", "--run", run, "--out", target, "--force")
+        assert_one_line_error(result, "an input of this command")
+    assert (run / "last.pt").read_bytes() == last
+    assert qaft("snapshot", "--run", run, "--out", tmp_path / "snap.pt").exit_code == 0
+
+
+def test_checkpoints_are_written_without_following_planted_links(run, tmp_path):
+    """The old temporary name was `.NAME.tmpPID`: links planted at every such name for the
+    PIDs around ours are never written through (the temporary now comes from mkstemp)."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("victim data")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    for pid in range(os.getpid() - 50, os.getpid() + 50):
+        (shared / f".snap.pt.tmp{pid}").symlink_to(victim)
+    assert qaft("snapshot", "--run", run, "--out", shared / "snap.pt").exit_code == 0
+    assert victim.read_text() == "victim data"
+    assert not (shared / "snap.pt").is_symlink()
+    load_model(shared / "snap.pt")
+
+
+def test_a_run_folder_with_planted_links_is_refused(train_dir, tmp_path):  # noqa: F811
+    from qaft.training.train import RunFolderError, train
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").symlink_to(tmp_path / "created-elsewhere")  # dangling
+    with pytest.raises(RunFolderError, match="holds a run already"):
+        train(tiny_run(train_dir, tmp_path, steps=1), progress=False)
+    assert not (tmp_path / "created-elsewhere").exists()
+
+
+@pytest.mark.parametrize("config", [{"N": 6000, "M": 6000}, {"N": -1, "M": 8}, {"N": "x"}])
+def test_a_tiny_file_cannot_declare_a_huge_model(tmp_path, config):
+    path = tmp_path / "huge.pt"
+    torch.save({"format": "qaft-model", "version": 1, "config": config, "state_dict": {},
+                "tables": {}, "meta": {}}, path)  # fmt: skip
+    for cmd in (["eval", "--ckpt", path], ["export", "--ckpt", path, "--out", tmp_path / "m"]):
+        assert_one_line_error(qaft(*cmd), "huge.pt")
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        {"g_a.0.weight": torch.zeros(8, 3, 5, 5)},  # the rest missing
+        {"g_a.0.weight": 3},  # not a tensor
+        {
+            "g_a.0.weight": torch.zeros(1).expand(6000)[:, None, None, None].expand(6000, 3, 5, 5),
+            "g_a.6.weight": torch.zeros(1).expand(6000)[:, None, None, None].expand(6000, 8, 5, 5),
+            "h_s.4.weight": torch.zeros(1)
+            .expand(12000)[:, None, None, None]
+            .expand(12000, 8, 3, 3),
+        },
+    ],  # fmt: skip
+)
+def test_malformed_compressai_checkpoints_are_one_line(tmp_path, state):
+    path = tmp_path / "cai.pt"
+    torch.save(state, path)
+    assert_one_line_error(qaft("import-compressai", path, "--out", tmp_path / "o.pt"))
+    assert not (tmp_path / "o.pt").exists()
+
+
+def test_malformed_model_files_are_one_line(tmp_path):
+    bad = {"format": "qaft-model", "version": "x", "config": {}, "state_dict": {}}
+    torch.save(bad, tmp_path / "v.pt")
+    torch.save({**bad, "version": 1, "state_dict": None}, tmp_path / "s.pt")
+    for name in ("v.pt", "s.pt"):
+        assert_one_line_error(qaft("eval", "--ckpt", tmp_path / name), name)
+
+
+def test_a_deeply_nested_json_is_one_line(tmp_path):
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100000)
+    assert_one_line_error(qaft("bdrate", deep, deep), "nested too deeply")

@@ -17,6 +17,7 @@ import torch
 
 from qaft.runtime.entropy.integer_hyper import IntegerHyperSynthesis
 from qaft.runtime.errors import QaftError
+from qaft.runtime.files import write_file
 from qaft.runtime.model_tables import ModelTables, fingerprint
 from qaft.training.models import MeanScaleHyperprior, ModelConfig
 
@@ -116,11 +117,10 @@ def restore_run_state(ckpt_path: Path, state: dict, parts: dict[str, Any]) -> No
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
-    """torch.save to a temporary file, then rename: a crash never leaves half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """torch.save through :func:`qaft.runtime.files.write_file` (an unpredictable temporary
+    file, then a rename): a crash never leaves half a file, and a symlink planted at a
+    temporary name is never followed."""
+    write_file(path, lambda f: torch.save(obj, f), replace=True)
 
 
 def model_fingerprint(
@@ -206,8 +206,15 @@ def _read_blob(path: Path, _seen: frozenset = frozenset()) -> dict[str, Any]:
             else ""
         )
         raise CheckpointError(f"{path}: not a qaft model file{hint}")
-    if blob.get("version", 0) > DELTA_VERSION:
-        raise CheckpointError(f"{path}: model format {blob['version']} is newer than this qaft")
+    version = blob.get("version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise CheckpointError(f"{path}: malformed model file (version {version!r})")
+    if version > DELTA_VERSION:
+        raise CheckpointError(f"{path}: model format {version} is newer than this qaft")
+    if not isinstance(blob.get("state_dict"), dict) or not isinstance(
+        blob.get("tables"), dict | type(None)
+    ):
+        raise CheckpointError(f"{path}: malformed model file (no state_dict or tables)")
     base = blob.get("base")
     if base:  # a file that stores only what differs from its base model
         if not isinstance(base, dict):

@@ -35,19 +35,28 @@ def read_compressai_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 def convert(state_dict: dict[str, torch.Tensor]) -> MeanScaleHyperprior:
     """A qaft model holding exactly the weights of a CompressAI state dict."""
+    if not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+        raise CheckpointError("not a CompressAI checkpoint (a value is not a tensor)")
+    if "g_a.6.weight" not in state_dict:
+        raise CheckpointError("not a mean-scale hyperprior (no g_a.6.weight)")
     N = state_dict["g_a.0.weight"].shape[0]
     M = state_dict["g_a.6.weight"].shape[0]
     if state_dict.get("h_s.4.weight", torch.empty(0)).shape[:1] != (2 * M,):
         raise CheckpointError("not a mean-scale hyperprior (h_s does not output 2M channels)")
-    model = MeanScaleHyperprior(ModelConfig(N, M))
+    try:
+        config = ModelConfig(N, M)
+    except ValueError as exc:
+        raise CheckpointError(f"not a usable architecture ({exc})") from None
+    model = MeanScaleHyperprior(config)
     kept = {
         k: v for k, v in state_dict.items() if k.rsplit(".", 1)[-1] not in COMPRESSAI_CODER_BUFFERS
     }
     try:
         model.load_state_dict(kept, strict=True)
     except RuntimeError as exc:
+        lines = [x.strip() for x in str(exc).splitlines() if x.strip()]
         raise CheckpointError(
-            f"checkpoint does not match the architecture: {str(exc).splitlines()[1].strip()}"
+            f"checkpoint does not match the architecture: {lines[-1] if lines else exc}"
         ) from None
     return model.eval()
 

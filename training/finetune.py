@@ -42,7 +42,7 @@ from qaft.training.checkpoint import (
 )
 from qaft.training.data import CropSampler
 from qaft.training.stopping import StopRequests, TrainingInterrupted
-from qaft.training.train import check_fresh_run, resolve_device
+from qaft.training.train import check_fresh_run, check_run_files, resolve_device
 
 PARTS = ("decoder", "hyper-decoder")
 
@@ -136,6 +136,7 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, progress: bool = True) -
     out = Path(cfg.out)
     if not resume:
         check_fresh_run(out)
+    check_run_files(out)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

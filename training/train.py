@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 import warnings
 from collections.abc import Callable
@@ -108,12 +109,21 @@ def check_fresh_run(out: str | Path) -> None:
     """Refuses to start a run in a folder that holds one: it would overwrite its checkpoint
     and model and mix two runs in one log.  An empty, unrelated or missing folder is fine."""
     out = Path(out)
-    found = [f for f in RUN_FILES if (out / f).exists()]
+    found = [f for f in RUN_FILES if os.path.lexists(out / f)]  # a dangling symlink counts
     if found:
         raise RunFolderError(
             f"{out} holds a run already ({', '.join(found)}): continue it with --resume, "
             "or choose another --out"
         )
+
+
+def check_run_files(out: str | Path) -> None:
+    """Refuses a run folder whose files are symlinks or not regular files: the run writes
+    its config, log and checkpoints there, and must not write through them elsewhere."""
+    for f in RUN_FILES:
+        p = Path(out) / f
+        if os.path.lexists(p) and (p.is_symlink() or not p.is_file()):
+            raise RunFolderError(f"{p} is a symlink or not a regular file; the run will not use it")
 
 
 def resume_config(out: str | Path, given: dict[str, Any]) -> TrainConfig:
@@ -263,6 +273,7 @@ def train(
             _check_fixed(state["config"], asdict(cfg), out / "last.pt")
     else:
         check_fresh_run(out)
+    check_run_files(out)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

@@ -143,6 +143,11 @@ class IntegerHyperSynthesis:
         tw = min(w, max(1, area // (th + 2 * HALO) - 2 * HALO))
         return th, tw
 
+    @property
+    def y_channels(self) -> int:
+        """M: the channels of y it gives scales and means for."""
+        return self.layers[-1].out_channels // 2
+
     def __call__(self, z_hat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(B, N, h, w) float32 ẑ -> (scales, means) float32, each (B, M, 4h, 4w).
 

@@ -62,6 +62,10 @@ class LatentQuantizer(Protocol):
         ``weights`` (broadcast to y): cost of a unit squared error of each latent, in bits;
         searches minimize weights·error² + λ·bits (1 where None)."""
 
+    def floor_bits(self, tables: ModelTables, step: float) -> float:
+        """Fewest bits any one latent can cost: with the number of latents, a bound the
+        decoder checks before the hyper-synthesis runs."""
+
     def min_bits(self, levels: np.ndarray, tables: ModelTables, step: float) -> float:
         """A lower bound on the bits of the y sections of latents of ``levels``: the decoder
         refuses a shorter section before decoding it."""

@@ -59,6 +59,12 @@ class ScalarQuantizer:
         idx = self.indices(y, means, levels, tables, params, weights)
         return idx, reconstruct(idx, means)
 
+    def floor_bits(self, tables: ModelTables, step: float) -> float:
+        """Fewest bits any one latent can cost, whatever its level."""
+        return float(
+            tables.cached("y_min_bits", lambda: coder.min_bits_per_table(tables.y_tables)).min()
+        )
+
     def min_bits(self, levels: np.ndarray, tables: ModelTables, step: float) -> float:
         """Fewest bits a y section can hold the indices of latents of ``levels`` in."""
         bits = tables.cached("y_min_bits", lambda: coder.min_bits_per_table(tables.y_tables))

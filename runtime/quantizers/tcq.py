@@ -75,14 +75,21 @@ class TrellisQuantizer:
         q = self.machine.quantizer[T.states_along(k, self.machine)]
         return k, q, q * n_levels + lev, tset
 
+    def _cheapest(self, tables: ModelTables, step: float) -> np.ndarray:
+        """Per level, the fewest bits of a latent under the quantizers a state can pick."""
+        tset, _ = self.tables_for(tables, float(step))
+        bits = coder.min_bits_per_table(tset).reshape(-1, len(tables.scale_levels))
+        return bits[np.unique(self.machine.quantizer)].min(axis=0)
+
+    def floor_bits(self, tables: ModelTables, step: float) -> float:
+        """Fewest bits any one latent can cost, whatever its level."""
+        return float(self._cheapest(tables, step).min())
+
     def min_bits(self, levels: np.ndarray, tables: ModelTables, step: float) -> float:
         """Fewest bits a y section can hold the indices of latents of ``levels`` in: each
         latent at the cheaper of its level's tables over the quantizers a state can pick."""
-        tset, _ = self.tables_for(tables, float(step))
-        n = len(tables.scale_levels)
-        bits = coder.min_bits_per_table(tset).reshape(-1, n)  # (quantizer, level)
-        cheapest = bits[np.unique(self.machine.quantizer)].min(axis=0)
-        return float(coder.level_counts(levels, n) @ cheapest)
+        cheapest = self._cheapest(tables, step)
+        return float(coder.level_counts(levels, len(cheapest)) @ cheapest)
 
     def code(self, indices, levels, tables: ModelTables, step: float) -> list[bytes]:
         """The y sections of a file holding ``indices``: column by column, each symbol

@@ -66,6 +66,20 @@ def resolve(spec: str) -> Path:
     return model_path(spec)  # an unknown name: the error lists the bundled ones
 
 
+def model_for_quality(quality: int, quantizer: str | None = None) -> str:
+    """The bundled model of rate ``quality``: the one finetuned for ``quantizer`` where the
+    zoo has it (its decoder expects that quantizer's latents), else the stage-1 model."""
+    entries = [e for e in _entries() if e["quality"] == quality]
+    for e in entries:
+        if quantizer and e["stage"] == 2 and e.get("finetuned_for") == quantizer:
+            return e["name"]
+    for e in entries:
+        if e["stage"] == 1:
+            return e["name"]
+    qualities = sorted({e["quality"] for e in _entries()})
+    raise UnknownModelError(f"no bundled model of quality {quality} (there are {qualities})")
+
+
 def find_by_fingerprint(fingerprint: bytes) -> Path | None:
     """The exported folder of the bundled model with this fingerprint, if any."""
     for e in list_models():

@@ -19,6 +19,11 @@ from qaft.training.layers import GDN
 STAND_INS = ("noise", "ste", "mixed")
 
 
+#: Widest N or M accepted (CompressAI's largest published models use 320): 1024 already
+#: means over 300 M parameters.
+MAX_CHANNELS = 1024
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Architecture of a :class:`MeanScaleHyperprior`."""
@@ -26,6 +31,13 @@ class ModelConfig:
     N: int = 128
     M: int = 192
     architecture: str = "mean-scale-hyperprior"
+
+    def __post_init__(self) -> None:
+        # a file states its architecture: a few bytes must not make qaft allocate gigabytes
+        for name in ("N", "M"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= MAX_CHANNELS:
+                raise ValueError(f"{name} must be an integer from 1 to {MAX_CHANNELS}, not {v!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
