@@ -24,7 +24,7 @@ demo: $(STAMP)
 	@if [ -z "$(IMAGES)" ]; then \
 	  echo "make demo: no images to compress: run 'make demo IMAGES=path/to/folder'" \
 	       "(../shared/data/kodak is used when present)"; exit 2; fi
-	$(BIN)/qaft-run demo --images "$(IMAGES)" --out demo-out
+	$(BIN)/qaft-run demo --data "$(IMAGES)" --out demo-out
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -145,13 +145,31 @@ def train(ctx: click.Context, resume: bool, lr_decay_at: str, **kw) -> None:
     click.echo(f"wrote {final}")
 
 
+def _model_file(spec: str) -> Path:
+    """A model file by path, or a bundled model's file by name (``--ckpt q3`` works as
+    ``--model q3`` does)."""
+    from qaft.runtime.zoo import _entries, model_path
+
+    path = Path(spec)
+    if not path.exists() and spec in {e["name"] for e in _entries()}:
+        return model_path(spec, "checkpoint")
+    if path.is_dir():
+        hint = (
+            "a run folder: `qaft snapshot --run DIR --out model.pt` writes its model file"
+            if (path / "last.pt").exists()
+            else "a folder, not a model file"
+        )
+        raise click.ClickException(f"{spec}: {hint}")
+    return path
+
+
 def _load_codec(model: str | None, ckpt: str | None, device: str = "cpu"):
     """A PyTorch-backed codec for a zoo name or a model file, and a label for it."""
     from qaft.training.backend import codec_from_loaded
     from qaft.training.checkpoint import load_model
     from qaft.training.zoo import model_path
 
-    path = model_path(model) if model else ckpt
+    path = model_path(model) if model else _model_file(ckpt)
     loaded = load_model(path, device)
     return codec_from_loaded(loaded, device), loaded, (model or str(ckpt))
 
@@ -174,8 +192,7 @@ def _images_or_fail(data: str | None):
     "--ckpt",
     "ckpts",
     multiple=True,
-    type=click.Path(dir_okay=False),
-    help="Model file (repeatable).",
+    help="Model file, or a bundled model's name (repeatable).",
 )
 @click.option(
     "--data", type=click.Path(file_okay=False), help="Images (default: Kodak if present)."
@@ -366,7 +383,7 @@ def plot(files, out, title, force) -> None:
 
 @main.command("tune-quantizer")
 @click.option("--model", help="Bundled model name.")
-@click.option("--ckpt", type=click.Path(dir_okay=False), help="Model file.")
+@click.option("--ckpt", help="Model file, or a bundled model's name.")
 @click.option(
     "--quantizer",
     "quantizers",
@@ -381,7 +398,7 @@ def plot(files, out, title, force) -> None:
     type=click.Path(file_okay=False),
     help="Tuning images (training images, not the test set).",
 )
-@click.option("--images", "n_images", default=4, show_default=True)
+@click.option("--max-images", "n_images", default=4, show_default=True, help="Images used.")
 @click.option("--crop", default=512, show_default=True, help="Centre crop of each image.")
 @click.option("--write", is_flag=True, help="Store the best settings in the model file.")
 @fail_cleanly
@@ -394,7 +411,7 @@ def tune_quantizer(model, ckpt, quantizers, data, n_images, crop, write) -> None
 
     if bool(model) == bool(ckpt):
         raise click.UsageError("give exactly one of --model and --ckpt")
-    path = model_path(model) if model else Path(ckpt)
+    path = model_path(model) if model else _model_file(ckpt)
     codec, loaded, label = _load_codec(None, str(path))
     lmbda = loaded.meta.get("lmbda")
     if not lmbda:
@@ -428,14 +445,16 @@ def tune_quantizer(model, ckpt, quantizers, data, n_images, crop, write) -> None
 
 @main.command()
 @click.option("--model", help="Bundled model name.")
-@click.option("--ckpt", type=click.Path(dir_okay=False), help="Model file.")
+@click.option("--ckpt", help="Model file, or a bundled model's name.")
 @click.option(
     "--data",
     required=True,
     type=click.Path(file_okay=False),
     help="Calibration images (training images, not the test set).",
 )
-@click.option("--images", "n_images", default=0, show_default=True, help="Images used (0: all).")
+@click.option(
+    "--max-images", "n_images", default=0, show_default=True, help="Images used (0: all)."
+)
 @click.option("--write", is_flag=True, help="Store the fitted densities in the model file.")
 @click.option("--reset", is_flag=True, help="Remove a model file's calibration (plain Gaussians).")
 @fail_cleanly
@@ -448,7 +467,7 @@ def calibrate(model, ckpt, data, n_images, write, reset) -> None:
 
     if bool(model) == bool(ckpt):
         raise click.UsageError("give exactly one of --model and --ckpt")
-    path = model_path(model) if model else Path(ckpt)
+    path = model_path(model) if model else _model_file(ckpt)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     if reset:
@@ -471,7 +490,7 @@ def calibrate(model, ckpt, data, n_images, write, reset) -> None:
 
 
 @main.command()
-@click.option("--ckpt", required=True, type=click.Path(dir_okay=False), help="Stage-1 model file.")
+@click.option("--ckpt", required=True, help="Stage-1 model file, or a bundled model's name.")
 @click.option("--data", required=True, type=click.Path(file_okay=False), help="Training images.")
 @click.option(
     "--quantizer",
@@ -504,12 +523,13 @@ def finetune(resume, parts, **kw) -> None:
     from qaft.training.finetune import FinetuneConfig
     from qaft.training.finetune import finetune as run
 
+    kw["ckpt"] = str(_model_file(kw["ckpt"]))
     cfg = FinetuneConfig(parts=tuple(p.strip() for p in parts.split(",") if p.strip()), **kw)
     click.echo(f"wrote {run(cfg, resume=resume, progress=sys.stderr.isatty())}")
 
 
 @main.command()
-@click.option("--ckpt", required=True, type=click.Path(dir_okay=False), help="Model file.")
+@click.option("--ckpt", required=True, help="Model file, or a bundled model's name.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Model folder.")
 @click.option(
     "--check-image",
@@ -540,7 +560,8 @@ def export(ckpt, out, check_image, tensorrt, fp16, force) -> None:
     from qaft.runtime.image import load_rgb
     from qaft.training.checkpoint import load_model
 
-    inputs = [Path(ckpt)] + ([Path(check_image)] if check_image else [])
+    ckpt = _model_file(ckpt)
+    inputs = [ckpt] + ([Path(check_image)] if check_image else [])
     check_target(out, force, inputs)  # before the model is loaded and the graphs checked
 
     if tensorrt:

@@ -117,6 +117,8 @@ def _inputs(paths: tuple[str, ...], suffixes: tuple[str, ...], recursive: bool, 
         if bad is not None and p.exists() and not (p.is_dir() or p.is_file()):
             bad.append((p, "not a regular file"))
             continue
+        if p.is_dir() and not recursive and any(d.is_dir() for d in p.iterdir()):
+            click.echo(f"note: sub-folders of {p} are skipped (--recursive descends)", err=True)
         if p.is_dir():
             it = p.rglob("*") if recursive else p.iterdir()
             out += [
@@ -301,7 +303,7 @@ def compress(
 ):
     """Compress images (files or folders) to .qaft files; one file to a named file, or
     standard input (-) to standard output (-o -)."""
-    from qaft.runtime.image import IMAGE_SUFFIXES, load_rgb
+    from qaft.runtime.image import IMAGE_SUFFIXES, has_alpha, load_rgb
 
     single = _single(paths, out, (".qaft",), as_json)
     bad: list = []
@@ -330,6 +332,8 @@ def compress(
     def work(job):
         try:
             data, infos[job.dest] = enc.encode(load_rgb(job.src))
+            if has_alpha(job.src):
+                infos[job.dest]["alpha_dropped"] = True
             if enc.target and not (quiet or as_json):
                 click.echo(
                     outputs.printable(_got(job.src, job.dest, data, infos[job.dest])), err=True
@@ -360,6 +364,9 @@ def compress(
     written, left = _write_results(
         results, len(todo), force, failed, "compress", stamp=True, infos=infos
     )
+    alpha = sum(1 for r in written if r.get("alpha_dropped"))
+    if alpha and not (quiet or as_json):
+        click.echo(f"note: {alpha} of the images had an alpha channel; it is dropped", err=True)
     _summary("compressed", written, fresh, failed, left, as_json, quiet)
 
 
@@ -420,7 +427,7 @@ def _encoder(
     about = {"model": model_dir.path.name, "quantizer": quantizer}
 
     def encode(image):
-        return C.encode(codec_, image, quantizer, params).data, about
+        return C.encode(codec_, image, quantizer, params).data, dict(about)
 
     def state(job):
         return _stream_state(job, model_dir.fingerprint, quant, params)
@@ -834,7 +841,9 @@ def _demo_record(out_dir: Path) -> dict[str, str]:
 
 @main.command()
 @click.option(
+    "--data",
     "--images",
+    "images",
     type=click.Path(file_okay=False),
     help="Folder to compress (default: ../shared/data/kodak if present).",
 )
@@ -913,11 +922,20 @@ def demo(images, model, quantizer, out, backend, threads, precision) -> None:
 @click.option("--model", required=True, help="Model to time (name or folder).")
 @click.option("--baseline", help="Model to compare with (name or folder).")
 @click.option(
+    "--data",
     "--images",
+    "images",
     type=click.Path(file_okay=False),
     help="Images (default: Kodak if present, else synthetic 768x512).",
 )
-@click.option("--count", default=4, show_default=True, type=click.IntRange(1), help="Images used.")
+@click.option(
+    "--max-images",
+    "count",
+    default=4,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Images used.",
+)
 @click.option(
     "--repeat",
     default=3,

@@ -92,6 +92,16 @@ def save_png(image: np.ndarray, path: str | Path) -> None:
     Image.fromarray(np.asarray(image, dtype=np.uint8)).save(path, format="PNG")
 
 
+def has_alpha(path: str | Path) -> bool:
+    """Whether the image at ``path`` has an alpha channel or a transparent colour, which
+    :func:`load_rgb` drops (from its header; False for anything unreadable)."""
+    try:
+        with _open(path) as im:
+            return im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info
+    except Exception:  # noqa: BLE001 - the reader itself says what is wrong with the file
+        return False
+
+
 def upright_size(path: str | Path) -> tuple[int, int]:
     """(height, width) of the image at ``path`` as :func:`load_rgb` returns it (EXIF
     orientation applied), from its header alone."""

@@ -595,6 +595,11 @@ def open_model_dir(path: str | Path, verify: bool = True) -> ModelDir:
     """
     path = Path(path)
     mpath = path / MANIFEST
+    if path.is_file() and path.suffix == ".pt":
+        raise ModelDirError(
+            f"{path}: a PyTorch model file; `qaft export --ckpt {path} --out DIR` makes the "
+            "model folder that qaft-run runs"
+        )
     if not path.is_dir():
         raise ModelDirError(f"{path}: no such model folder")
     try:

@@ -149,7 +149,7 @@ def test_bench_compares_two_models(model_dir, tmp_path):
         str(model_dir),
         "--baseline",
         str(twin),
-        "--count",
+        "--max-images",
         "1",
         "--repeat",
         "1",

@@ -163,3 +163,32 @@ def test_a_target_bpp_is_met_per_image_and_reported(tmp_path):
     again = run_cli("qaft-run", "compress", str(src), "--out", str(tmp_path / "o"),
                     "--target-bpp", "0.5")  # fmt: skip
     assert again.returncode == 1 and again.stderr.count("is stale") == 2
+
+
+def test_dropped_alpha_and_skipped_sub_folders_are_said_once(tmp_path):
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    rgba = np.dstack([synthetic_image(32, 32, 1), np.full((32, 32), 128, np.uint8)])
+    Image.fromarray(rgba).save(src / "a.png")
+    Image.fromarray(synthetic_image(32, 32, 2)).save(src / "b.png")
+    Image.fromarray(synthetic_image(32, 32, 3)).save(src / "sub" / "c.png")
+    r = run_cli("qaft-run", "compress", str(src), "--out", str(tmp_path / "o"), "--model", "q0")
+    assert r.returncode == 0 and "compressed 2," in r.stdout
+    assert r.stderr.count("sub-folders of") == 1 and "1 of the images had an alpha" in r.stderr
+
+
+def test_a_model_file_or_a_run_folder_where_a_model_goes_says_what_to_do(photo, tmp_path):
+    from qaft.runtime.zoo import model_path
+
+    pt = model_path("q0", "checkpoint")
+    r = run_cli("qaft-run", "compress", str(photo), "--out", str(tmp_path / "o"),
+                "--model", str(pt))  # fmt: skip
+    assert r.returncode == 1 and "qaft export --ckpt" in r.stderr
+    run = tmp_path / "run"
+    run.mkdir()
+    torch = pytest.importorskip("torch")
+    torch.save({"model": {}, "opt": {}, "step": 3}, run / "last.pt")
+    r = run_cli("qaft", "eval", "--ckpt", str(run / "last.pt"), "--data", str(tmp_path))
+    assert r.returncode == 1 and "qaft snapshot --run" in r.stderr, r.stderr
+    r = run_cli("qaft", "eval", "--ckpt", str(run), "--data", str(tmp_path))
+    assert r.returncode == 1 and "qaft snapshot --run" in r.stderr, r.stderr

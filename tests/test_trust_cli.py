@@ -80,7 +80,7 @@ def test_streams_beside_their_pngs_decode_without_touching_them(model_dir, photo
 def demo_is_refused(model_dir, photos: Path, out: Path, why: str) -> None:
     """`demo --out OUT` stops with ``why`` and leaves OUT as it was."""
     before = snapshot(out)
-    r = run("demo", "--images", photos, "--model", model_dir, "--out", out)
+    r = run("demo", "--data", photos, "--model", model_dir, "--out", out)
     assert r.exit_code == 1 and why in r.stderr
     assert snapshot(out) == before
 
@@ -91,10 +91,10 @@ def test_demo_never_writes_into_its_input_folder(model_dir, photos):
 
 def test_demo_replaces_its_own_files_and_no_one_elses(model_dir, photos, tmp_path):
     out = tmp_path / "demo"
-    assert run("demo", "--images", photos, "--model", model_dir, "--out", out).exit_code == 0
-    assert run("demo", "--images", photos, "--model", model_dir, "--out", out).exit_code == 0
+    assert run("demo", "--data", photos, "--model", model_dir, "--out", out).exit_code == 0
+    assert run("demo", "--data", photos, "--model", model_dir, "--out", out).exit_code == 0
     (out / "p1.png").write_bytes(b"a user's picture")
-    r = run("demo", "--images", photos, "--model", model_dir, "--out", out)
+    r = run("demo", "--data", photos, "--model", model_dir, "--out", out)
     assert r.exit_code == 1 and "not written by qaft-run" in r.stderr
     assert (out / "p1.png").read_bytes() == b"a user's picture"
 
@@ -302,7 +302,7 @@ def test_thread_and_job_counts_are_validated(photos, tmp_path, opt):
     assert r.exit_code == 2 and "Invalid value" in r.output and not (tmp_path / "o").exists()
 
 
-@pytest.mark.parametrize("opt", [["--repeat", "0"], ["--count", "0"]])
+@pytest.mark.parametrize("opt", [["--repeat", "0"], ["--max-images", "0"]])
 def test_bench_counts_are_validated(opt):
     r = run("bench", "--model", "q0", *opt)
     assert r.exit_code == 2 and "Invalid value" in r.output and r.exception.__class__ is SystemExit
@@ -400,7 +400,7 @@ def test_json_results_never_replace_inputs_or_other_files(model_dir, photos, tmp
     for target in (photos / "p0.png", victim, tmp_path / "link.json"):
         r = run("eval", "--model", model_dir, "--data", photos, "--json", target)
         assert r.exit_code == 1 and len(errors(r)) == 1, r.output
-        r = run("bench", "--model", model_dir, "--images", photos, "--count", "1", "--repeat",
+        r = run("bench", "--model", model_dir, "--images", photos, "--max-images", "1", "--repeat",
                 "1", "--json", target)  # fmt: skip
         assert r.exit_code == 1 and len(errors(r)) == 1, r.output
     assert snapshot(photos) == before and victim.read_text() == "mine"

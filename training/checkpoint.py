@@ -200,11 +200,14 @@ def _read_blob(path: Path, _seen: frozenset = frozenset()) -> dict[str, Any]:
         raise CheckpointError(f"{path}: no such model file")
     blob = load_blob(path)
     if not isinstance(blob, dict) or blob.get("format") != MODEL_FORMAT:
-        hint = (
-            " (a CompressAI checkpoint? convert it with `qaft import-compressai`)"
-            if isinstance(blob, dict)
-            else ""
-        )
+        hint = ""
+        if isinstance(blob, dict) and {"model", "opt", "step"} <= blob.keys():
+            hint = (
+                " (a training checkpoint of a run: `qaft snapshot --run "
+                f"{path.parent} --out model.pt` writes its model file)"
+            )
+        elif isinstance(blob, dict):
+            hint = " (a CompressAI checkpoint? convert it with `qaft import-compressai`)"
         raise CheckpointError(f"{path}: not a qaft model file{hint}")
     version = blob.get("version", 0)
     if not isinstance(version, int) or isinstance(version, bool):
