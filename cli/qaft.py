@@ -35,7 +35,7 @@ def main() -> None:
     type=float,
     help="Rate-distortion trade-off λ (MSE on 0-255; required, except with --resume).",
 )
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder.")
+@click.option("--out", type=click.Path(file_okay=False), help="Run folder (a new one).")
 @click.option("--N", "N", default=128, show_default=True, help="Channels of the transforms.")
 @click.option("--M", "M", default=192, show_default=True, help="Channels of the latent y.")
 @click.option(
@@ -105,13 +105,17 @@ def main() -> None:
 @click.option("--ckpt-every", default=250, show_default=True, help="Steps between checkpoints.")
 @click.option(
     "--resume",
-    is_flag=True,
-    help="Continue the run in --out from its last checkpoint, with its settings (options "
-    "given change its schedule; its architecture, λ, stand-in and seed cannot change).",
+    is_flag=False,
+    flag_value="",
+    default=None,
+    metavar="[RUN]",
+    help="Continue the run RUN (or the one in --out) from its last checkpoint, with its "
+    "settings (options given change its schedule; its architecture, λ, stand-in and seed "
+    "cannot change).",
 )
 @click.pass_context
 @fail_cleanly
-def train(ctx: click.Context, resume: bool, lr_decay_at: str, **kw) -> None:
+def train(ctx: click.Context, resume: str | None, lr_decay_at: str, **kw) -> None:
     """Stage 1: train a mean-scale hyperprior end to end."""
     from click.core import ParameterSource
 
@@ -120,6 +124,7 @@ def train(ctx: click.Context, resume: bool, lr_decay_at: str, **kw) -> None:
     from qaft.training.train import train as run_training
 
     kw["lr_decay_at"] = tuple(float(v) for v in lr_decay_at.split(",") if v)
+    kw["out"], resume = _run_folder(kw["out"], resume)
     if resume:
         # only what the command line names: everything else is the run's own
         given = {
@@ -143,6 +148,17 @@ def train(ctx: click.Context, resume: bool, lr_decay_at: str, **kw) -> None:
     )
     final = run_training(cfg, resume=resume, validate=validator, progress=sys.stderr.isatty())
     click.echo(f"wrote {final}")
+
+
+def _run_folder(out: str | None, resume: str | None) -> tuple[str, bool]:
+    """(run folder, resuming?) from ``--out`` and ``--resume [RUN]``."""
+    if resume:  # --resume RUN
+        if out and Path(out).resolve() != Path(resume).resolve():
+            raise click.UsageError(f"--resume {resume} and --out {out} name two runs")
+        return resume, True
+    if not out:
+        raise click.UsageError("give --out RUN (a new run) or --resume RUN")
+    return out, resume is not None
 
 
 def _model_file(spec: str) -> Path:
@@ -502,7 +518,7 @@ def calibrate(model, ckpt, data, n_images, write, reset) -> None:
 @click.option(
     "--parts", default="decoder", show_default=True, help="'decoder' or 'decoder,hyper-decoder'."
 )
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder.")
+@click.option("--out", type=click.Path(file_okay=False), help="Run folder (a new one).")
 @click.option("--steps", default=2000, show_default=True)
 @click.option("--batch", default=8, show_default=True)
 @click.option("--crop", default=128, show_default=True)
@@ -516,13 +532,21 @@ def calibrate(model, ckpt, data, n_images, write, reset) -> None:
 @click.option("--threads", default=0, help="Torch threads (0: default).")
 @click.option("--log-every", default=50, show_default=True)
 @click.option("--ckpt-every", default=250, show_default=True)
-@click.option("--resume", is_flag=True, help="Continue the run in --out.")
+@click.option(
+    "--resume",
+    is_flag=False,
+    flag_value="",
+    default=None,
+    metavar="[RUN]",
+    help="Continue the run RUN (or the one in --out).",
+)
 @fail_cleanly
 def finetune(resume, parts, **kw) -> None:
     """Stage 2: retrain the decoder side on the real quantizer's latents (QAFT)."""
     from qaft.training.finetune import FinetuneConfig
     from qaft.training.finetune import finetune as run
 
+    kw["out"], resume = _run_folder(kw["out"], resume)
     kw["ckpt"] = str(_model_file(kw["ckpt"]))
     cfg = FinetuneConfig(parts=tuple(p.strip() for p in parts.split(",") if p.strip()), **kw)
     click.echo(f"wrote {run(cfg, resume=resume, progress=sys.stderr.isatty())}")

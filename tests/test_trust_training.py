@@ -437,3 +437,10 @@ def test_a_deeply_nested_json_is_one_line(tmp_path):
     deep = tmp_path / "deep.json"
     deep.write_text("[" * 100000)
     assert_one_line_error(qaft("bdrate", deep, deep), "nested too deeply")
+
+
+def test_resume_names_the_run_itself(run):
+    result = qaft("train", "--resume", run, "--steps", "3")
+    assert result.exit_code == 0, result.output
+    assert _steps(run) == [1, 2, 3]
+    assert qaft("train", "--resume", run, "--out", run.parent / "other").exit_code == 2
