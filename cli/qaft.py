@@ -393,6 +393,9 @@ def plot(files, out, title, force) -> None:
     """Plot PSNR against bpp for results JSON files."""
     from qaft.training.plot import plot_rd
 
+    for f in files:  # a FIFO would block the reader
+        if not Path(f).is_file():
+            raise click.ClickException(f"{f}: not a regular file")
     outputs.check_new_file(Path(out), force, [Path(f) for f in files])
     click.echo(f"wrote {plot_rd(list(files), out, title)}")
 

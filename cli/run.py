@@ -270,11 +270,15 @@ def info(paths, recursive, as_json) -> None:
     "--workers",
     default=0,
     show_default=True,
-    type=click.IntRange(0),
+    type=click.IntRange(0, 1024),
     help="With --ray: workers (0: the cluster's CPUs / --threads).",
 )
 @click.option(
-    "--gpus-per-worker", default=0.0, show_default=True, help="With --ray: GPUs each worker takes."
+    "--gpus-per-worker",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0, 8),
+    help="With --ray: GPUs each worker takes.",
 )
 @_report_options
 @_backend_options
@@ -310,6 +314,8 @@ def compress(
     files = [] if single else _inputs(paths, IMAGE_SUFFIXES, recursive, bad)
     if ray_address and (target_bpp or target_psnr):
         raise QaftError("--target-bpp and --target-psnr do not run on a cluster (--ray)")
+    if ray_address and single:
+        raise QaftError("--ray spreads folders over a cluster; one file is coded here (drop --ray)")
     enc = _encoder(
         model, quality, target_bpp, target_psnr, quantizer, step, q_lmbda,
         backend, threads, precision, quiet or as_json, codec=not ray_address,
@@ -412,9 +418,34 @@ def _encoder(
                 "psnr": r.psnr, "met": r.met, "out_of_range": r.out_of_range,
             }  # fmt: skip
 
-        def state(job):  # the target is not in the file: an earlier output is never known good
+        by_fp = {c.codec.fingerprint: c for c in candidates}
+
+        def state(job):
+            # The target is not in the file: an earlier output is up to date if it is a
+            # whole stream of a candidate, stamped with its input's time, of its size, and
+            # it meets the target as the search would (its bpp, or its decoded PSNR).
             now = _stream_state(job, b"", None, None)
-            return outputs.State.STALE if now is outputs.State.UP_TO_DATE else now
+            if now is not outputs.State.UP_TO_DATE:
+                return now
+            return outputs.State.UP_TO_DATE if _meets(job, by_fp) else outputs.State.STALE
+
+        def _meets(job, by_fp) -> bool:
+            from qaft.runtime import container
+            from qaft.runtime.image import load_rgb
+            from qaft.runtime.metrics import psnr
+            from qaft.runtime.rate_control import BPP_TOLERANCE, PSNR_TOLERANCE_DB
+
+            data = container.read_stream(job.dest)
+            h = container.unpack(data)[0]
+            cand = by_fp.get(h.fingerprint)
+            if cand is None or QUANTIZERS[cand.quantizer].id != h.quantizer_id:
+                return False
+            if os.stat(job.dest).st_mtime_ns != os.stat(job.src).st_mtime_ns:
+                return False
+            if target_bpp is not None:
+                return abs(8 * len(data) / (h.width * h.height) / target_bpp - 1) <= BPP_TOLERANCE
+            got = psnr(C.decode(cand.codec, data).image, load_rgb(job.src))
+            return target_psnr <= got <= target_psnr + PSNR_TOLERANCE_DB
 
         return _Encoder(encode, state, target=True)
     if quality is not None:
@@ -423,6 +454,8 @@ def _encoder(
     quantizer = _quantizer(model_dir, quantizer)
     params = C.resolve_params(model_dir.quantizer_defaults, quantizer, step, q_lmbda)
     quant = QUANTIZERS[quantizer]
+    if step is not None and not quant.uses_step:
+        click.echo(f"warning: --step is for tcq and tcq8; {quantizer} does not use it", err=True)
     codec_ = _codec(model_dir, backend, threads, precision, quiet) if codec else None
     about = {"model": model_dir.path.name, "quantizer": quantizer}
 
@@ -507,6 +540,9 @@ def _single(paths: tuple[str, ...], out: str, suffixes: tuple[str, ...], as_json
         raise QaftError("--json and -o - would both write to standard output")
     if one and to_file:
         return paths[0], out
+    suffix = Path(out).suffix.lower()
+    if one and suffix and not Path(out).is_dir():
+        raise QaftError(f"-o {out}: this command writes {suffixes[0]} files (or give a folder)")
     if "-" in paths:
         raise QaftError(f"reading standard input (-) needs -o FILE{suffixes[0]} or -o -")
     if out == "-":
@@ -544,7 +580,7 @@ def _said(
     if as_json:
         click.echo(json.dumps({**_record(job, data), **(info or {})}, indent=2))
     elif not quiet:
-        click.echo(line, err=True)
+        click.echo(outputs.printable(line), err=True)
 
 
 def _needs_writing(job: outputs.Job, force: bool, state) -> bool:
@@ -569,6 +605,8 @@ def _needs_writing(job: outputs.Job, force: bool, state) -> bool:
 def _deliver(job: outputs.Job, data: bytes, force: bool, stamp: bool = False) -> None:
     """Writes one named output, or standard output for ``-``."""
     if str(job.dest) == "-":
+        if sys.stdout is None:
+            raise QaftError("-o -: standard output is closed")
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
         return

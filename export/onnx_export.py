@@ -76,8 +76,9 @@ def is_model_folder(path: Path) -> bool:
     return all(e.name in listed or _ENGINE.fullmatch(e.name) for e in entries)
 
 
-#: TensorRT engines that `qaft export --tensorrt` writes beside the graphs, unlisted.
-_ENGINE = re.compile(r"[a-z0-9_]+(\.fp16)?\.engine")
+#: TensorRT engines that `qaft export --tensorrt` writes beside the graphs (named after
+#: them, tensorrt_engine.build_engines), unlisted in the manifest.
+_ENGINE = re.compile(r"(analysis|synthesis)(_fp16)?(\.fp16)?\.engine")
 
 
 def check_target(out: str | Path, force: bool = False, inputs: Iterable[Path] = ()) -> None:

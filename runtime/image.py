@@ -83,7 +83,8 @@ def load_rgb(path: str | Path | BinaryIO, name: str | None = None) -> np.ndarray
     except MemoryError:
         raise ImageError(f"{label}: not enough memory to decode this image") from None
     except Exception as exc:  # noqa: BLE001 - Pillow's plugins raise many types on bad files
-        why = str(exc).replace(f" '{path}'", "") or type(exc).__name__  # the name said once
+        # the name said once (Pillow's messages repeat the path, or a file object's repr)
+        why = str(exc).replace(f" '{path}'", "").replace(f" {path!r}", "") or type(exc).__name__
         raise ImageError(f"{label}: not a readable image ({why})") from None
 
 

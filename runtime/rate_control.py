@@ -401,7 +401,7 @@ def encode_to_target(
     h, w = image.shape[:2]
     if not size_ok(h, w):
         raise RateControlError(f"a {w}x{h} image is over the {limit_text()}")
-    check_memory(h, w, "encode")
+    check_memory(h, w, "search")
 
     by_psnr = target_psnr is not None
     if by_psnr:

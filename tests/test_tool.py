@@ -159,10 +159,14 @@ def test_a_target_bpp_is_met_per_image_and_reported(tmp_path):
         assert rec["met"] and abs(rec["bpp"] / 0.5 - 1) <= 0.05 and rec["psnr"] > 20
     back = run_cli("qaft-run", "decompress", str(tmp_path / "o"), "--out", str(tmp_path / "b"))
     assert back.returncode == 0 and "decompressed 2," in back.stdout
-    # the target is not in the file: a second run does not take the files as up to date
+    # the same command again: its outputs meet the target, so they are up to date
     again = run_cli("qaft-run", "compress", str(src), "--out", str(tmp_path / "o"),
                     "--target-bpp", "0.5")  # fmt: skip
-    assert again.returncode == 1 and again.stderr.count("is stale") == 2
+    assert again.returncode == 0 and "skipped 2 up to date" in again.stdout, again.stderr
+    # another target: they are stale
+    other = run_cli("qaft-run", "compress", str(src), "--out", str(tmp_path / "o"),
+                    "--target-bpp", "0.25")  # fmt: skip
+    assert other.returncode == 1 and other.stderr.count("is stale") == 2
 
 
 def test_dropped_alpha_and_skipped_sub_folders_are_said_once(tmp_path):
@@ -192,3 +196,48 @@ def test_a_model_file_or_a_run_folder_where_a_model_goes_says_what_to_do(photo, 
     assert r.returncode == 1 and "qaft snapshot --run" in r.stderr, r.stderr
     r = run_cli("qaft", "eval", "--ckpt", str(run), "--data", str(tmp_path))
     assert r.returncode == 1 and "qaft snapshot --run" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--ray", "local"], "one file is coded here"),
+        (["--step", "0.5"], None),  # a warning, and the file still written
+    ],
+)
+def test_single_file_options_that_do_not_apply_say_so(photo, tmp_path, args, message):
+    r = run_cli("qaft-run", "compress", str(photo), "-o", str(tmp_path / "x.qaft"),
+                "--model", "q0", *args)  # fmt: skip
+    if message:
+        assert r.returncode == 1 and message in r.stderr and not (tmp_path / "x.qaft").exists()
+    else:
+        assert r.returncode == 0 and "--step is for tcq and tcq8" in r.stderr
+
+
+def test_an_output_named_with_another_suffix_is_refused(photo, tmp_path):
+    for cmd, out in (("compress", "out.png"), ("decompress", "out.jpg")):
+        src = photo if cmd == "compress" else tmp_path / "a.qaft"
+        if cmd == "decompress":
+            run_cli("qaft-run", "compress", str(photo), "-o", str(src), "--model", "q0")
+        r = run_cli("qaft-run", cmd, str(src), "-o", str(tmp_path / out))
+        assert r.returncode == 1 and "writes" in r.stderr and not (tmp_path / out).exists()
+
+
+def test_standard_output_closed_is_one_line(photo):
+    r = subprocess.run(
+        f"{EXE} compress {photo} -o - --model q0 >&-", shell=True, capture_output=True, text=True
+    )
+    assert r.returncode == 1 and "Traceback" not in r.stderr and "error:" in r.stderr
+
+
+@pytest.mark.parametrize(
+    "option", [["--lmbda", "nan"], ["--crop", "3"], ["--batch", "0"], ["--steps", "-1"]]
+)
+def test_a_schedule_no_run_can_follow_is_refused_before_the_folder(tmp_path, photo, option):
+    args = ["--data", str(photo.parent), "--lmbda", "0.01", "--out", str(tmp_path / "r"),
+            "--N", "8", "--M", "12", "--steps", "1", "--crop", "32", "--val-every", "0",
+            "--batch", "2"]  # fmt: skip
+    i = args.index(option[0])
+    args[i + 1] = option[1]
+    r = run_cli("qaft", "train", *args)
+    assert r.returncode == 1 and "Traceback" not in r.stderr and not (tmp_path / "r").exists()

@@ -42,7 +42,7 @@ from qaft.training.checkpoint import (
 )
 from qaft.training.data import CropSampler
 from qaft.training.stopping import StopRequests, TrainingInterrupted
-from qaft.training.train import check_fresh_run, check_run_files, resolve_device
+from qaft.training.train import check_fresh_run, check_run_files, check_schedule, resolve_device
 
 PARTS = ("decoder", "hyper-decoder")
 
@@ -72,6 +72,7 @@ class FinetuneConfig:
     def __post_init__(self) -> None:
         self.parts = tuple(self.parts)
         self.lr_decay_at = tuple(self.lr_decay_at)
+        check_schedule(self)
         if self.quantizer not in QUANTIZERS:
             raise ValueError(f"unknown quantizer {self.quantizer!r}")
         if not self.parts or any(p not in PARTS for p in self.parts) or "decoder" not in self.parts:

@@ -80,11 +80,41 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.stand_in not in STAND_INS:
             raise ValueError(f"unknown stand-in {self.stand_in!r}; choose from {STAND_INS}")
-        if self.lmbda <= 0:
-            raise ValueError("lmbda must be positive")
+        if (
+            not (isinstance(self.lmbda, int | float) and math.isfinite(self.lmbda))
+            or self.lmbda <= 0
+        ):
+            raise ValueError(f"lmbda must be a positive number, not {self.lmbda!r}")
+        self.lr_decay_at = tuple(self.lr_decay_at)
+        check_schedule(self)
+        if not (math.isfinite(self.time_budget) and self.time_budget >= 0):
+            raise ValueError(f"time_budget must be seconds >= 0, not {self.time_budget!r}")
         if self.amp not in AMP_MODES:
             raise ValueError(f"unknown amp {self.amp!r}; choose from {AMP_MODES}")
         self.lr_decay_at = tuple(self.lr_decay_at)
+
+
+#: Crops go through g_a's four stride-2 stages: multiples of this many pixels keep every
+#: latent whole (the hyper-analysis pads what it halves further).
+CROP_MULTIPLE = 16
+
+
+def check_schedule(cfg) -> None:
+    """Refuses, before a run folder is touched, a schedule no run can follow (steps, batch,
+    crop, learning rate, counts): one line instead of a traceback mid-run or a folder left
+    half made."""
+    if cfg.steps < 1:
+        raise ValueError(f"steps must be at least 1, not {cfg.steps}")
+    if cfg.batch < 1:
+        raise ValueError(f"batch must be at least 1, not {cfg.batch}")
+    if cfg.crop < CROP_MULTIPLE or cfg.crop % CROP_MULTIPLE:
+        raise ValueError(f"crop must be a multiple of {CROP_MULTIPLE} pixels, not {cfg.crop}")
+    if not (math.isfinite(cfg.lr) and cfg.lr > 0):
+        raise ValueError(f"lr must be a positive number, not {cfg.lr!r}")
+    if any(not 0 < f < 1 for f in cfg.lr_decay_at):
+        raise ValueError(f"learning-rate drops are fractions of the run, not {cfg.lr_decay_at}")
+    if cfg.log_every < 1 or cfg.ckpt_every < 1:
+        raise ValueError("log_every and ckpt_every must be at least 1")
 
 
 #: What a run learns: a resumed run keeps these, and a different value is refused.
