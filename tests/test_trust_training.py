@@ -12,10 +12,12 @@ import pathlib
 import shutil
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
 from conftest import REPO
+from PIL import Image
 from test_training import (
     tiny_run,
     train_dir,  # noqa: F401 (a fixture)
@@ -400,7 +402,10 @@ def test_a_tiny_file_cannot_declare_a_huge_model(tmp_path, config):
     path = tmp_path / "huge.pt"
     torch.save({"format": "qaft-model", "version": 1, "config": config, "state_dict": {},
                 "tables": {}, "meta": {}}, path)  # fmt: skip
-    for cmd in (["eval", "--ckpt", path], ["export", "--ckpt", path, "--out", tmp_path / "m"]):
+    (tmp_path / "imgs").mkdir()  # eval reads its images first: give it some (no Kodak needed)
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "imgs" / "a.png")
+    evaluate = ["eval", "--ckpt", path, "--data", tmp_path / "imgs"]
+    for cmd in (evaluate, ["export", "--ckpt", path, "--out", tmp_path / "m"]):
         assert_one_line_error(qaft(*cmd), "huge.pt")
 
 
@@ -429,8 +434,11 @@ def test_malformed_model_files_are_one_line(tmp_path):
     bad = {"format": "qaft-model", "version": "x", "config": {}, "state_dict": {}}
     torch.save(bad, tmp_path / "v.pt")
     torch.save({**bad, "version": 1, "state_dict": None}, tmp_path / "s.pt")
+    (tmp_path / "imgs").mkdir()
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "imgs" / "a.png")
     for name in ("v.pt", "s.pt"):
-        assert_one_line_error(qaft("eval", "--ckpt", tmp_path / name), name)
+        result = qaft("eval", "--ckpt", tmp_path / name, "--data", tmp_path / "imgs")
+        assert_one_line_error(result, name)
 
 
 def test_a_deeply_nested_json_is_one_line(tmp_path):
