@@ -106,6 +106,9 @@ def sort_jobs(
         except OSError as exc:
             refused.append((job.src, f"cannot look at {job.dest} ({exc.strerror or exc})"))
             continue
+        except QaftError as exc:  # one file's trouble is that file's failure, never the batch's
+            refused.append((job.src, f"cannot look at {job.dest} ({exc})"))
+            continue
         if state is State.UP_TO_DATE and not force:
             fresh += 1
         elif state is State.FOREIGN:

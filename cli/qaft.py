@@ -164,11 +164,9 @@ def _run_folder(out: str | None, resume: str | None) -> tuple[str, bool]:
 def _model_file(spec: str) -> Path:
     """A model file by path, or a bundled model's file by name (``--ckpt q3`` works as
     ``--model q3`` does)."""
-    from qaft.runtime.zoo import _entries, model_path
+    from qaft.runtime.zoo import resolve
 
-    path = Path(spec)
-    if not path.exists() and spec in {e["name"] for e in _entries()}:
-        return model_path(spec, "checkpoint")
+    path = resolve(spec, "checkpoint")
     if path.is_dir():
         hint = (
             "a run folder: `qaft snapshot --run DIR --out model.pt` writes its model file"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -318,7 +319,7 @@ def compress(
         raise QaftError("--ray spreads folders over a cluster; one file is coded here (drop --ray)")
     enc = _encoder(
         model, quality, target_bpp, target_psnr, quantizer, step, q_lmbda,
-        backend, threads, precision, quiet or as_json, codec=not ray_address,
+        backend, threads, precision, quiet or as_json,
     )  # fmt: skip
     if single:
         src, dest = single
@@ -391,7 +392,7 @@ class _Encoder:
 
 def _encoder(
     model, quality, target_bpp, target_psnr, quantizer, step, q_lmbda,
-    backend, threads, precision, quiet, codec=True,
+    backend, threads, precision, quiet,
 ) -> _Encoder:  # fmt: skip
     """The encoder that the options ask for: one model (by name, folder or ``--quality``),
     or per image the model and setting that meet ``--target-bpp``/``--target-psnr``."""
@@ -435,6 +436,8 @@ def _encoder(
             from qaft.runtime.metrics import psnr
             from qaft.runtime.rate_control import BPP_TOLERANCE, PSNR_TOLERANCE_DB
 
+            if str(job.src) == "-":  # standard input has no time to compare with
+                return False
             data = container.read_stream(job.dest)
             h = container.unpack(data)[0]
             cand = by_fp.get(h.fingerprint)
@@ -456,11 +459,15 @@ def _encoder(
     quant = QUANTIZERS[quantizer]
     if step is not None and not quant.uses_step:
         click.echo(f"warning: --step is for tcq and tcq8; {quantizer} does not use it", err=True)
-    codec_ = _codec(model_dir, backend, threads, precision, quiet) if codec else None
     about = {"model": model_dir.path.name, "quantizer": quantizer}
+    opened: list = []  # the sessions, made at the first image (none when all is up to date)
+    lock = threading.Lock()
 
     def encode(image):
-        return C.encode(codec_, image, quantizer, params).data, dict(about)
+        with lock:
+            if not opened:
+                opened.append(_codec(model_dir, backend, threads, precision, quiet))
+        return C.encode(opened[0], image, quantizer, params).data, dict(about)
 
     def state(job):
         return _stream_state(job, model_dir.fingerprint, quant, params)

@@ -83,3 +83,11 @@ def write_file(
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+
+
+def open_append(path: str | Path) -> BinaryIO:
+    """``path`` opened for appending, created if absent, never through a symlink (a log a
+    run keeps writing must not be redirected into another file)."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(path, flags, 0o666)
+    return os.fdopen(fd, "ab")

@@ -235,7 +235,7 @@ def test_standard_output_closed_is_one_line(photo):
 )
 def test_a_schedule_no_run_can_follow_is_refused_before_the_folder(tmp_path, photo, option):
     args = ["--data", str(photo.parent), "--lmbda", "0.01", "--out", str(tmp_path / "r"),
-            "--N", "8", "--M", "12", "--steps", "1", "--crop", "32", "--val-every", "0",
+            "--N", "8", "--M", "12", "--steps", "1", "--crop", "64", "--val-every", "0",
             "--batch", "2"]  # fmt: skip
     i = args.index(option[0])
     args[i + 1] = option[1]

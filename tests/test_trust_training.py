@@ -94,18 +94,25 @@ def test_the_payload_is_live(evil):
         ["calibrate", "--ckpt", "{model}", "--data", "{images}", "--reset"],
         ["tune-quantizer", "--ckpt", "{model}", "--quantizer", "rdoq", "--data", "{images}"],
         ["train", "--resume", "--out", "{run}"],
-        ["train", "--data", "{images}", "--lmbda", "0.01", "--out", "{tmp}/new", "--N", "8",
-         "--M", "12", "--crop", "32", "--steps", "1", "--val-every", "0", "--init-from",
+        ["train", "--data", "{train}", "--lmbda", "0.01", "--out", "{tmp}/new", "--N", "8",
+         "--M", "12", "--crop", "64", "--steps", "1", "--val-every", "0", "--init-from",
          "{model}"],
         ["snapshot", "--run", "{run}", "--out", "{tmp}/snap.pt"],
-        ["finetune", "--ckpt", "{tiny}", "--data", "{images}", "--crop", "32", "--out", "{run}",
+        ["finetune", "--ckpt", "{tiny}", "--data", "{train}", "--crop", "64", "--out", "{run}",
          "--resume"],
     ],
     ids=lambda a: " ".join(x for x in a if not x.startswith("{"))[:40],
 )  # fmt: skip
-def test_no_command_runs_code_from_a_checkpoint(evil, image_dir, tiny_model_file, tmp_path, args):
+def test_no_command_runs_code_from_a_checkpoint(
+    evil,
+    image_dir,
+    train_dir,  # noqa: F811
+    tiny_model_file,
+    tmp_path,
+    args,  # noqa: F811
+):
     subs = {"{model}": evil["model"], "{delta}": evil["delta"], "{run}": evil["run"]}
-    subs |= {"{images}": image_dir, "{tiny}": tiny_model_file}
+    subs |= {"{images}": image_dir, "{train}": train_dir, "{tiny}": tiny_model_file}
     args = [str(subs.get(a, a)).replace("{tmp}", str(tmp_path)) for a in args]
     result = qaft(*args)
     assert not evil["marker"].exists()
@@ -392,7 +399,7 @@ def test_a_run_folder_with_planted_links_is_refused(train_dir, tmp_path):  # noq
     out = tmp_path / "run"
     out.mkdir()
     (out / "config.json").symlink_to(tmp_path / "created-elsewhere")  # dangling
-    with pytest.raises(RunFolderError, match="holds a run already"):
+    with pytest.raises(RunFolderError, match="is a symlink"):
         train(tiny_run(train_dir, tmp_path, steps=1), progress=False)
     assert not (tmp_path / "created-elsewhere").exists()
 
@@ -452,3 +459,27 @@ def test_resume_names_the_run_itself(run):
     assert result.exit_code == 0, result.output
     assert _steps(run) == [1, 2, 3]
     assert qaft("train", "--resume", run, "--out", run.parent / "other").exit_code == 2
+
+
+def test_finetune_resume_keeps_the_runs_fixed_settings(tiny_model_file, train_dir, tmp_path):  # noqa: F811
+    out = tmp_path / "ft"
+    base = ["finetune", "--ckpt", tiny_model_file, "--data", train_dir, "--out", out,
+            "--steps", "1", "--crop", "64", "--batch", "2"]  # fmt: skip
+    first = qaft(*base)
+    assert first.exit_code == 0, first.output
+    result = qaft(*base, "--resume", "--quantizer", "tcq", "--steps", "2")
+    assert_one_line_error(result, "started with quantizer 'sq'")
+    assert (
+        qaft(*base[:-6], "--resume", "--steps", "2", "--crop", "64", "--batch", "2").exit_code == 0
+    )
+
+
+def test_the_run_log_is_never_written_through_a_link(train_dir, tmp_path):  # noqa: F811
+    from qaft.runtime.files import open_append
+
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    (tmp_path / "log.jsonl").symlink_to(victim)
+    with pytest.raises(OSError):
+        open_append(tmp_path / "log.jsonl")
+    assert victim.read_text() == "keep"

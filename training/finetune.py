@@ -16,6 +16,7 @@ while the current batch trains (NumPy and PyTorch both release the GIL in their 
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import queue
@@ -29,6 +30,7 @@ import torch
 from tqdm import tqdm
 
 from qaft.runtime.entropy.tables import scale_to_level
+from qaft.runtime.files import open_append, write_file
 from qaft.runtime.quantizers import QUANTIZERS
 from qaft.runtime.quantizers import trellis as T
 from qaft.training.backend import codec_from_loaded
@@ -42,7 +44,13 @@ from qaft.training.checkpoint import (
 )
 from qaft.training.data import CropSampler
 from qaft.training.stopping import StopRequests, TrainingInterrupted
-from qaft.training.train import check_fresh_run, check_run_files, check_schedule, resolve_device
+from qaft.training.train import (
+    RunFolderError,
+    check_fresh_run,
+    check_run_files,
+    check_schedule,
+    resolve_device,
+)
 
 PARTS = ("decoder", "hyper-decoder")
 
@@ -129,15 +137,45 @@ def _index_bins(indices: np.ndarray, step: float, machine_q: np.ndarray | None):
     return (rec + rec_lo) / 2 * step, (rec + rec_hi) / 2 * step
 
 
+#: What a stage-2 run is about: a resumed run must be given the same (its schedule may change).
+FINETUNE_FIXED = ("ckpt", "quantizer", "parts", "seed", "step", "q_lmbda")
+
+
+def check_same_run(out: Path, cfg: FinetuneConfig) -> None:
+    """Refuses to resume the run in ``out`` with other fixed settings than it ran with
+    (its ``config.json``): a different parent model or quantizer would continue another
+    run under this one's name."""
+    try:
+        stored = json.loads((out / "config.json").read_text())
+    except (OSError, ValueError):
+        return  # an older run without one: its checkpoint is checked when loaded
+    given = asdict(cfg)
+    for key in FINETUNE_FIXED:
+        old, new = stored.get(key), given.get(key)
+        if key == "ckpt" and old is not None:
+            same = Path(old).resolve() == Path(new).resolve()
+        else:
+            same = (list(old) if isinstance(old, list | tuple) else old) == (
+                list(new) if isinstance(new, list | tuple) else new
+            )
+        if key in stored and not same:
+            raise RunFolderError(
+                f"{out}: the run was started with {key} {old!r}, not {new!r}; "
+                "a resumed run keeps it (start another --out)"
+            )
+
+
 def finetune(cfg: FinetuneConfig, resume: bool = False, progress: bool = True) -> Path:
     """Runs (or resumes) a stage-2 run; returns the path of the finetuned model file.
 
     A fresh run refuses a folder that holds a run already (:func:`check_fresh_run`).
     """
     out = Path(cfg.out)
+    check_run_files(out)
     if not resume:
         check_fresh_run(out)
-    check_run_files(out)
+    else:
+        check_same_run(out, cfg)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -166,7 +204,7 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, progress: bool = True) -
         parts = {"model": model.load_state_dict, "opt": opt.load_state_dict}
         restore_run_state(ckpt_path, state, {**parts, "sampler": sampler.set_state})
         step = state["step"]
-    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    write_file(out / "config.json", json.dumps(asdict(cfg), indent=2).encode(), replace=True)
 
     model.eval()  # no layer here behaves differently in training; keeps the analysis exact
     source = _LatentSource(model, codec, cfg.quantizer, params, device, train_hs)
@@ -192,7 +230,7 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, progress: bool = True) -
         worker = threading.Thread(target=produce, daemon=True)
         worker.start()
 
-    log = (out / "log.jsonl").open("a")
+    log = io.TextIOWrapper(open_append(out / "log.jsonl"), encoding="utf-8")
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress, dynamic_ncols=True)
     acc, n_acc, t0 = {"mse": 0.0, "bpp": 0.0}, 0, time.time()
     lmbda = float(parent.meta.get("lmbda") or 0.01)

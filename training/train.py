@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -16,6 +17,7 @@ import torch
 from tqdm import tqdm
 
 from qaft.runtime.errors import QaftError
+from qaft.runtime.files import open_append, write_file
 from qaft.training.checkpoint import (
     CheckpointError,
     atomic_save,
@@ -94,9 +96,10 @@ class TrainConfig:
         self.lr_decay_at = tuple(self.lr_decay_at)
 
 
-#: Crops go through g_a's four stride-2 stages: multiples of this many pixels keep every
-#: latent whole (the hyper-analysis pads what it halves further).
-CROP_MULTIPLE = 16
+#: Crops go through g_a's four stride-2 stages and h_a's two: multiples of this many
+#: pixels keep every latent whole (stage 2 fails on a 32-pixel crop: its hyper-latent
+#: rounds to another size).
+CROP_MULTIPLE = 64
 
 
 def check_schedule(cfg) -> None:
@@ -164,6 +167,7 @@ def resume_config(out: str | Path, given: dict[str, Any]) -> TrainConfig:
     ``lr_decay_at``, ``time_budget``, ``lr``, ...) may be changed; :data:`MACHINE` options
     come from ``given`` or the defaults, never from the run.
     """
+    check_run_files(out)  # before anything of it is read
     ckpt = Path(out) / "last.pt"
     stored = read_run_checkpoint(ckpt).get("config")
     if not isinstance(stored, dict):
@@ -296,6 +300,7 @@ def train(
     """
     out = Path(cfg.out)
     state = None
+    check_run_files(out)
     if resume:
         # read before anything is written or built: a mismatch fails with nothing changed
         state = read_run_checkpoint(out / "last.pt")
@@ -303,7 +308,6 @@ def train(
             _check_fixed(state["config"], asdict(cfg), out / "last.pt")
     else:
         check_fresh_run(out)
-    check_run_files(out)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -345,7 +349,7 @@ def train(
         step = state["step"]
         elapsed = state.get("elapsed", 0.0)
         skipped = state.get("skipped", 0)
-    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    write_file(out / "config.json", json.dumps(asdict(cfg), indent=2).encode(), replace=True)
 
     def save_checkpoint() -> None:
         atomic_save(
@@ -363,7 +367,7 @@ def train(
             ckpt_path,
         )
 
-    log = (out / "log.jsonl").open("a")
+    log = io.TextIOWrapper(open_append(out / "log.jsonl"), encoding="utf-8")
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress, dynamic_ncols=True)
     # the bar and the log close however the loop ends
     with StopRequests() as stop, bar, log:

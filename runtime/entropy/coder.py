@@ -145,7 +145,8 @@ def min_bits_per_table(tables: TableSet) -> np.ndarray:
     A range coder writes at least the information content of what it codes (less under a
     word of rounding), so these bound from below the size of any stream: a decoder can
     refuse data too short for the symbols it is asked for before doing their work."""
-    pmax = np.array([tables.row(t).max() for t in range(tables.num_tables)], dtype=np.float64)
+    valid = np.arange(tables.pmfs.shape[1]) < tables.lengths[:, None]
+    pmax = np.where(valid, tables.pmfs, 0.0).max(axis=1)
     return -np.log2(np.clip(pmax, 1e-300, 1.0))
 
 

@@ -77,9 +77,13 @@ class TrellisQuantizer:
 
     def _cheapest(self, tables: ModelTables, step: float) -> np.ndarray:
         """Per level, the fewest bits of a latent under the quantizers a state can pick."""
-        tset, _ = self.tables_for(tables, float(step))
-        bits = coder.min_bits_per_table(tset).reshape(-1, len(tables.scale_levels))
-        return bits[np.unique(self.machine.quantizer)].min(axis=0)
+
+        def build():
+            tset, _ = self.tables_for(tables, float(step))
+            bits = coder.min_bits_per_table(tset).reshape(-1, len(tables.scale_levels))
+            return bits[np.unique(self.machine.quantizer)].min(axis=0)
+
+        return tables.cached((self.name, "min_bits", float(step)), build)
 
     def floor_bits(self, tables: ModelTables, step: float) -> float:
         """Fewest bits any one latent can cost, whatever its level."""

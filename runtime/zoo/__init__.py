@@ -53,17 +53,18 @@ def model_path(name: str, form: str = "model_dir") -> Path:
     raise UnknownModelError(f"unknown model {name!r} (available: {names})")
 
 
-def resolve(spec: str) -> Path:
-    """The model folder ``spec`` names: a bundled model's name always means that model
-    (a folder of the same name in the working directory does not replace it, not even as
-    the default); a path with a separator (``./q3``, ``models/q3``) or any other folder
-    name means that folder."""
+def resolve(spec: str, form: str = "model_dir") -> Path:
+    """The model ``spec`` names (its exported folder, or with ``form="checkpoint"`` its
+    PyTorch file): a bundled model's name always means that model (a file or folder of the
+    same name in the working directory does not replace it, not even as the default); a
+    path with a separator (``./q3``, ``models/q3``) or any other existing name means that
+    path."""
     names = {e["name"] for e in _entries()}
     if spec in names and "/" not in spec and os.sep not in spec:
-        return model_path(spec)
-    if Path(spec).is_dir() or "/" in spec or os.sep in spec:
+        return model_path(spec, form)
+    if Path(spec).exists() or "/" in spec or os.sep in spec:
         return Path(spec)
-    return model_path(spec)  # an unknown name: the error lists the bundled ones
+    return model_path(spec, form)  # an unknown name: the error lists the bundled ones
 
 
 def model_for_quality(quality: int, quantizer: str | None = None) -> str:
