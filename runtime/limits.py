@@ -98,6 +98,8 @@ def check_threads(threads: int) -> int:
 
     from qaft.runtime.errors import QaftError
 
+    if not isinstance(threads, int) or isinstance(threads, bool):
+        raise QaftError(f"threads must be an integer, not {threads!r}")
     top = MAX_THREADS_PER_CORE * (os.cpu_count() or 1)
     if not 0 <= threads <= top:
         raise QaftError(

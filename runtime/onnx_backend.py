@@ -12,8 +12,7 @@ import onnxruntime as ort
 
 from qaft.runtime.codec import Codec
 from qaft.runtime.errors import QaftError
-from qaft.runtime.limits import MAX_THREADS_PER_CORE  # noqa: F401 - the bound, re-exported
-from qaft.runtime.limits import check_threads as _limits_check_threads
+from qaft.runtime.limits import check_threads
 from qaft.runtime.model_dir import ModelDir
 
 PROVIDERS = {
@@ -25,15 +24,6 @@ PROVIDERS = {
 
 class BackendError(QaftError):
     """A backend that this installation cannot run."""
-
-
-def check_threads(threads: int) -> int:
-    """``threads`` if it is 0 (ONNX Runtime's default) or 1 .. ``MAX_THREADS_PER_CORE``
-    per CPU, else a one-line error (thousands of threads exhaust memory or deadlock ORT's
-    session constructor).  The bound the CLI checks too (:mod:`qaft.runtime.limits`)."""
-    if not isinstance(threads, int) or isinstance(threads, bool):
-        raise BackendError(f"threads must be an integer, not {threads!r}")
-    return _limits_check_threads(threads)
 
 
 def available_backends() -> list[str]:
