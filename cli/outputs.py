@@ -149,20 +149,30 @@ def write(dest: Path, data: bytes, replace: bool = False) -> None:
     write_file(dest, data, replace, on_temporary=_track)
 
 
+def is_input(path: Path, inputs: Iterable[Path]) -> bool:
+    """Whether ``path`` names one of ``inputs`` (by its name, case-folded, or by what it
+    resolves to)."""
+    key, real = _key(path), os.path.realpath(path)
+    return any(_key(p) == key or os.path.realpath(p) == real for p in inputs)
+
+
+def is_regular(path: Path) -> bool:
+    """Whether a regular file, not a link to one, is at ``path``."""
+    import stat
+
+    return stat.S_ISREG(os.lstat(path).st_mode)
+
+
 def write_json(path: Path, text: str, inputs: Iterable[Path], ours: Callable[[object], bool]):
     """Writes a results file through :func:`write`, replacing only a file that ``ours``
     accepts as this kind of results (a JSON document), never an input of the run, a
     symlink, or anything else: :class:`QaftError`."""
     import json
 
-    if _key(path) in {_key(p) for p in inputs} or os.path.realpath(path) in {
-        os.path.realpath(p) for p in inputs
-    }:
+    if is_input(path, inputs):
         raise QaftError(f"{path} is an input of this run: choose another --json")
     if exists(path):
-        import stat
-
-        if not stat.S_ISREG(os.lstat(path).st_mode):
+        if not is_regular(path):
             raise QaftError(f"{path} exists and is not a regular file: choose another --json")
         try:
             with open(path, "rb") as f:
@@ -180,12 +190,10 @@ def check_new_file(path: Path, force: bool, inputs: Iterable[Path] = ()) -> None
     anything but a regular file (a symlink, a folder, a FIFO), or over an existing file
     without ``--force``."""
     path = Path(path)
-    if any(_key(path) == _key(p) or os.path.realpath(path) == os.path.realpath(p) for p in inputs):
+    if is_input(path, inputs):
         raise QaftError(f"{path} is an input of this command: choose another --out")
     if exists(path):
-        import stat
-
-        if not stat.S_ISREG(os.lstat(path).st_mode):
+        if not is_regular(path):
             raise QaftError(f"{path} exists and is not a regular file; it is left as it is")
         if not force:
             raise QaftError(f"{path} exists: --force replaces it")

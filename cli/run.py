@@ -596,16 +596,10 @@ def _needs_writing(job: outputs.Job, force: bool, state) -> bool:
     Anything else is refused before any work."""
     if str(job.dest) == "-":
         return True
-    if os.path.realpath(job.dest) == os.path.realpath(job.src):
-        raise QaftError(f"{job.dest} is the input itself")
-    now = state()
-    if now is outputs.State.UP_TO_DATE and not force:
+    if state() is outputs.State.UP_TO_DATE and not force:
         click.echo(f"{job.dest} is up to date (--force writes it again)", err=True)
         return False
-    if now is not outputs.State.ABSENT and not force:
-        raise QaftError(f"{job.dest} exists: --force replaces it")
-    if now is not outputs.State.ABSENT and _regular(job.dest) is not outputs.State.STALE:
-        raise QaftError(f"{job.dest} is not a regular file; it is left as it is")
+    outputs.check_new_file(job.dest, force, [job.src])  # the user named it: --force may replace
     return True
 
 
