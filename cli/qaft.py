@@ -18,6 +18,19 @@ from qaft.cli.common import (
 )
 
 
+def _resume_option(fixed: str):
+    """``--resume [RUN]``: alone, the run in ``--out``; with a value, that run."""
+    return click.option(
+        "--resume",
+        is_flag=False,
+        flag_value="",
+        default=None,
+        metavar="[RUN]",
+        help="Continue the run RUN (or the one in --out) from its last checkpoint, with its "
+        f"settings (options given change its schedule; {fixed}).",
+    )
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="qaft", prog_name="qaft")
 def main() -> None:
@@ -103,15 +116,8 @@ def main() -> None:
 @click.option("--threads", default=0, help="Torch threads (0: default).")
 @click.option("--log-every", default=50, show_default=True, help="Steps between log lines.")
 @click.option("--ckpt-every", default=250, show_default=True, help="Steps between checkpoints.")
-@click.option(
-    "--resume",
-    is_flag=False,
-    flag_value="",
-    default=None,
-    metavar="[RUN]",
-    help="Continue the run RUN (or the one in --out) from its last checkpoint, with its "
-    "settings (options given change its schedule; its architecture, λ, stand-in and seed "
-    "cannot change).",
+@_resume_option(
+    "its architecture, λ, stand-in and seed cannot change",
 )
 @click.pass_context
 @fail_cleanly
@@ -533,14 +539,7 @@ def calibrate(model, ckpt, data, n_images, write, reset) -> None:
 @click.option("--threads", default=0, help="Torch threads (0: default).")
 @click.option("--log-every", default=50, show_default=True)
 @click.option("--ckpt-every", default=250, show_default=True)
-@click.option(
-    "--resume",
-    is_flag=False,
-    flag_value="",
-    default=None,
-    metavar="[RUN]",
-    help="Continue the run RUN (or the one in --out).",
-)
+@_resume_option("its parent model, quantizer, parts and seed cannot change")
 @fail_cleanly
 def finetune(resume, parts, **kw) -> None:
     """Stage 2: retrain the decoder side on the real quantizer's latents (QAFT)."""
