@@ -5,6 +5,13 @@ BIN    := $(VENV)/bin
 # The folder `make demo` compresses; Kodak from the shared data when it is there.
 IMAGES ?= $(firstword $(wildcard ../shared/data/kodak))
 STAMP  := $(VENV)/.installed
+# The runtime as a user installs it (`pip install qaft`: no PyTorch), for the tests that
+# cover what such an install offers.
+RT_VENV  ?= .venv-runtime
+RT_STAMP := $(RT_VENV)/.installed
+RUNTIME_TESTS := tests/test_container.py tests/test_entropy.py tests/test_golden.py \
+                 tests/test_lean_runtime.py tests/test_rate_control.py \
+                 tests/test_trust_model_dir.py tests/test_tool.py
 
 .PHONY: demo test install lint clean
 
@@ -20,17 +27,26 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
+$(RT_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(RT_VENV)
+	$(RT_VENV)/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"
+	@$(RT_VENV)/bin/python -c "import importlib.util as u, sys; \
+	  sys.exit('torch is installed in $(RT_VENV): the runtime suite must run without it' \
+	  if u.find_spec('torch') else 0)"
+	touch $@
+
 demo: $(STAMP)
 	@if [ -z "$(IMAGES)" ]; then \
 	  echo "make demo: no images to compress: run 'make demo IMAGES=path/to/folder'" \
 	       "(../shared/data/kodak is used when present)"; exit 2; fi
 	$(BIN)/qaft-run demo --data "$(IMAGES)" --out demo-out
 
-test: $(STAMP)
+test: $(STAMP) $(RT_STAMP)
 	$(BIN)/python -m pytest -q
+	$(RT_VENV)/bin/python -m pytest -q -p no:cacheprovider $(RUNTIME_TESTS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
 clean:
-	rm -rf demo-out .pytest_cache
+	rm -rf demo-out .pytest_cache $(RT_VENV)

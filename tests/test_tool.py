@@ -228,16 +228,3 @@ def test_standard_output_closed_is_one_line(photo):
         f"{EXE} compress {photo} -o - --model q0 >&-", shell=True, capture_output=True, text=True
     )
     assert r.returncode == 1 and "Traceback" not in r.stderr and "error:" in r.stderr
-
-
-@pytest.mark.parametrize(
-    "option", [["--lmbda", "nan"], ["--crop", "3"], ["--batch", "0"], ["--steps", "-1"]]
-)
-def test_a_schedule_no_run_can_follow_is_refused_before_the_folder(tmp_path, photo, option):
-    args = ["--data", str(photo.parent), "--lmbda", "0.01", "--out", str(tmp_path / "r"),
-            "--N", "8", "--M", "12", "--steps", "1", "--crop", "64", "--val-every", "0",
-            "--batch", "2"]  # fmt: skip
-    i = args.index(option[0])
-    args[i + 1] = option[1]
-    r = run_cli("qaft", "train", *args)
-    assert r.returncode == 1 and "Traceback" not in r.stderr and not (tmp_path / "r").exists()

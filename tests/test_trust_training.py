@@ -483,3 +483,18 @@ def test_the_run_log_is_never_written_through_a_link(train_dir, tmp_path):  # no
     with pytest.raises(OSError):
         open_append(tmp_path / "log.jsonl")
     assert victim.read_text() == "keep"
+
+
+@pytest.mark.parametrize(
+    "option", [["--lmbda", "nan"], ["--crop", "3"], ["--batch", "0"], ["--steps", "-1"]]
+)
+def test_a_schedule_no_run_can_follow_is_refused_before_the_folder(tmp_path, option):
+    (tmp_path / "imgs").mkdir()
+    Image.fromarray(np.zeros((96, 96, 3), np.uint8)).save(tmp_path / "imgs" / "a.png")
+    args = ["--data", str(tmp_path / "imgs"), "--lmbda", "0.01", "--out", str(tmp_path / "r"),
+            "--N", "8", "--M", "12", "--steps", "1", "--crop", "64", "--val-every", "0",
+            "--batch", "2"]  # fmt: skip
+    i = args.index(option[0])
+    args[i + 1] = option[1]
+    assert_one_line_error(qaft("train", *args))
+    assert not (tmp_path / "r").exists()
