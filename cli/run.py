@@ -529,12 +529,13 @@ def _image_state(job: outputs.Job, digest: str) -> outputs.State:
     decoded from this very stream or not."""
     from qaft.runtime.image import png_source
 
-    if _foreign(job.dest):
+    kind = _regular(job.dest)
+    if kind is not outputs.State.STALE:
+        return kind
+    source = png_source(job.dest)  # read once: whether it is ours, and whether it is current
+    if source is None:
         return outputs.State.FOREIGN
-    if not outputs.exists(job.dest):
-        return outputs.State.ABSENT
-    fresh = png_source(job.dest) == digest
-    return outputs.State.UP_TO_DATE if fresh else outputs.State.STALE
+    return outputs.State.UP_TO_DATE if source == digest else outputs.State.STALE
 
 
 def _single(paths: tuple[str, ...], out: str, suffixes: tuple[str, ...], as_json: bool = False):
@@ -634,12 +635,9 @@ def _foreign(path: Path) -> bool:
 def _regular(path: Path) -> outputs.State:
     """ABSENT; FOREIGN for anything but a regular file (a folder, a symlink or a FIFO is
     never opened); STALE meaning "a regular file, to be looked into"."""
-    import stat
-
     if not outputs.exists(path):
         return outputs.State.ABSENT
-    regular = stat.S_ISREG(os.lstat(path).st_mode)
-    return outputs.State.STALE if regular else outputs.State.FOREIGN
+    return outputs.State.STALE if outputs.is_regular(path) else outputs.State.FOREIGN
 
 
 def _stamp(job: outputs.Job) -> None:
