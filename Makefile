@@ -11,7 +11,8 @@ RT_VENV  ?= .venv-runtime
 RT_STAMP := $(RT_VENV)/.installed
 RUNTIME_TESTS := tests/test_container.py tests/test_entropy.py tests/test_golden.py \
                  tests/test_lean_runtime.py tests/test_rate_control.py \
-                 tests/test_trust_model_dir.py tests/test_tool.py
+                 tests/test_trust_model_dir.py tests/test_tool.py tests/test_model_meta.py \
+                 tests/test_api.py
 
 .PHONY: demo test install lint clean
 
@@ -35,7 +36,15 @@ $(RT_STAMP): pyproject.toml
 	  if u.find_spec('torch') else 0)"
 	touch $@
 
-demo: $(STAMP)
+# The zoo's other distributions (zoo/, zoo/train: the models the base package leaves out),
+# built from the files where the checkout keeps them, as a user installs them.
+ZOO_STAMP := $(VENV)/.zoo-installed
+$(ZOO_STAMP): $(STAMP) zoo/build_backend.py runtime/zoo/index.json \
+              $(wildcard runtime/zoo/*/manifest.json training/zoo/*/*.pt)
+	$(BIN)/python -m pip install -q --disable-pip-version-check ./zoo ./zoo/train
+	touch $@
+
+demo: $(STAMP) $(ZOO_STAMP)
 	@if [ -z "$(IMAGES)" ]; then \
 	  echo "make demo: no images to compress: run 'make demo IMAGES=path/to/folder'" \
 	       "(../shared/data/kodak is used when present)"; exit 2; fi

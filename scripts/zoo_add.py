@@ -12,26 +12,26 @@ training provenance (steps and wall time from their logs).  ``--base`` stores a 
 model as the tensors that differ from its bundled stage-1 model (``save_model(base=...)``).
 ``--history-from NAME`` says the new file continues the bundled model NAME (``qaft train
 --init-from`` its file or a descendant of it): NAME's training history comes first, then the
-``--run`` folders, oldest first.
+``--run`` folders, oldest first.  A stage-2 model's folder takes its analysis graphs from
+its stage-1 model's (``analysis_from`` in its manifest: stage 2 leaves the encoder as it was)
+instead of carrying copies (:func:`share_analysis`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-from run_summary import summarize  # noqa: E402
-
 from qaft.export.onnx_export import export_model  # noqa: E402
 from qaft.runtime.image import load_rgb  # noqa: E402
-from qaft.runtime.zoo import CHECKPOINT_DIR, INDEX, ZOO_DIR  # noqa: E402
+from qaft.runtime.model_dir import FROM_PARENT, MANIFEST  # noqa: E402
+from qaft.runtime.zoo import INDEX, ZOO_DIR  # noqa: E402
 from qaft.training.checkpoint import load_model, save_model  # noqa: E402
 from qaft.training.data import list_images  # noqa: E402
+from qaft.training.run_summary import summarize  # noqa: E402
+from qaft.training.zoo import CHECKPOINT_DIR  # noqa: E402
 
 
 def _short(path: str | None) -> str | None:
@@ -40,6 +40,28 @@ def _short(path: str | None) -> str | None:
 
 def _check_image():
     return load_rgb(list_images(REPO.parent / "shared" / "data" / "train")[0])[:256, :384]
+
+
+def share_analysis(folder: Path, parent: Path) -> bool:
+    """Lets a stage-2 model folder take its analysis graphs from its parent's folder (its
+    manifest names the parent, ``analysis_from``, and keeps listing their hashes, against
+    which the runtime checks the parent's files) where they are byte for byte the same:
+    the copies are deleted.  Whether it did."""
+    mpath = folder / MANIFEST
+    manifest = json.loads(mpath.read_text())
+    shared = [f for f in FROM_PARENT if f in manifest["files"]]
+    if not shared or any(
+        not (parent / f).is_file() or (parent / f).read_bytes() != (folder / f).read_bytes()
+        for f in shared
+    ):
+        return False
+    at = list(manifest).index("finetuned_for") + 1
+    items = list(manifest.items())
+    manifest = dict(items[:at] + [("analysis_from", parent.name)] + items[at:])
+    mpath.write_text(json.dumps(manifest, indent=2) + "\n")
+    for f in shared:
+        (folder / f).unlink()
+    return True
 
 
 def reexport(names: list[str]) -> None:
@@ -60,6 +82,8 @@ def reexport(names: list[str]) -> None:
             _check_image(),
             force=True,
         )
+        if e.get("base"):
+            share_analysis(ZOO_DIR / e["model_dir"], ZOO_DIR / e["base"])
         if m["fingerprint"] != e["fingerprint"]:
             print(f"{e['name']}: fingerprint {e['fingerprint']} -> {m['fingerprint']}")
             e["fingerprint"] = m["fingerprint"]
@@ -101,18 +125,20 @@ def main() -> None:
     elif Path(args.model).resolve() != dest.resolve():
         save_model(dest, loaded.model, loaded.meta)  # whole, even if the source was a delta
     manifest = export_model(load_model(dest), ZOO_DIR / args.name, _check_image(), force=True)
+    if args.base:
+        share_analysis(ZOO_DIR / args.name, ZOO_DIR / args.base)
     runs = [summarize(Path(r)) for r in args.run]
     meta = loaded.meta
     entry = {
         "name": args.name,
         "quality": args.quality,
-        "lmbda": meta.get("lmbda"),
-        "stage": meta.get("stage", 1),
-        "finetuned_for": meta.get("finetuned_for"),
+        "lmbda": meta.lmbda,
+        "stage": meta.stage,
+        "finetuned_for": meta.finetuned_for,
         "model_dir": args.name,
         "checkpoint": f"{args.name}/model.pt",
         "architecture": {"N": loaded.model.config.N, "M": loaded.model.config.M},
-        "fingerprint": manifest["fingerprint"],
+        "fingerprint": manifest.fingerprint,
         "base": args.base,
         "training": history
         + [
