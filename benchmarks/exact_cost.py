@@ -27,16 +27,16 @@ import numpy as np
 import torch
 
 from qaft.runtime import codec as C
-from qaft.runtime.evaluation import curve_point, results_json
+from qaft.runtime.backends.onnx import onnx_codec
 from qaft.runtime.image import load_rgb
 from qaft.runtime.model_dir import open_model_dir
-from qaft.runtime.onnx_backend import onnx_codec
+from qaft.runtime.tools.rate_distortion import curve_point, results_json
 from qaft.runtime.zoo import model_path
 from qaft.training.backend import codec_from_loaded
 from qaft.training.bdrate import bd_rate
 from qaft.training.checkpoint import load_model
 from qaft.training.data import list_images
-from qaft.training.evaluate import default_kodak, evaluate_codec
+from qaft.training.evaluate import default_images, evaluate_codec
 from qaft.training.zoo import list_models
 from qaft.training.zoo import model_path as ckpt_path
 
@@ -93,10 +93,12 @@ def rd_cost(images: list[Path]) -> dict:
         for e in entries:
             loaded = load_model(e["path"])
             exact = codec_from_loaded(loaded)
-            flt = dataclasses.replace(exact, hyper=FloatHyper(loaded.model))
+            flt = dataclasses.replace(
+                exact, model=dataclasses.replace(exact.model, hyper=FloatHyper(loaded.model))
+            )
             for kind, codec in (("float", flt), ("exact", exact)):
                 res = evaluate_codec(codec, images, q)
-                pts[kind].append(curve_point(res, {"name": e["name"]}, q, codec.params(q)))
+                pts[kind].append(curve_point(res, {"name": e["name"]}, q, codec.model.params(q)))
                 s = pts[kind][-1]["summary"]
                 print(f"{e['name']:>7} {q:>4} {kind:>5}: {s['bpp']:.5f} bpp {s['psnr']:.4f} dB",
                       flush=True)  # fmt: skip
@@ -116,7 +118,12 @@ def latency(images: list[Path], threads: int, repeat: int, quantizer: str) -> di
     loaded = load_model(ckpt_path("q3"))
     with tempfile.TemporaryDirectory() as tmp:
         exact = onnx_codec(md, "cpu", threads)
-        flt = dataclasses.replace(exact, hyper=OnnxFloatHyper(loaded.model, Path(tmp), threads))
+        flt = dataclasses.replace(
+            exact,
+            model=dataclasses.replace(
+                exact.model, hyper=OnnxFloatHyper(loaded.model, Path(tmp), threads)
+            ),
+        )
         times = {k: {"encode": [], "decode": [], "hyper": []} for k in ("float", "exact")}
         for path in images:
             img = load_rgb(path)
@@ -143,7 +150,7 @@ def latency(images: list[Path], threads: int, repeat: int, quantizer: str) -> di
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=default_kodak())
+    ap.add_argument("--data", default=default_images())
     ap.add_argument("--images", type=int, default=0, help="Kodak images for RD (0: all).")
     ap.add_argument("--latency-images", type=int, default=6)
     ap.add_argument("--repeat", type=int, default=3)

@@ -5,12 +5,14 @@
 
 Encoders and decoders: the PyTorch path, ONNX Runtime fp32 with 1 and 2 threads, ONNX
 Runtime with the fp16 graphs (2 threads), ONNX Runtime fp32 with its graph optimizations
-off.  Each encoder writes a file for every (model, quantizer, image); every decoder decodes
-every file; a pair counts as a mismatch when the decoded indices (y and z) differ from the
-encoder's, and as a failure when decoding raises.  Without ``--synthesis`` the decoders stop
-after the entropy decoding (the part that recovers the indices: it runs no float network);
-with it each decode is complete, synthesis included.  The table also counts how many
-distinct files the five encoders wrote: their float networks do differ.
+off, and where the openvino package is installed OpenVINO at fp32 (1 thread) and bf16 (2
+threads, where the CPU has bf16). Each encoder writes a file for every (model, quantizer,
+image); every decoder decodes every file; a pair counts as a mismatch when the decoded
+indices (y and z) differ from the encoder's, and as a failure when decoding raises. Without
+``--synthesis`` the decoders stop after the entropy decoding (the part that recovers the
+indices: it runs no float network); with it each decode is complete, synthesis included. The
+table also counts how many distinct files the encoders wrote: their float networks do
+differ.
 """
 
 from __future__ import annotations
@@ -23,17 +25,18 @@ from pathlib import Path
 import numpy as np
 
 from qaft.runtime import codec as C
+from qaft.runtime.backends.onnx import available_backends, onnx_codec
 from qaft.runtime.image import load_rgb
 from qaft.runtime.model_dir import open_model_dir
-from qaft.runtime.onnx_backend import onnx_codec
 from qaft.runtime.zoo import model_path
 from qaft.training.backend import codec_from_loaded
 from qaft.training.checkpoint import load_model
 from qaft.training.data import list_images
-from qaft.training.evaluate import default_kodak
+from qaft.training.evaluate import default_images
 from qaft.training.zoo import list_models
 
-#: (name, threads, precision, graph optimizations); None threads: the PyTorch path.
+#: (name, threads, precision, graph optimizations); None threads: the PyTorch path; a name
+#: starting with ov- runs on OpenVINO.
 VARIANTS = [
     ("torch", None, "fp32", True),
     ("ort-fp32-1t", 1, "fp32", True),
@@ -41,6 +44,8 @@ VARIANTS = [
     ("ort-fp16-2t", 2, "fp16", True),
     ("ort-fp32-noopt", 1, "fp32", False),
 ]
+if "openvino" in available_backends():
+    VARIANTS += [("ov-fp32-1t", 1, "fp32", True), ("ov-auto-2t", 2, "auto", True)]
 
 
 def codecs_for(entry: dict) -> dict[str, C.Codec]:
@@ -50,13 +55,14 @@ def codecs_for(entry: dict) -> dict[str, C.Codec]:
         if threads is None:
             out[name] = codec_from_loaded(load_model(entry["path"]))
         else:
-            out[name] = onnx_codec(md, "cpu", threads, precision, optimize)
+            backend = "openvino" if name.startswith("ov-") else "cpu"
+            out[name] = onnx_codec(md, backend, threads, precision, optimize)
     return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=default_kodak())
+    ap.add_argument("--data", default=default_images())
     ap.add_argument("--models", default="all", help="Comma-separated zoo names (default: all).")
     ap.add_argument("--quantizers", default="sq,tcq")
     ap.add_argument("--images", type=int, default=0, help="First N images (0: all).")

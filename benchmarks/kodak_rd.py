@@ -5,8 +5,10 @@
 
 Writes ``qaft-stage1-<quantizer>.json`` (CompressAI layout) and ``rd.png`` into --out and
 prints a Markdown table of BD-rates (PSNR-RGB, Akima) against the anchors found there
-(``webp.json``, ``jpeg.json``, ``compressai-mbt2018-mean.json``, made by
-``benchmarks/anchors.py`` and from the brief) and of each quantizer against ``sq``.
+(``--anchors``: by default the classical codecs at their strongest settings, ``webp-m6.json``,
+``avif.json``, ``jxl.json``, ``jpeg-opt.json``, made by ``benchmarks/anchors.py``, and
+``compressai-mbt2018-mean.json`` from the brief; ``webp.json`` and ``jpeg.json`` are Pillow's
+default settings) and of each quantizer against ``sq``.
 """
 
 from __future__ import annotations
@@ -14,16 +16,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from qaft.runtime.evaluation import curve_point, read_points, write_results
+from qaft.runtime.quantizers import QUANTIZERS
+from qaft.runtime.tools.rate_distortion import curve_point, read_points, write_results
 from qaft.training.backend import codec_from_loaded
 from qaft.training.bdrate import bd_rate, load_curve
 from qaft.training.checkpoint import load_model
 from qaft.training.data import list_images
-from qaft.training.evaluate import default_kodak, evaluate_codec
+from qaft.training.evaluate import default_images, evaluate_codec
 from qaft.training.plot import plot_rd
 from qaft.training.zoo import list_models
 
-ANCHORS = ("webp.json", "jpeg.json", "compressai-mbt2018-mean.json")
+ANCHORS = ("webp-m6.json", "avif.json", "jxl.json", "jpeg-opt.json", "compressai-mbt2018-mean.json")
 
 
 def evaluate_zoo(
@@ -59,13 +62,13 @@ def evaluate_zoo(
             loaded = load_model(e["path"])
             codec = codec_from_loaded(loaded)
             res = evaluate_codec(codec, images, q)
-            params = codec.params(q)
+            params = codec.model.params(q)
             model = {"name": e["name"], "lmbda": e["lmbda"], "fingerprint": e["fingerprint"]}
             points.append(curve_point(res, model, q, params))
             s = points[-1]["summary"]
             print(
                 f"{e['name']:>6} {q:>5}: {s['bpp']:.4f} bpp {s['psnr']:.3f} dB "
-                f"(step {params.step}, λ {params.lmbda})",
+                f"(step {params.delta}, λ {params.rdo_lambda})",
                 flush=True,
             )
         desc = (
@@ -80,14 +83,20 @@ def evaluate_zoo(
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="results/kodak")
-    ap.add_argument("--data", default=default_kodak())
-    ap.add_argument("--quantizers", default="sq,rdoq,tcq,tcq8")
+    ap.add_argument("--data", default=default_images())
+    ap.add_argument("--quantizers", default=",".join(QUANTIZERS))
     ap.add_argument("--stage", type=int, default=1)
     ap.add_argument("--table-only", action="store_true", help="Reuse the JSON files.")
     ap.add_argument(
         "--only",
         help="Comma-separated models to evaluate again (e.g. the ones just replaced); the "
         "others' points are kept from the existing JSON files.",
+    )
+    ap.add_argument(
+        "--anchors",
+        default=",".join(ANCHORS),
+        help="Comma-separated results files in --out to compare with and plot (those missing "
+        "are left out).",
     )
     args = ap.parse_args()
     out = Path(args.out)
@@ -100,7 +109,8 @@ def main() -> None:
         only = set(args.only.split(",")) if args.only else None
         files = evaluate_zoo(out, quantizers, args.stage, args.data, only)
     curves = {q: load_curve(f) for q, f in files.items()}
-    anchors = {a: load_curve(out / a) for a in ANCHORS if (out / a).is_file()}
+    names = args.anchors.split(",")
+    anchors = {a: load_curve(out / a) for a in names if (out / a).is_file()}
     print(
         "\n| qaft curve | "
         + " | ".join(f"vs {c['name']}" for c in anchors.values())

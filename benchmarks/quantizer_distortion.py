@@ -28,11 +28,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from qaft.runtime.evaluation import default_kodak
 from qaft.runtime.image import load_rgb
 from qaft.runtime.quantizers import QUANTIZERS, QuantizerParams
 from qaft.runtime.quantizers.base import encode_latent
 from qaft.runtime.tiling import to_uint8
+from qaft.runtime.tools.rate_distortion import default_images
 from qaft.training.backend import codec_from_loaded
 from qaft.training.checkpoint import load_model
 from qaft.training.tune import prepare
@@ -57,9 +57,9 @@ def pixel_gradient(g_s, y: np.ndarray, image: np.ndarray) -> np.ndarray:
 
 def settings(codec, extra_lmbda: float) -> list[tuple[str, QuantizerParams]]:
     """Each quantizer at the model's measured setting, and tcq at λ = 0 and ``extra_lmbda``."""
-    out = [(q, codec.params(q)) for q in ("sq", "rdoq", "tcq", "tcq8")]
-    step = codec.params("tcq").step
-    out += [("tcq", QuantizerParams(step, 0.0)), ("tcq", QuantizerParams(step, extra_lmbda))]
+    out = [(q, codec.model.params(q)) for q in QUANTIZERS]
+    delta = codec.model.params("tcq").delta
+    out += [("tcq", QuantizerParams(delta, 0.0)), ("tcq", QuantizerParams(delta, extra_lmbda))]
     return out
 
 
@@ -67,7 +67,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=DEFAULT_MODEL)
     ap.add_argument("--ckpt", help="a model file instead of a bundled model")
-    ap.add_argument("--data", default=default_kodak())
+    ap.add_argument("--data", default=default_images())
     ap.add_argument("--images", type=int, default=6)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--extra-lmbda", type=float, default=0.5)
@@ -79,8 +79,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     loaded = load_model(args.ckpt or model_path(args.model))
     codec = codec_from_loaded(loaded)
-    lam = float(loaded.meta["lmbda"])
-    gain = np.asarray(loaded.meta["synthesis_gain"], dtype=np.float64).reshape(1, -1, 1, 1)
+    lam = float(loaded.meta.lmbda)
+    gain = np.asarray(loaded.meta.synthesis_gain, dtype=np.float64).reshape(1, -1, 1, 1)
     syn = codec.networks.synthesis
     files = sorted(Path(args.data).glob("*.png"))[: args.images]
     prepared = [prepare(codec, load_rgb(f)) for f in files]
@@ -99,10 +99,7 @@ def main() -> None:
             acc = dict.fromkeys(["bits", "px", "total", "transform", "quant", "cross", "pred"], 0.0)
             for i, (p, (x, xy, transform)) in enumerate(zip(prepared, clean)):
                 target = p.y if eta == 0 else (p.y - eta * grads[i] / (2 * gain)).astype(np.float32)
-                lat = encode_latent(
-                    QUANTIZERS[name], target, p.means, p.levels, codec.tables, params,
-                    codec.distortion_weights,
-                )  # fmt: skip
+                lat = encode_latent(QUANTIZERS[name], target, p.prior, params)
                 h, w = p.image.shape[:2]
                 raw = syn(lat.y_hat)
                 xq = pixels(raw, h, w)
@@ -118,7 +115,8 @@ def main() -> None:
             bpp, mse = r.pop("bits"), r["total"] / 3
             rows.append(
                 {
-                    "quantizer": name, "step": params.step, "lmbda": params.lmbda, "refine": eta,
+                    "quantizer": name, "step": params.delta, "lmbda": params.rdo_lambda,
+                    "refine": eta,
                     "bpp": bpp, "psnr": 10 * np.log10(255**2 / mse), **r, "J": bpp + lam * mse,
                 }
             )  # fmt: skip

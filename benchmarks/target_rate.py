@@ -19,13 +19,14 @@ import time
 from pathlib import Path
 
 from qaft.runtime import codec as C
-from qaft.runtime.evaluation import default_kodak
 from qaft.runtime.image import load_rgb
+from qaft.runtime.quantizers import QUANTIZERS
 from qaft.runtime.rate_control import BPP_TOLERANCE, MAX_TRIALS, encode_to_target, zoo_candidates
+from qaft.runtime.tools.rate_distortion import default_images
 
 
 def run(args: argparse.Namespace) -> dict:
-    data = Path(args.data or default_kodak() or "")
+    data = Path(args.data or default_images() or "")
     images = sorted(data.glob("*.png"))[: args.images]
     if not images:
         raise SystemExit(f"no PNG images in {data!s} (give --data)")
@@ -57,8 +58,8 @@ def run(args: argparse.Namespace) -> dict:
                     "error": r.bpp / target - 1,
                     "psnr": r.psnr,
                     "model": r.model,
-                    "step": r.params.step,
-                    "lmbda": r.params.lmbda,
+                    "step": r.params.delta,
+                    "lmbda": r.params.rdo_lambda,
                     "met": r.met,
                     "out_of_range": r.out_of_range,
                     "trials": r.trials,
@@ -142,7 +143,7 @@ def main() -> None:
     p.add_argument("--data", help="folder of PNG images (default: the shared Kodak)")
     p.add_argument("--images", type=int, default=None, help="only the first N images")
     p.add_argument("--target-bpp", type=float, nargs="+", default=[0.25, 0.5, 0.75])
-    p.add_argument("--quantizer", default="tcq", choices=["sq", "rdoq", "tcq", "tcq8"])
+    p.add_argument("--quantizer", default="tcq", choices=list(QUANTIZERS))
     p.add_argument("--models", type=lambda s: s.split(","), default=None,
                    help="comma-separated, increasing rate (default: stage-1 q0..q6)")  # fmt: skip
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: its own)")

@@ -20,11 +20,11 @@ import numpy as np
 import torch
 
 from qaft.runtime import codec as C
-from qaft.runtime.evaluation import default_kodak
 from qaft.runtime.image import load_rgb
 from qaft.runtime.quantizers import QUANTIZERS
 from qaft.runtime.quantizers import trellis as T
 from qaft.runtime.quantizers.reference import viterbi_reference
+from qaft.runtime.tools.rate_distortion import default_images
 from qaft.training.backend import codec_from_loaded
 from qaft.training.checkpoint import load_model
 from qaft.training.zoo import DEFAULT_MODEL, model_path
@@ -41,23 +41,24 @@ def median_time(fn, repeat: int) -> float:
 
 def search_inputs(codec, image, quantizer: str):
     lat = C.latents(codec, image)
-    y, levels, means = lat.y, lat.levels, lat.means
-    params = codec.params(quantizer)
-    tset, bits = QUANTIZERS[quantizer].tables_for(codec.tables, params.step)
-    u = ((y - means).astype(np.float64) / params.step).reshape(-1, y.shape[-1])
-    lev = levels.reshape(-1, y.shape[-1]).astype(np.int64)
-    w = codec.distortion_weights
-    scale = params.step * (
+    y, scale_ids, means = lat.y, lat.scale_ids, lat.means
+    params = codec.model.params(quantizer)
+    tset, bits = QUANTIZERS[quantizer].tables_for(codec.model.tables, params.delta)
+    u = ((y - means).astype(np.float64) / params.delta).reshape(-1, y.shape[-1])
+    sid = scale_ids.reshape(-1, y.shape[-1]).astype(np.int64)
+    w = codec.model.distortion_weights
+    scale = params.delta * (
         np.ones_like(u) if w is None else np.sqrt(np.broadcast_to(w, y.shape)).reshape(u.shape)
     )
-    return y.shape, u, lev, scale, params, tset, bits
+    return y.shape, u, sid, scale, params, tset, bits
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=DEFAULT_MODEL)
     ap.add_argument("--ckpt")
-    ap.add_argument("--quantizer", default="tcq", choices=["tcq", "tcq8"])
+    trellises = [n for n, q in QUANTIZERS.items() if hasattr(q, "machine")]
+    ap.add_argument("--quantizer", default="tcq", choices=trellises)
     ap.add_argument("--images", type=int, default=6)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=5)
@@ -65,23 +66,23 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     loaded = load_model(args.ckpt or model_path(args.model))
     codec = codec_from_loaded(loaded)
-    kodak = Path(default_kodak() or "")
+    kodak = Path(default_images() or "")
     files = sorted(kodak.glob("*.png"))[: args.images]
     if not files:
         raise SystemExit("needs ../shared/data/kodak")
-    machine = T.MACHINES[args.quantizer]
+    machine = QUANTIZERS[args.quantizer].machine
 
-    shape, u, lev, scale, params, tset, bits = search_inputs(
+    shape, u, sid, scale, params, tset, bits = search_inputs(
         codec, load_rgb(files[0]), args.quantizer
     )
-    n_levels = len(codec.tables.scale_levels)
+    n_scales = len(codec.model.tables.scale_table)
     print(
         f"model {args.ckpt or args.model}, {args.quantizer}, latent {shape[1:]}, "
         f"{u.shape[0]} trellises of {u.shape[1]} steps, torch threads {args.threads}"
     )
 
     def vectorized():
-        cost, index = T.parity_costs(u, lev, scale, params.lmbda, tset, bits, n_levels)
+        cost, index = T.parity_costs(u, sid, scale, params.rdo_lambda, tset, bits, n_scales)
         return T.viterbi(cost, index, machine)
 
     ref_args = (
@@ -90,14 +91,14 @@ def main() -> None:
         tset.offsets.astype(np.int64),
         tset.lengths.astype(np.int64),
         tset.pmfs,
-        n_levels,
+        n_scales,
         T.ESCAPE_EXTRA_BITS,
     )
     t_vec = median_time(vectorized, args.repeat)
     k_vec = vectorized()
     rows = [("vectorized NumPy", t_vec)]
     t0 = time.perf_counter()
-    k_py = viterbi_reference(u, lev, scale, params.lmbda, *ref_args)
+    k_py = viterbi_reference(u, sid, scale, params.rdo_lambda, *ref_args)
     rows.append(("plain loop, pure Python (1 run)", time.perf_counter() - t0))
     assert np.array_equal(k_py, k_vec), "reference and vectorized search disagree"
     try:
@@ -109,9 +110,10 @@ def main() -> None:
         reference._rec = numba.njit(reference._rec)
         reference._bits = numba.njit(reference._bits)
         jitted = numba.njit(reference.viterbi_reference)
-        jitted(u[:2], lev[:2], scale[:2], params.lmbda, *ref_args)  # compile
-        t_nb = median_time(lambda: jitted(u, lev, scale, params.lmbda, *ref_args), args.repeat)
-        assert np.array_equal(jitted(u, lev, scale, params.lmbda, *ref_args), k_vec)
+        lam = params.rdo_lambda
+        jitted(u[:2], sid[:2], scale[:2], lam, *ref_args)  # compile
+        t_nb = median_time(lambda: jitted(u, sid, scale, lam, *ref_args), args.repeat)
+        assert np.array_equal(jitted(u, sid, scale, lam, *ref_args), k_vec)
         rows.append((f"plain loop, Numba {numba.__version__}", t_nb))
     except ImportError:
         rows.append(("plain loop, Numba (not installed)", float("nan")))

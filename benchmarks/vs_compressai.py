@@ -1,13 +1,18 @@
 """qaft-run against CompressAI on the same weights, side by side in one run.
 
     python benchmarks/vs_compressai.py --compressai-python /path/to/venv/bin/python \
-        [--model q3] [--images 6] [--threads 2]
+        [--data DIR] [--model q3] [--images 6] [--threads 2] [--backends cpu,openvino:fp32]
+
+Each ``--backends`` entry (``backend[:precision]``; default: ONNX Runtime's cpu and, where
+the openvino package is installed, OpenVINO at fp32 and at its default precision) is timed
+on every image; CompressAI (a process of its own, kept running) and the backends take turns
+image by image within each repetition, so that every ratio is measured under the same load.
 
 CompressAI 1.2.8 needs numpy<2 and its own torch, so it lives in a separate environment:
 ``python3 -m venv cai && cai/bin/pip install torch==2.14.1 torchvision==0.29.1 "numpy<2"
 compressai==1.2.8``.  The zoo model's weights are written as a bare state dict (CompressAI's
 parameter names), loaded into CompressAI's ``MeanScaleHyperprior`` there, and its
-``compress``/``decompress`` are timed on the same images as ``qaft-run``'s ONNX Runtime path.
+``compress``/``decompress`` are timed on the same images as qaft's backends.
 """
 
 from __future__ import annotations
@@ -24,21 +29,23 @@ import numpy as np
 import torch
 
 from qaft.runtime import codec as C
-from qaft.runtime.evaluation import default_kodak
+from qaft.runtime.backends.onnx import available_backends, onnx_codec
 from qaft.runtime.image import IMAGE_SUFFIXES, load_rgb
 from qaft.runtime.model_dir import open_model_dir
-from qaft.runtime.onnx_backend import onnx_codec
+from qaft.runtime.tools.rate_distortion import default_images
 from qaft.runtime.zoo import model_path
 from qaft.training.checkpoint import load_model
 from qaft.training.zoo import model_path as checkpoint_path
 
-# Runs inside the CompressAI environment: argv = state_dict, N, M, threads, repeat, images...
+# Runs inside the CompressAI environment: argv = state_dict, N, M, threads, images...; then
+# one line per request on stdin (an image's index) is answered with one JSON line (that
+# image's encode and decode times and bytes), so that the calls take turns with qaft's.
 COMPRESSAI_SIDE = r"""
-import json, statistics, sys, time
+import json, sys, time
 import numpy as np, torch
 from PIL import Image
 from compressai.models import MeanScaleHyperprior
-sd_path, N, M, threads, repeat, *images = sys.argv[1:]
+sd_path, N, M, threads, *images = sys.argv[1:]
 torch.set_num_threads(int(threads))
 net = MeanScaleHyperprior(int(N), int(M))
 net.update(force=True)
@@ -50,94 +57,124 @@ assert all(k.rsplit(".", 1)[-1] in ("_offset", "_quantized_cdf", "_cdf_length")
 net.load_state_dict({**own, **sd})
 net.update(force=True)
 net.eval()
-out = []
+padded = []
 for p in images:
     x = np.asarray(Image.open(p).convert("RGB"))
     x = torch.from_numpy(x).permute(2, 0, 1)[None].float() / 255
     h, w = x.shape[2:]
     ph, pw = (-h) % 64, (-w) % 64
-    xp = torch.nn.functional.pad(x, (0, pw, 0, ph), mode="replicate")
-    te, td = [], []
+    padded.append(torch.nn.functional.pad(x, (0, pw, 0, ph), mode="replicate"))
+print("ready", flush=True)
+for line in sys.stdin:
+    xp = padded[int(line)]
     with torch.no_grad():
-        for _ in range(int(repeat)):
-            t0 = time.perf_counter()
-            enc = net.compress(xp)
-            t1 = time.perf_counter()
-            net.decompress(enc["strings"], enc["shape"])
-            te.append(t1 - t0)
-            td.append(time.perf_counter() - t1)
+        t0 = time.perf_counter()
+        enc = net.compress(xp)
+        t1 = time.perf_counter()
+        net.decompress(enc["strings"], enc["shape"])
+        t2 = time.perf_counter()
     nbytes = sum(len(s[0]) for s in enc["strings"])
-    out.append({"image": p, "encode": statistics.median(te), "decode": statistics.median(td),
-                "bytes": nbytes, "pixels": h * w})
-print(json.dumps(out))
+    print(json.dumps({"encode": t1 - t0, "decode": t2 - t1, "bytes": nbytes}), flush=True)
 """
+
+
+def _backend_specs(arg: str | None) -> list[tuple[str, str]]:
+    """``cpu,openvino:bf16`` -> [(backend, precision)]; None: the CPU backends here."""
+    if arg is None:
+        specs = [("cpu", "fp32")]
+        if "openvino" in available_backends():
+            specs += [("openvino", "fp32"), ("openvino", "auto")]
+        return specs
+    return [(b, p or "fp32") for b, _, p in (x.partition(":") for x in arg.split(","))]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--compressai-python", required=True)
     ap.add_argument("--model", default="q3")
-    ap.add_argument("--data", default=default_kodak())
+    ap.add_argument("--data", default=default_images(), help="image folder (default: $QAFT_DATA)")
     ap.add_argument("--images", type=int, default=6)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--backends", help="backend[:precision],... (default: see above)")
     args = ap.parse_args()
+    if args.data is None:
+        ap.error("no image folder: pass --data DIR (Kodak) or set QAFT_DATA")
     files = sorted(p for p in Path(args.data).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     files = [str(p) for p in files[: args.images]]
+    md = open_model_dir(model_path(args.model))
+    codecs = {}
+    for backend, precision in _backend_specs(args.backends):
+        codec = onnx_codec(md, backend, args.threads, precision)
+        codecs[f"{codec.networks.backend}:{codec.networks.precision}"] = codec
+    images = [load_rgb(f) for f in files]
     loaded = load_model(checkpoint_path(args.model))
+    cfg = loaded.model.config
+    te: dict[str, list] = {k: [[] for _ in files] for k in ("CAI", *codecs)}
+    td: dict[str, list] = {k: [[] for _ in files] for k in ("CAI", *codecs)}
+    sizes: dict[str, list] = {k: [0] * len(files) for k in ("CAI", *codecs)}
     with tempfile.TemporaryDirectory() as tmp:
         sd = Path(tmp) / "state_dict.pt"
         torch.save({k: v.clone() for k, v in loaded.model.state_dict().items()}, sd)
-        cfg = loaded.model.config
-        res = subprocess.run(
-            [
-                args.compressai_python,
-                "-c",
-                COMPRESSAI_SIDE,
-                str(sd),
-                str(cfg.N),
-                str(cfg.M),
-                str(args.threads),
-                str(args.repeat),
-                *files,
-            ],
-            capture_output=True,
+        argv = [str(sd), str(cfg.N), str(cfg.M), str(args.threads), *files]
+        cai = subprocess.Popen(
+            [args.compressai_python, "-c", COMPRESSAI_SIDE, *argv],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
             text=True,
-            check=True,
         )
-    cai = json.loads(res.stdout.strip().splitlines()[-1])
-    codec = onnx_codec(open_model_dir(model_path(args.model)), "cpu", args.threads)
+        try:
+            if cai.stdout.readline().strip() != "ready":
+                raise SystemExit("the CompressAI side did not start (see its error above)")
+            # In turns, image by image and repetition by repetition: CompressAI and every
+            # backend see the same load (the ratios hold on a busy machine too).
+            for _ in range(args.repeat):
+                for i, img in enumerate(images):
+                    cai.stdin.write(f"{i}\n")
+                    cai.stdin.flush()
+                    r = json.loads(cai.stdout.readline())
+                    te["CAI"][i].append(r["encode"])
+                    td["CAI"][i].append(r["decode"])
+                    sizes["CAI"][i] = r["bytes"]
+                    for k, codec in codecs.items():
+                        t0 = time.perf_counter()
+                        data = C.encode(codec, img).data
+                        te[k][i].append(time.perf_counter() - t0)
+                        t0 = time.perf_counter()
+                        C.decode(codec, data)
+                        td[k][i].append(time.perf_counter() - t0)
+                        sizes[k][i] = len(data)
+        finally:
+            cai.stdin.close()
+            cai.wait()
     print(
         f"model {args.model}, {len(files)} images, {args.threads} threads, medians of "
-        f"{args.repeat}; CompressAI {cfg.N}/{cfg.M} on the same weights"
+        f"{args.repeat}; CompressAI {cfg.N}/{cfg.M} on the same weights, in turns with "
+        f"qaft's backends: {', '.join(codecs)}"
     )
     print(
-        f"{'image':<14}{'CAI enc':>9}{'qaft enc':>9}{'x':>6}{'CAI dec':>9}{'qaft dec':>9}"
-        f"{'x':>6}{'CAI B':>8}{'qaft B':>8}"
+        f"{'image':<14}{'backend':<15}{'CAI enc':>9}{'qaft enc':>9}{'x':>6}{'CAI dec':>9}"
+        f"{'qaft dec':>9}{'x':>6}{'CAI B':>8}{'qaft B':>8}"
     )
-    rows = []
-    for f, c in zip(files, cai):
-        img = load_rgb(f)
-        te, td = [], []
-        for _ in range(args.repeat):
-            t0 = time.perf_counter()
-            data = C.encode(codec, img).data
-            te.append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            C.decode(codec, data)
-            td.append(time.perf_counter() - t0)
-        e, d = statistics.median(te), statistics.median(td)
-        rows.append((c["encode"] / e, c["decode"] / d, len(data) / c["bytes"]))
+    rows: dict[str, list] = {k: [] for k in codecs}
+    for i, f in enumerate(files):
+        ce, cd = statistics.median(te["CAI"][i]), statistics.median(td["CAI"][i])
+        for k in codecs:
+            e, d = statistics.median(te[k][i]), statistics.median(td[k][i])
+            rows[k].append((ce / e, cd / d, sizes[k][i] / sizes["CAI"][i], e, d, ce, cd))
+            print(
+                f"{Path(f).name:<14}{k:<15}{ce * 1e3:>9.0f}{e * 1e3:>9.0f}"
+                f"{rows[k][-1][0]:>6.2f}{cd * 1e3:>9.0f}{d * 1e3:>9.0f}"
+                f"{rows[k][-1][1]:>6.2f}{sizes['CAI'][i]:>8}{sizes[k][i]:>8}"
+            )
+    for k in codecs:
+        med = np.median(np.array(rows[k]), axis=0)
         print(
-            f"{Path(f).name:<14}{c['encode'] * 1e3:>9.0f}{e * 1e3:>9.0f}{rows[-1][0]:>6.2f}"
-            f"{c['decode'] * 1e3:>9.0f}{d * 1e3:>9.0f}{rows[-1][1]:>6.2f}"
-            f"{c['bytes']:>8}{len(data):>8}"
+            f"{k}: median speed-up: compress {med[0]:.2f}x, decompress {med[1]:.2f}x "
+            f"(medians {med[3] * 1e3:.0f} / {med[4] * 1e3:.0f} ms, CompressAI's "
+            f"{med[5] * 1e3:.0f} / {med[6] * 1e3:.0f} ms); "
+            f"qaft file size / CompressAI's: {med[2]:.3f}"
         )
-    med = np.median(np.array(rows), axis=0)
-    print(
-        f"median speed-up: compress {med[0]:.2f}x, decompress {med[1]:.2f}x; "
-        f"qaft file size / CompressAI's: {med[2]:.3f}"
-    )
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@
 
 For each stage-2 model in the zoo, ``qaft-run bench``'s measurement (the two models timed
 in alternation on the same Kodak images, with the quantizer the model was finetuned for)
-and its graph statistics; prints the README's table.
+and its graph statistics; prints the table of ``docs/results.md``.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from qaft.runtime.bench import bench, graph_stats, load_images
-from qaft.runtime.evaluation import default_kodak
+from qaft.runtime.backends.onnx import onnx_codec
 from qaft.runtime.model_dir import open_model_dir
-from qaft.runtime.onnx_backend import onnx_codec
+from qaft.runtime.tools.bench import bench, graph_stats, load_images
+from qaft.runtime.tools.rate_distortion import default_images
 from qaft.runtime.zoo import list_models, model_path
 
 
@@ -25,7 +25,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
-    kodak = default_kodak()
+    kodak = default_images()
     images = load_images(Path(kodak) if kodak else None, args.count)
     print(f"{len(images)} images x {args.repeat} runs, ONNX Runtime CPU, {args.threads} threads")
     print(

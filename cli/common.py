@@ -66,6 +66,29 @@ def _run_in_thread(fn, args, kwargs):
     return box.get("result")
 
 
+#: The modules of pyproject.toml's optional extras, by the extra that installs them: a
+#: command that needs one in an install without it says what to install.
+EXTRA_OF_MODULE = {
+    **dict.fromkeys(
+        ("torch", "onnx", "pytorch_msssim", "bjontegaard", "matplotlib", "scipy"), "train"
+    ),
+    "ray": "distributed",
+    "tensorrt": "gpu",
+    "imagecodecs": "anchors",
+}
+
+
+def error_line(exc: Exception) -> str:
+    """The message of a failure as ``fail_cleanly`` prints it: a :class:`QaftError`'s own
+    line; an operating system's error as ``PATH: reason`` (``[Errno 28] No space left on
+    device`` is Python's wording, not a message for a user)."""
+    if isinstance(exc, QaftError) or not isinstance(exc, OSError) or not exc.strerror:
+        return str(exc)
+    if exc.filename is None:
+        return exc.strerror
+    return f"{os.fsdecode(exc.filename)}: {exc.strerror}"
+
+
 def fail_cleanly(fn=None, *, threaded=False):
     """Runs a command; a known failure prints ``error: …`` and exits 1, no traceback.
 
@@ -92,8 +115,18 @@ def fail_cleanly(fn=None, *, threaded=False):
             if in_thread:
                 return _run_in_thread(fn, args, kwargs)
             return fn(*args, **kwargs)
-        except (QaftError, OSError, ValueError) as exc:
-            click.echo(f"error: {exc}", err=True)
+        except (QaftError, OSError) as exc:
+            click.echo(f"error: {error_line(exc)}", err=True)
+            sys.exit(1)
+        except ModuleNotFoundError as exc:
+            extra = EXTRA_OF_MODULE.get((exc.name or "").partition(".")[0])
+            if extra is None:
+                raise
+            click.echo(
+                f"error: this command needs {exc.name}, which is not installed: "
+                f'pip install ".[{extra}]" from a qaft checkout (README, Install)',
+                err=True,
+            )
             sys.exit(1)
         except RecursionError:  # a JSON file nested a hundred thousand levels deep
             click.echo("error: an input is nested too deeply to read", err=True)
@@ -108,9 +141,10 @@ def fail_cleanly(fn=None, *, threaded=False):
     return wrapper
 
 
-def print_models(entries: list[dict], as_json: bool) -> None:
+def print_models(entries: list[dict], as_json: bool, install: str = "") -> None:
     """The zoo listing of both tools: a JSON array, or one line per model (the default
-    marked, with the Kodak figures of the quantizer it codes with by default)."""
+    marked, with the Kodak figures of the quantizer it codes with by default, and a mark
+    on those not installed here, which ``install`` says how to install)."""
     import json
 
     from qaft.runtime.zoo import DEFAULT_MODEL
@@ -128,15 +162,18 @@ def print_models(entries: list[dict], as_json: bool) -> None:
             f"{(f'{bpp:.3f}' if bpp is not None else '-'):>11}"
             f"{(f'{psnr:.2f}' if psnr is not None else '-'):>9}  "
             f"{k.get('quantizer') or e.get('finetuned_for') or 'sq':<9}  {e['stage']:>5}  "
-            f"{e['lmbda']}"
+            f"{e['lmbda']}" + ("" if e.get("installed", True) else "  (not installed)")
         )
     click.echo("* the default; figures: mean of the 24 Kodak images, real files")
+    if not all(e.get("installed", True) for e in entries):
+        click.echo(f"(not installed): they come with {install}")
 
 
-def quantizer_choice() -> click.Choice:
+def quantizer_choice(tunable: bool = False) -> click.Choice:
+    """The registry's quantizers (with ``tunable``, those with settings to tune)."""
     from qaft.runtime.quantizers import QUANTIZERS
 
-    return click.Choice(list(QUANTIZERS))
+    return click.Choice([n for n, q in QUANTIZERS.items() if q.grid.tunable or not tunable])
 
 
 def quantizer_option(fn):

@@ -29,6 +29,6 @@ def run() -> None:
 def qaft() -> None:
     """``qaft``."""
     _early()
-    from qaft.cli.qaft import main
+    from qaft.cli.develop import main
 
     main()

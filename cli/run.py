@@ -28,25 +28,28 @@ from qaft.runtime.errors import QaftError
 def _backend_options(fn):
     fn = click.option(
         "--precision",
-        default="fp32",
+        default="auto",
         show_default=True,
-        type=click.Choice(["fp32", "fp16"]),
+        type=click.Choice(["auto", "fp32", "fp16", "bf16"]),
         help="Precision of the float graphs (the entropy parameters are exact either way: "
-        "a file written at one precision decodes at the other).",
+        "a file written at one precision decodes at the other); bf16: --backend openvino, "
+        "on a CPU with bf16; auto: bf16 there, fp32 elsewhere (docs/performance.md).",
     )(fn)
     fn = click.option(
         "--threads",
         default=0,
         show_default=True,
         callback=_check_threads,
-        help="ONNX Runtime intra-op threads (0: its default; at most 4 per core).",
+        help="ONNX Runtime intra-op (OpenVINO: inference) threads (0: its default; at most "
+        "4 per core).",
     )(fn)
     fn = click.option(
         "--backend",
         default="auto",
         show_default=True,
-        type=click.Choice(["auto", "cpu", "cuda", "tensorrt"]),
-        help="Execution provider (auto: the best available).",
+        type=click.Choice(["auto", "cpu", "cuda", "tensorrt", "openvino"]),
+        help="ONNX Runtime's execution provider, or OpenVINO on the CPU (auto: the best "
+        "available of tensorrt, cuda, cpu; openvino only when named).",
     )(fn)
     return fn
 
@@ -83,25 +86,31 @@ def _jobs_option(fn):
 
 def _open_model(model: str):
     """A model folder path or a bundled model name -> verified ModelDir."""
-    from qaft.runtime.model_dir import open_model_dir
-    from qaft.runtime.zoo import resolve
+    from qaft.runtime.api import open_model
 
-    return open_model_dir(resolve(model))
+    return open_model(model)
+
+
+def _check_encoder(model_dir, precision: str = "auto") -> None:
+    """A model must have its analysis graph to encode (see the API's check_encoder)."""
+    from qaft.runtime.api import check_encoder
+
+    check_encoder(model_dir, precision)
 
 
 def _quantizer(model_dir, asked: str | None) -> str:
     """The quantizer to code with this model (its own unless another is asked for)."""
-    return model_quantizer(model_dir.path.name, model_dir.manifest.get("finetuned_for"), asked)
+    return model_quantizer(model_dir.path.name, model_dir.model.meta.finetuned_for, asked)
 
 
-def _codec(model_dir, backend: str, threads: int, precision: str = "fp32", quiet: bool = False):
-    from qaft.runtime.onnx_backend import onnx_codec
+def _codec(model_dir, backend: str, threads: int, precision: str = "auto", quiet: bool = False):
+    from qaft.runtime.backends.onnx import onnx_codec
 
     codec = onnx_codec(model_dir, backend, threads, precision)
     if not quiet:
         click.echo(
-            f"model {model_dir.path.name} ({model_dir.fingerprint.hex()}), backend "
-            f"{codec.networks.backend}, {precision}, threads {threads or 'default'}",
+            f"model {model_dir.path.name} ({model_dir.model.fingerprint.hex()}), backend "
+            f"{codec.networks.backend}, {codec.networks.precision}, threads {threads or 'default'}",
             err=True,
         )
     return codec
@@ -168,9 +177,9 @@ def main() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
 def models(as_json) -> None:
     """List the bundled models."""
-    from qaft.runtime.zoo import list_models
+    from qaft.runtime.zoo import EXPORTED, list_models
 
-    print_models(list_models(), as_json)
+    print_models(list_models(), as_json, EXPORTED.install)
 
 
 @main.command()
@@ -180,10 +189,9 @@ def models(as_json) -> None:
 @fail_cleanly(threaded=True)
 def info(paths, recursive, as_json) -> None:
     """Show what .qaft files' headers say (files or folders)."""
-    from qaft.runtime.codec import read_header
+    from qaft.runtime.api import info as stream_info
     from qaft.runtime.container import read_stream
-    from qaft.runtime.quantizers import QUANTIZER_NAMES
-    from qaft.runtime.zoo import find_by_fingerprint
+    from qaft.runtime.quantizers import QUANTIZERS
 
     bad: list = []
     files = _inputs(paths, (".qaft",), recursive, bad)
@@ -191,29 +199,15 @@ def info(paths, recursive, as_json) -> None:
     for src, _ in files:
         try:
             data = read_stream(src)
-            h = _named(str(src), read_header, data)
+            rows.append({"file": str(src), **_named(str(src), stream_info, data)})
         except QaftError as exc:
             failed.append((src, str(exc)))
-            continue
-        model = find_by_fingerprint(h.fingerprint)
-        rows.append(
-            {
-                "file": str(src),
-                "bytes": len(data),
-                "format_version": h.version,
-                "width": h.width,
-                "height": h.height,
-                "bpp": 8 * len(data) / (h.width * h.height),
-                "quantizer": QUANTIZER_NAMES.get(h.quantizer_id, f"unknown ({h.quantizer_id})"),
-                "step": h.step,
-                "model_fingerprint": h.fingerprint.hex(),
-                "bundled_model": model.name if model else None,
-            }
-        )
     if as_json:
         click.echo(json.dumps(rows, indent=2))
     for r in [] if as_json else rows:
-        step = f" step {r['step']:g}" if r["quantizer"] not in ("sq", "rdoq") else ""
+        # an unknown quantizer id shows its step too: nothing says it has none
+        uses_delta = getattr(QUANTIZERS.get(r["quantizer"]), "uses_delta", True)
+        step = f" step {r['step']:g}" if uses_delta else ""
         click.echo(
             outputs.printable(
                 f"{r['file']}: {r['width']}x{r['height']}, {r['bytes']:,} bytes, "
@@ -350,13 +344,14 @@ def compress(
             return job, exc
 
     if ray_address:
-        from qaft.runtime.cluster import ClusterConfig, compress_on_ray
+        from qaft.runtime.tools.cluster import ClusterConfig, compress_on_ray
 
         address = None if ray_address == "local" else ray_address
         config = ClusterConfig(address, workers, threads or 1, backend, gpus_per_worker, precision)
         md = enc.model_dir
         click.echo(
-            f"model {md.path.name} ({md.fingerprint.hex()}), Ray cluster {address or '(local)'}",
+            f"model {md.path.name} ({md.model.fingerprint.hex()}), "
+            f"Ray cluster {address or '(local)'}",
             err=True,
         )
         by_pair = {(j.src, j.dest): j for j in todo}
@@ -397,29 +392,23 @@ def _encoder(
     """The encoder that the options ask for: one model (by name, folder or ``--quality``),
     or per image the model and setting that meet ``--target-bpp``/``--target-psnr``."""
     from qaft.runtime import codec as C
+    from qaft.runtime.api import FLAGS, TARGET_QUANTIZER, choose_model, coding_setting
     from qaft.runtime.quantizers import QUANTIZERS
-    from qaft.runtime.zoo import DEFAULT_MODEL, model_for_quality
 
-    given = {"--model": model, "--quality": quality}
-    given |= {"--target-bpp": target_bpp, "--target-psnr": target_psnr}
-    chosen = [name for name, value in given.items() if value is not None]
-    if len(chosen) > 1:
-        raise QaftError(f"{' and '.join(chosen)} each choose the model: give one of them")
-    if target_bpp is not None or target_psnr is not None:
+    spec = choose_model(model, quality, target_bpp, target_psnr, quantizer, step, q_lmbda, FLAGS)
+    if spec is None:
         from qaft.runtime.rate_control import encode_to_target, zoo_candidates
 
-        if step is not None or q_lmbda is not None:
-            raise QaftError("--step and --q-lmbda are what a target search sets: leave them out")
-        candidates = zoo_candidates(quantizer or "tcq", backend=backend, threads=threads)
+        candidates = zoo_candidates(quantizer or TARGET_QUANTIZER, backend=backend, threads=threads)
 
         def encode(image):
             r = encode_to_target(image, candidates, target_bpp=target_bpp, target_psnr=target_psnr)
             return r.data, {
-                "model": r.model, "quantizer": r.quantizer, "step": r.params.step,
+                "model": r.model, "quantizer": r.quantizer, "step": r.params.delta,
                 "psnr": r.psnr, "met": r.met, "out_of_range": r.out_of_range,
             }  # fmt: skip
 
-        by_fp = {c.codec.fingerprint: c for c in candidates}
+        by_fp = {c.codec.model.fingerprint: c for c in candidates}
 
         def state(job):
             # The target is not in the file: an earlier output is up to date if it is a
@@ -451,14 +440,12 @@ def _encoder(
             return target_psnr <= got <= target_psnr + PSNR_TOLERANCE_DB
 
         return _Encoder(encode, state, target=True)
-    if quality is not None:
-        model = model_for_quality(quality, quantizer)
-    model_dir = _open_model(model or DEFAULT_MODEL)
-    quantizer = _quantizer(model_dir, quantizer)
-    params = C.resolve_params(model_dir.quantizer_defaults, quantizer, step, q_lmbda)
+    model_dir = _open_model(spec)
+    setting = coding_setting(model_dir, quantizer, step, q_lmbda, precision, FLAGS)
+    for line in setting.warnings:
+        click.echo(line, err=True)
+    quantizer, params = setting.quantizer, setting.params
     quant = QUANTIZERS[quantizer]
-    if step is not None and not quant.uses_step:
-        click.echo(f"warning: --step is for tcq and tcq8; {quantizer} does not use it", err=True)
     about = {"model": model_dir.path.name, "quantizer": quantizer}
     opened: list = []  # the sessions, made at the first image (none when all is up to date)
     lock = threading.Lock()
@@ -470,7 +457,7 @@ def _encoder(
         return C.encode(opened[0], image, quantizer, params).data, dict(about)
 
     def state(job):
-        return _stream_state(job, model_dir.fingerprint, quant, params)
+        return _stream_state(job, model_dir.model.fingerprint, quant, params)
 
     return _Encoder(encode, state, False, model_dir, quantizer, params)
 
@@ -497,7 +484,7 @@ def _stream_state(job: outputs.Job, fingerprint: bytes, quant, params) -> output
     (which compress gives each file it writes, as rsync does: an input replaced by another,
     even an older one, makes its output stale)."""
     from qaft.runtime import container
-    from qaft.runtime.codec import header_step
+    from qaft.runtime.codec import header_delta
     from qaft.runtime.image import upright_size
 
     if _foreign(job.dest):
@@ -517,7 +504,7 @@ def _stream_state(job: outputs.Job, fingerprint: bytes, quant, params) -> output
     same = (
         header.fingerprint == fingerprint
         and header.quantizer_id == quant.id
-        and header.step == header_step(quant, params)
+        and header.step == header_delta(quant, params)
         and (header.height, header.width) == size
         and os.stat(job.dest).st_mtime_ns == os.stat(job.src).st_mtime_ns
     )
@@ -551,6 +538,10 @@ def _single(paths: tuple[str, ...], out: str, suffixes: tuple[str, ...], as_json
     suffix = Path(out).suffix.lower()
     if one and suffix and not Path(out).is_dir():
         raise QaftError(f"-o {out}: this command writes {suffixes[0]} files (or give a folder)")
+    if out != "-" and outputs.exists(Path(out)) and not Path(out).is_dir():
+        # a device (/dev/null) or another file is no folder to write into
+        need = f"a {suffixes[0]} file, a folder or -" if one else "a folder for a folder's files"
+        raise QaftError(f"-o {out}: not a folder (name {need})")
     if "-" in paths:
         raise QaftError(f"reading standard input (-) needs -o FILE{suffixes[0]} or -o -")
     if out == "-":
@@ -609,8 +600,11 @@ def _deliver(job: outputs.Job, data: bytes, force: bool, stamp: bool = False) ->
     if str(job.dest) == "-":
         if sys.stdout is None:
             raise QaftError("-o -: standard output is closed")
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
+        try:
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+        except OSError as exc:  # a full disk or a closed pipe behind the redirection
+            raise QaftError(f"-o -: cannot write standard output ({exc.strerror or exc})") from None
         return
     outputs.write(job.dest, data, replace=force)
     if stamp:
@@ -762,6 +756,7 @@ def decompress(
     from collections import OrderedDict
 
     from qaft.runtime import codec as C
+    from qaft.runtime.api import not_bundled
     from qaft.runtime.container import read_stream
     from qaft.runtime.image import save_png_bytes
     from qaft.runtime.model_dir import open_model_dir
@@ -779,10 +774,7 @@ def decompress(
         else:
             path = find_by_fingerprint(header.fingerprint)
             if path is None:
-                raise QaftError(
-                    f"{src}: written by model {header.fingerprint.hex()}, which is not bundled: "
-                    "pass --model"
-                )
+                raise QaftError(f"{src}: {not_bundled(header.fingerprint, '--model')}")
             codec = _codec(open_model_dir(path), backend, threads, precision, quiet or as_json)
         if not _needs_writing(job, force, lambda: _image_state(job, digest)):
             return
@@ -816,9 +808,7 @@ def decompress(
             if fp not in codecs:
                 path = find_by_fingerprint(fp)
                 if path is None:
-                    raise QaftError(
-                        f"written by model {fp.hex()}, which is not bundled: pass --model"
-                    )
+                    raise not_bundled(fp, "--model")
                 codecs[fp] = _codec(open_model_dir(path), backend, threads, precision, quiet)
                 while len(codecs) > MAX_OPEN_MODELS:
                     codecs.popitem(last=False)
@@ -882,7 +872,7 @@ def _demo_record(out_dir: Path) -> dict[str, str]:
     "--images",
     "images",
     type=click.Path(file_okay=False),
-    help="Folder to compress (default: ../shared/data/kodak if present).",
+    help="Folder to compress (default: $QAFT_DATA if set).",
 )
 @click.option("--model", default=None, help="Bundled model name or model folder.")
 @quantizer_option
@@ -900,14 +890,16 @@ def demo(images, model, quantizer, out, backend, threads, precision) -> None:
     import hashlib
 
     from qaft.runtime import codec as C
-    from qaft.runtime.evaluation import default_kodak
     from qaft.runtime.image import IMAGE_SUFFIXES, load_rgb, save_png_bytes
     from qaft.runtime.metrics import psnr
+    from qaft.runtime.tools.rate_distortion import default_images
     from qaft.runtime.zoo import DEFAULT_MODEL
 
-    images = images or default_kodak()
+    images = images or default_images()
     if images is None:
-        raise QaftError("no images given: pass --images FOLDER (or IMAGES=FOLDER to make)")
+        raise QaftError(
+            "no images given: pass --data FOLDER (or IMAGES=FOLDER to make, or set QAFT_DATA)"
+        )
     out_dir = Path(out)
     if out_dir.is_dir() and Path(images).is_dir() and os.path.samefile(out_dir, images):
         raise QaftError(f"--out {out} is the images' own folder: choose another one")
@@ -925,6 +917,7 @@ def demo(images, model, quantizer, out, backend, threads, precision) -> None:
                 f"{job.dest} exists and was not written by qaft-run demo: use another --out"
             )
     model_dir = _open_model(model or DEFAULT_MODEL)
+    _check_encoder(model_dir)
     quantizer = _quantizer(model_dir, quantizer)
     codec = _codec(model_dir, backend, threads)
     click.echo(f"{len(files)} images -> {out_dir}/ ({quantizer})")
@@ -963,7 +956,7 @@ def demo(images, model, quantizer, out, backend, threads, precision) -> None:
     "--images",
     "images",
     type=click.Path(file_okay=False),
-    help="Images (default: Kodak if present, else synthetic 768x512).",
+    help="Images (default: $QAFT_DATA if set, else synthetic 768x512).",
 )
 @click.option(
     "--max-images",
@@ -986,11 +979,11 @@ def demo(images, model, quantizer, out, backend, threads, precision) -> None:
 @fail_cleanly(threaded=True)
 def bench(model, baseline, images, count, repeat, quantizer, json_out, backend, threads, precision):
     """Per-stage latency medians of a model, and its ratio to a baseline."""
-    from qaft.runtime.bench import bench as run_bench
-    from qaft.runtime.bench import graph_stats, load_images
-    from qaft.runtime.evaluation import default_kodak
+    from qaft.runtime.tools.bench import bench as run_bench
+    from qaft.runtime.tools.bench import graph_stats, load_images
+    from qaft.runtime.tools.rate_distortion import default_images
 
-    images = images or default_kodak()
+    images = images or default_images()
     imgs = load_images(Path(images) if images else None, count)
     if not imgs:
         raise QaftError(f"no images to time in {images}")
@@ -1022,6 +1015,7 @@ def bench(model, baseline, images, count, repeat, quantizer, json_out, backend, 
         "images": len(imgs),
         "repeat": repeat,
         "backend": codecs["model"].networks.backend,
+        "precision": codecs["model"].networks.precision,
         "threads": threads,
         "medians_s": med,
         "graphs": stats,
@@ -1052,7 +1046,7 @@ def bench(model, baseline, images, count, repeat, quantizer, json_out, backend, 
     required=True,
     help="Model name or folder (repeatable: one point each).",
 )
-@click.option("--data", type=click.Path(file_okay=False), help="Images (default: Kodak).")
+@click.option("--data", type=click.Path(file_okay=False), help="Images (default: $QAFT_DATA).")
 @quantizer_options
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Results JSON.")
 @click.option("--name", default="qaft-run", show_default=True, help="Curve name in the JSON.")
@@ -1061,27 +1055,27 @@ def bench(model, baseline, images, count, repeat, quantizer, json_out, backend, 
 def eval_cmd(models, data, quantizer, step, q_lmbda, json_out, name, backend, threads, precision):
     """Rate-distortion on a folder with real files, in CompressAI's JSON layout (MS-SSIM is
     left null here: it needs the PyTorch side's `qaft eval`)."""
-    from qaft.runtime.evaluation import (
+    from qaft.runtime.image import IMAGE_SUFFIXES
+    from qaft.runtime.tools.rate_distortion import (
         curve_point,
-        default_kodak,
+        default_images,
         evaluate_codec,
         is_results,
         results_text,
     )
-    from qaft.runtime.image import IMAGE_SUFFIXES
 
-    folder = data or default_kodak()
+    folder = data or default_images()
     if folder is None:
-        raise QaftError("no images: pass --data FOLDER")
+        raise QaftError("no images: pass --data FOLDER (or set QAFT_DATA)")
     images = [f for f, _ in _inputs((folder,), IMAGE_SUFFIXES, False)]
     points = []
     for m in models:
         md = _open_model(m)
         codec = _codec(md, backend, threads, precision)
         q = _quantizer(md, quantizer)
-        params = codec.params(q, step, q_lmbda)
+        params = codec.model.params(q, step, q_lmbda)
         res = evaluate_codec(codec, images, q, params, progress=sys.stderr.isatty())
-        about = {k: md.manifest.get(k) for k in ("lmbda", "stage", "finetuned_for")}
+        about = {k: getattr(md.model.meta, k) for k in ("lmbda", "stage", "finetuned_for")}
         points.append(curve_point(res, {"label": m, **about}, q, params))
         s = points[-1]["summary"]
         click.echo(

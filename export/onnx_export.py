@@ -13,18 +13,19 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 import os
 import re
 import shutil
 import tempfile
 import warnings
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from qaft.runtime.codec import network_input
 from qaft.runtime.entropy.integer_hyper import ACT_BITS, ACT_LIMIT, IntegerHyperSynthesis
 from qaft.runtime.errors import QaftError
 from qaft.runtime.model_dir import (
@@ -32,10 +33,10 @@ from qaft.runtime.model_dir import (
     GRAPHS_FP16,
     HYPER,
     MANIFEST,
-    MODEL_DIR_FORMAT,
     MODEL_DIR_OLDEST,
     MODEL_DIR_VERSION,
     TABLES,
+    Manifest,
 )
 from qaft.training.checkpoint import LoadedModel
 from qaft.training.models import MeanScaleHyperprior
@@ -50,7 +51,7 @@ TOLERANCE_FP16 = 1e-2
 TOLERANCE_INTEGER = 1e-2
 
 
-class ExportError(RuntimeError):
+class ExportError(QaftError):
     """A graph that does not reproduce PyTorch within the tolerance."""
 
 
@@ -72,7 +73,7 @@ def is_model_folder(path: Path) -> bool:
         return False
     if any(not e.is_file(follow_symlinks=False) for e in entries):
         return False
-    listed = {MANIFEST, *manifest["files"]}
+    listed = {MANIFEST, *manifest.files}
     return all(e.name in listed or _ENGINE.fullmatch(e.name) for e in entries)
 
 
@@ -210,20 +211,17 @@ def _check(path: Path, module, shape, real: torch.Tensor | None) -> float:
 
 
 @torch.no_grad()
-def _real_inputs(
-    model: MeanScaleHyperprior, z_medians: np.ndarray, image: np.ndarray | None
-) -> dict[str, torch.Tensor]:
-    """The inputs each graph sees when coding ``image`` (padded to a multiple of 64)."""
+def _real_inputs(loaded: LoadedModel, image: np.ndarray | None) -> dict[str, torch.Tensor]:
+    """The inputs each graph sees when coding ``image`` (padded to a multiple of 64) with
+    the scalar quantizer: the runtime's own pipeline, the networks run by PyTorch."""
     if image is None:
         return {}
-    from qaft.runtime.codec import _pad
-
-    x = torch.from_numpy(_pad(image))
+    model = loaded.model
+    x = torch.from_numpy(network_input(image))
     y = model.g_a(x)
-    med = torch.from_numpy(z_medians).reshape(1, -1, 1, 1)
-    z_hat = torch.round(model.h_a(y) - med) + med
-    _, means = model.hyper_synthesis(z_hat)
-    return {"x": x, "z_hat": z_hat, "y_hat": torch.round(y - means) + means}
+    lat = loaded.runtime.latents(y.numpy(), model.h_a(y).numpy())
+    y_hat = np.rint(lat.y - lat.means) + lat.means
+    return {"x": x, "z_hat": torch.from_numpy(lat.z_hat), "y_hat": torch.from_numpy(y_hat)}
 
 
 @torch.no_grad()
@@ -261,7 +259,7 @@ def export_model(
     opset: int = 17,
     fp16: bool = True,
     force: bool = False,
-) -> dict:
+) -> Manifest:
     """Writes the model folder ``out`` (atomically: a temporary folder beside it, then a
     rename); ``fp16`` adds the half-precision graphs.
 
@@ -275,7 +273,7 @@ def export_model(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     os.chmod(tmp, 0o755)  # mkdtemp makes it private; a model folder is meant to be shared
     try:
-        real = _real_inputs(model, loaded.tables.z_medians, real_image)
+        real = _real_inputs(loaded, real_image)
         errors = {}
         for fname, module, ref, in_name, out_names, shape, tol in _graphs(model, fp16):
             dyn = {in_name: {2: "height", 3: "width"}}
@@ -309,35 +307,26 @@ def export_model(
                 f"(relative), above the tolerance {TOLERANCE_INTEGER:.0e}"
             )
         np.savez(tmp / TABLES, **loaded.tables.to_arrays())
-        meta = loaded.meta
-        manifest = {
-            "format": MODEL_DIR_FORMAT,
-            # uncalibrated folders stay readable by version-2 readers
-            "version": MODEL_DIR_VERSION if loaded.tables.calibration else MODEL_DIR_OLDEST,
-            "fingerprint": loaded.fingerprint.hex(),
-            "architecture": {
-                "name": model.config.architecture,
-                "N": model.config.N,
-                "M": model.config.M,
+        manifest = Manifest(
+            fingerprint=loaded.fingerprint.hex(),
+            architecture=model.config.architecture,
+            # the architecture's N and M are the network's, whatever the metadata says
+            meta=replace(loaded.meta, N=model.config.N, M=model.config.M),
+            files={
+                f: _sha256(tmp / f)
+                for f in [*GRAPHS.values(), HYPER, TABLES]
+                + (list(GRAPHS_FP16.values()) if fp16 else [])
             },
-            "lmbda": meta.get("lmbda"),
-            "stage": meta.get("stage", 1),
-            "finetuned_for": meta.get("finetuned_for"),
-            "quantizers": meta.get("quantizers", {}),
-            "synthesis_gain": meta.get("synthesis_gain"),
-            "check": {
+            check={
                 "max_relative_error": errors,
                 "tolerance": TOLERANCE,
                 "tolerance_fp16": TOLERANCE_FP16,
                 "tolerance_integer": TOLERANCE_INTEGER,
             },
-            "files": {
-                f: _sha256(tmp / f)
-                for f in [*GRAPHS.values(), HYPER, TABLES]
-                + (list(GRAPHS_FP16.values()) if fp16 else [])
-            },
-        }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+            # uncalibrated folders stay readable by version-2 readers
+            version=MODEL_DIR_VERSION if loaded.tables.calibration else MODEL_DIR_OLDEST,
+        )
+        (tmp / MANIFEST).write_text(manifest.to_json())
         _move_into_place(tmp, out, force)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

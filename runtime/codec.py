@@ -15,13 +15,19 @@ import numpy as np
 
 from qaft.runtime import container, tiling
 from qaft.runtime.entropy import coder
-from qaft.runtime.entropy.tables import scale_to_level
+from qaft.runtime.entropy.integer_hyper import HALO
 from qaft.runtime.errors import QaftError
 from qaft.runtime.image import load_rgb
-from qaft.runtime.limits import PAD_MULTIPLE, check_memory, limit_text, padded, size_ok
-from qaft.runtime.model_tables import ModelTables
-from qaft.runtime.quantizers import QUANTIZER_NAMES, QUANTIZERS, QuantizerParams
-from qaft.runtime.quantizers.base import STEP_RANGE
+from qaft.runtime.limits import PAD_MULTIPLE, check_memory, padded, size_error, size_ok
+from qaft.runtime.model import Latents, Model, z_table_ids
+from qaft.runtime.quantizers import (
+    QUANTIZER_NAMES,
+    QUANTIZERS,
+    Prior,
+    QuantizerParams,
+    quantizer_for_file,
+)
+from qaft.runtime.quantizers.base import DELTA_RANGE
 
 
 class Networks(Protocol):
@@ -34,69 +40,22 @@ class Networks(Protocol):
     def synthesis(self, y_hat: np.ndarray) -> np.ndarray: ...  # y_hat -> image in [0, 1]
 
 
-class HyperSynthesis(Protocol):
-    """ẑ -> (scales, means) of y; :class:`IntegerHyperSynthesis` is the one that codes (its
-    ``y_channels``, M, lets the decoder refuse a y section too short for the declared size
-    before running it)."""
-
-    def __call__(self, z_hat: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
-
-
 class ModelMismatchError(QaftError):
     """A stream written by another model than the one decoding it."""
 
 
-#: Quantizer settings for models that carry no measured defaults of their own.
-FALLBACK_PARAMS = {
-    "sq": QuantizerParams(1.0, 0.0),
-    "rdoq": QuantizerParams(1.0, 0.05),
-    "tcq": QuantizerParams(0.6, 0.1),
-    "tcq8": QuantizerParams(0.6, 0.1),
-}
-
-
 @dataclass
 class Codec:
-    """A model ready to code: its networks, its frozen tables and its fingerprint, and
-    the quantizer settings measured for it (``quantizer_defaults``)."""
+    """A model ready to code: the networks of a backend and the loaded :class:`Model`
+    (tables, exact hyper-synthesis, fingerprint, measured settings)."""
 
     networks: Networks
-    hyper: HyperSynthesis
-    tables: ModelTables
-    fingerprint: bytes
-    quantizer_defaults: dict[str, QuantizerParams] = field(default_factory=dict)
-    #: Encoder only: cost in bits of a unit squared error of each latent channel, (1, M, 1, 1);
-    #: None weighs all channels alike.
-    distortion_weights: np.ndarray | None = None
-
-    def params(
-        self, quantizer: str, step: float | None = None, lmbda: float | None = None
-    ) -> QuantizerParams:
-        """The model's settings for ``quantizer``, with explicit overrides applied."""
-        return resolve_params(self.quantizer_defaults, quantizer, step, lmbda)
-
-    def entropy_parameters(self, z_hat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(scale levels int32, means float32) of y from ẑ: what both sides must agree on."""
-        scales, means = self.hyper(z_hat)
-        return scale_to_level(scales, self.tables.scale_levels), means
+    model: Model
 
 
-def resolve_params(
-    defaults: dict[str, QuantizerParams],
-    quantizer: str,
-    step: float | None = None,
-    lmbda: float | None = None,
-) -> QuantizerParams:
-    """A model's measured settings for ``quantizer`` (``defaults``), with overrides applied."""
-    base = defaults.get(quantizer, FALLBACK_PARAMS[quantizer])
-    return QuantizerParams(
-        base.step if step is None else step, base.lmbda if lmbda is None else lmbda
-    )
-
-
-def header_step(quant, params: QuantizerParams) -> float:
+def header_delta(quant, params: QuantizerParams) -> float:
     """The step Δ a file of ``quant`` (a quantizer object) records: float32, 1 where unused."""
-    return float(np.float32(params.step)) if quant.uses_step else 1.0
+    return float(np.float32(params.delta)) if quant.uses_delta else 1.0
 
 
 @dataclass
@@ -108,60 +67,89 @@ class Encoded:
     z_indices: np.ndarray
     timings: dict[str, float] = field(default_factory=dict)
     reconstruction: np.ndarray | None = None  # what the decoder will output, if asked for
-    y_hat: np.ndarray | None = None  # the decoder's latent, for a later synthesis
+    y_hat: np.ndarray | None = None  # the decoder's latent, for a later synthesis (see
+    # encode_latents' keep_y_hat)
 
 
 def pad_image(image: np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8 -> (H', W', 3) uint8, edge-padded to multiples of PAD_MULTIPLE."""
+    """(H, W, 3) uint8 -> (H', W', 3) uint8, edge-padded to multiples of PAD_MULTIPLE (the
+    image itself, not a copy, when it needs no padding)."""
     h, w = image.shape[:2]
+    if not (h % PAD_MULTIPLE or w % PAD_MULTIPLE):
+        return image
     return np.pad(image, ((0, -h % PAD_MULTIPLE), (0, -w % PAD_MULTIPLE), (0, 0)), mode="edge")
 
 
-def _pad(image: np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8 -> (1, 3, H', W') float32 in [0, 1], edge-padded to PAD_MULTIPLE."""
-    return tiling._to_float(pad_image(image))
+def network_input(image: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 -> (1, 3, H', W') float32 in [0, 1], edge-padded to PAD_MULTIPLE:
+    what the analysis networks take for a whole image."""
+    return tiling.to_float(pad_image(image))
 
 
-def _z_table_ids(shape: tuple[int, ...]) -> np.ndarray:
-    """Every element of z uses its channel's table."""
-    return np.broadcast_to(np.arange(shape[1]).reshape(1, -1, 1, 1), shape)
+#: Latents (channels x rows x columns of y) a band holds at most where the image is tall
+#: enough: the quantizer's and the entropy coder's arrays, some 100 bytes a latent, are
+#: held for one band at a time.  The encoder's choice: the file records the band height.
+BAND_LATENTS = 1 << 22
+#: Most bands a file may have: two sections each, and the two of z, within the
+#: container's 255 (a band is then taller than BAND_LATENTS asks for).
+MAX_BANDS = 126
+#: y rows per ẑ row (h_s upsamples by 4).
+Y_PER_Z = PAD_MULTIPLE // 16
 
 
-def _code_z(codec: Codec, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    medians = codec.tables.z_medians.reshape(1, -1, 1, 1)
-    z_idx = np.rint(z - medians).astype(np.int32)
-    return z_idx, (z_idx + medians).astype(np.float32)
+def band_height(z_rows: int, z_cols: int, channels: int) -> int:
+    """ẑ rows per band the encoder writes for a ẑ of ``z_rows`` x ``z_cols`` and a y of
+    ``channels`` channels: at most :data:`BAND_LATENTS` latents a band, and at most
+    :data:`MAX_BANDS` bands; ``z_rows`` or more means one band (the whole latent)."""
+    rows = max(1, BAND_LATENTS // (channels * Y_PER_Z * Y_PER_Z * z_cols))
+    return max(rows, -(-z_rows // MAX_BANDS))
 
 
-@dataclass
-class Latents:
-    """What the analysis side gives for one (padded) image, before any quantizer."""
-
-    y: np.ndarray  # (1, M, h, w) float32
-    z_indices: np.ndarray  # (1, N, h/4, w/4) int32
-    levels: np.ndarray  # scale level of each latent, int32, shaped like y
-    means: np.ndarray  # float32, shaped like y
+def bands(z_rows: int, band_rows: int) -> list[tuple[int, int]]:
+    """The ẑ rows (start, stop) of each band; ``band_rows`` 0 is one band."""
+    step = band_rows or z_rows
+    return [(a, min(a + step, z_rows)) for a in range(0, z_rows, step)]
 
 
-def latents(codec: Codec, image: np.ndarray, timings: dict | None = None) -> Latents:
+def band_prior(codec: Codec, z_hat: np.ndarray, start: int, stop: int) -> Prior:
+    """The prior of the y rows under ẑ rows ``start:stop``, from those rows and the
+    hyper-synthesis' context of :data:`HALO` rows on each side: the integer
+    hyper-synthesis is exact, so these are the bits the whole frame would give."""
+    s0, s1 = max(0, start - HALO), min(z_hat.shape[2], stop + HALO)
+    scale_ids, means = codec.model.entropy_parameters(z_hat[:, :, s0:s1])
+    rows = slice(Y_PER_Z * (start - s0), Y_PER_Z * (stop - s0))
+    return codec.model.prior(means[:, :, rows], scale_ids[:, :, rows])
+
+
+def _rows_of(prior: Prior, rows: slice) -> Prior:
+    return Prior(prior.means[:, :, rows], prior.scale_ids[:, :, rows], prior.tables, prior.weights)
+
+
+def latents(
+    codec: Codec, image: np.ndarray, timings: dict | None = None, prior: bool = True
+) -> Latents:
     """Runs the analysis and the exact entropy parameters on an (H, W, 3) uint8 image;
-    ``timings`` (if given) receives the seconds of each."""
+    ``timings`` (if given) receives the seconds of each.  ``prior=False`` leaves the prior
+    out (None): :func:`encode_latents` then computes it band by band."""
     t0 = time.perf_counter()
     y, z = tiling.analyze(codec.networks.analysis, pad_image(image))
     t1 = time.perf_counter()
-    z_idx, z_hat = _code_z(codec, z)
-    levels, means = codec.entropy_parameters(z_hat)
+    if prior:
+        lat = codec.model.latents(y, z)
+    else:
+        z_indices = codec.model.z_indices(z)
+        lat = Latents(y, z_indices, codec.model.z_hat(z_indices), None)
     if timings is not None:
         timings["analysis"] = t1 - t0
         timings["hyper_synthesis"] = time.perf_counter() - t1
-    return Latents(y, z_idx, levels, means)
+    return lat
 
 
 def code_z(codec: Codec, lat: Latents) -> list[bytes]:
     """The file's two z sections (stream, escapes) for ``lat``: no quantizer setting changes
     them, so a search over settings codes them once."""
     z = lat.z_indices
-    z_code = coder.encode(z, _z_table_ids(z.shape), codec.tables.z_tables)
+    z_code = coder.encode(z, z_table_ids(z.shape), codec.model.tables.z_tables)
     return [z_code.stream, z_code.escapes_bytes()]
 
 
@@ -175,28 +163,57 @@ def encode_latents(
     reconstruct: bool = False,
     z_sections: list[bytes] | None = None,
     timings: dict | None = None,
+    keep_y_hat: bool = True,
 ) -> Encoded:
     """The ``.qaft`` bytes of a height x width image from its :func:`latents`: what
     :func:`encode` writes, for callers that code one analysis with several settings (rate
-    control).  ``z_sections`` reuses :func:`code_z` of the same latents."""
+    control).  ``z_sections`` reuses :func:`code_z` of the same latents; without
+    ``keep_y_hat`` or ``reconstruct`` the result's ``y_hat`` is None (not held whole)."""
     if quantizer not in QUANTIZERS:
         raise QaftError(f"unknown quantizer {quantizer!r}; choose from {sorted(QUANTIZERS)}")
     quant = QUANTIZERS[quantizer]
-    params = params or codec.params(quantizer)
+    params = params or codec.model.params(quantizer)
     t = timings if timings is not None else {}
-    t0 = time.perf_counter()
-    y_idx, y_hat = quant.quantize(
-        lat.y, lat.means, lat.levels, codec.tables, params, codec.distortion_weights
-    )
-    t["quantization"] = time.perf_counter() - t0
+    delta = header_delta(quant, params)
+    channels = lat.y.shape[1]
+    z_rows, z_cols = lat.z_hat.shape[2:]
+    band_rows = band_height(z_rows, z_cols, channels)
+    banded = band_rows < z_rows
+    y_idx = np.empty(lat.y.shape, np.int32)
+    y_hat = np.empty(lat.y.shape, np.float32) if keep_y_hat or reconstruct else None
+    y_sections: list[bytes] = []
+    t["quantization"] = t["entropy_encode"] = 0.0
+    for start, stop in bands(z_rows, band_rows if banded else 0):
+        rows = slice(Y_PER_Z * start, Y_PER_Z * stop)
+        t0 = time.perf_counter()
+        if lat.prior is None:
+            prior = band_prior(codec, lat.z_hat, start, stop)
+            t["hyper_synthesis"] = t.get("hyper_synthesis", 0.0) + time.perf_counter() - t0
+        else:
+            prior = _rows_of(lat.prior, rows)
+        t0 = time.perf_counter()
+        y_idx[:, :, rows], band_hat = quant.quantize(lat.y[:, :, rows], prior, params)
+        if y_hat is not None:
+            y_hat[:, :, rows] = band_hat
+        del band_hat
+        t1 = time.perf_counter()
+        y_sections += quant.code(y_idx[:, :, rows], prior, delta)
+        t["quantization"] += t1 - t0
+        t["entropy_encode"] += time.perf_counter() - t1
 
     t0 = time.perf_counter()
-    step = header_step(quant, params)
-    y_sections = quant.code(y_idx, lat.levels, codec.tables, step)
     z_sections = z_sections if z_sections is not None else code_z(codec, lat)
-    header = container.Header(quant.id, codec.fingerprint, height, width, step)
+    header = container.Header(
+        quant.id,
+        codec.model.fingerprint,
+        height,
+        width,
+        delta,
+        container.BANDED_VERSION if banded else quant.format_version,
+        band_rows if banded else 0,
+    )
     data = container.pack(header, [*z_sections, *y_sections])
-    t["entropy_encode"] = time.perf_counter() - t0
+    t["entropy_encode"] += time.perf_counter() - t0
     rec = tiling.synthesize(codec.networks.synthesis, y_hat, height, width) if reconstruct else None
     return Encoded(data, y_idx, lat.z_indices, t, rec, y_hat)
 
@@ -221,11 +238,15 @@ def encode(
         raise QaftError(f"expected an (H, W, 3) uint8 image, got {image.shape} {image.dtype}")
     h, w = image.shape[:2]
     if not size_ok(h, w):
-        raise QaftError(f"a {w}x{h} image is over the {limit_text()}")
-    check_memory(h, w, "encode")
+        raise QaftError(size_error(h, w))
+    z_rows, z_cols = padded(h) // PAD_MULTIPLE, padded(w) // PAD_MULTIPLE
+    m = getattr(codec.model.hyper, "y_channels", 1)  # a test's float stand-in has none
+    check_memory(h, w, "encode" if band_height(z_rows, z_cols, m) < z_rows else "encode-whole")
     t: dict[str, float] = {}
-    lat = latents(codec, image, t)
-    return encode_latents(codec, lat, h, w, quantizer, params, reconstruct, timings=t)
+    lat = latents(codec, image, t, prior=False)
+    return encode_latents(
+        codec, lat, h, w, quantizer, params, reconstruct, timings=t, keep_y_hat=False
+    )
 
 
 def encode_file(
@@ -252,57 +273,68 @@ def decode(codec: Codec, data: bytes, synthesize: bool = True) -> Decoded:
 
     ``synthesize=False`` stops after the entropy decoding (indices only): the part that
     must agree bit for bit with the encoder; the synthesis is a float function of them."""
+    model = codec.model
     t: dict[str, float] = {}
     t0 = time.perf_counter()
     header, sections = container.unpack(data)
-    if header.fingerprint != codec.fingerprint:
+    if header.fingerprint != model.fingerprint:
         raise ModelMismatchError(
             f"the stream was written by model {header.fingerprint.hex()}, "
-            f"not by this one ({codec.fingerprint.hex()})"
+            f"not by this one ({model.fingerprint.hex()})"
         )
     if header.quantizer_id not in QUANTIZER_NAMES:
         raise container.ContainerError(f"unknown quantizer id {header.quantizer_id}")
-    quant = QUANTIZERS[QUANTIZER_NAMES[header.quantizer_id]]
-    if not (STEP_RANGE[0] <= header.step <= STEP_RANGE[1]) or (
-        not quant.uses_step and header.step != 1.0
+    quant = quantizer_for_file(header.quantizer_id, header.version)
+    if not (DELTA_RANGE[0] <= header.step <= DELTA_RANGE[1]) or (
+        not quant.uses_delta and header.step != 1.0
     ):
         raise container.ContainerError(f"invalid quantizer step {header.step!r} in the header")
-    if len(sections) != 4:
-        raise container.ContainerError(f"expected 4 sections, found {len(sections)}")
+    ph, pw = padded(header.height), padded(header.width)
+    n_z = model.tables.z_medians.shape[0]
+    z_shape = (1, n_z, ph // PAD_MULTIPLE, pw // PAD_MULTIPLE)
+    band_list = bands(z_shape[2], header.band_rows)
+    if header.band_rows and len(band_list) < 2:
+        raise container.ContainerError(f"a banded file of one band ({header.band_rows} rows)")
+    if len(sections) != 2 + 2 * len(band_list):
+        raise container.ContainerError(
+            f"expected {2 + 2 * len(band_list)} sections, found {len(sections)}"
+        )
     z_stream, z_esc = sections[:2]
     if len(z_esc) % 4:
         raise container.ContainerError("escape section is not a whole number of values")
-    ph, pw = padded(header.height), padded(header.width)
-    n_z = codec.tables.z_medians.shape[0]
-    z_shape = (1, n_z, ph // PAD_MULTIPLE, pw // PAD_MULTIPLE)
-    z_bits = codec.tables.cached(
-        "z_min_bits", lambda: coder.min_bits_per_table(codec.tables.z_tables)
+    z_bits = model.tables.cached(
+        "z_min_bits", lambda: coder.min_bits_per_table(model.tables.z_tables)
     )
-    _check_carries(z_stream, float(z_bits[:n_z].sum()) * z_shape[2] * z_shape[3], "z", header)
-    if not sections[2]:
-        raise container.ContainerError("the y section is empty")
-    # before the hyper-synthesis runs over the declared size: the y section must hold at
-    # least the cheapest latent's bits for every latent (each level's check comes after)
-    m = getattr(codec.hyper, "y_channels", 0)  # a test's float stand-in has none: no floor
+    _check_carries([z_stream], float(z_bits[:n_z].sum()) * z_shape[2] * z_shape[3], "z", header)
+    y_streams = sections[2::2]
+    # before the hyper-synthesis runs over the declared size: the y sections must hold at
+    # least the cheapest latent's bits for every latent (each scale id's check comes after)
+    m = getattr(model.hyper, "y_channels", 0)  # a test's float stand-in has none: no floor
     n_y = m * (ph // 16) * (pw // 16)
-    _check_carries(sections[2], n_y * quant.floor_bits(codec.tables, header.step), "y", header)
-    check_memory(header.height, header.width, "decode")
+    _check_carries(y_streams, n_y * quant.floor_bits(model.tables, header.step), "y", header)
+    check_memory(header.height, header.width, "decode" if header.band_rows else "decode-whole")
     z_idx = coder.decode(
-        z_stream, np.frombuffer(z_esc, "<i4"), _z_table_ids(z_shape), codec.tables.z_tables
+        z_stream, np.frombuffer(z_esc, "<i4"), z_table_ids(z_shape), model.tables.z_tables
     )
-    medians = codec.tables.z_medians.reshape(1, -1, 1, 1)
-    z_hat = (z_idx + medians).astype(np.float32)
+    z_hat = model.z_hat(z_idx)
     t["entropy_decode"] = time.perf_counter() - t0
+    t["hyper_synthesis"] = 0.0
 
-    t0 = time.perf_counter()
-    levels, means = codec.entropy_parameters(z_hat)
-    t["hyper_synthesis"] = time.perf_counter() - t0
-
-    _check_carries(sections[2], quant.min_bits(levels, codec.tables, header.step), "y", header)
-
-    t0 = time.perf_counter()
-    y_idx, y_hat = quant.decode(sections[2:], means, levels, codec.tables, header.step)
-    t["entropy_decode"] += time.perf_counter() - t0
+    y_idx = y_hat = None
+    for i, (start, stop) in enumerate(band_list):
+        t0 = time.perf_counter()
+        prior = band_prior(codec, z_hat, start, stop)
+        t1 = time.perf_counter()
+        t["hyper_synthesis"] += t1 - t0
+        band_sections = sections[2 + 2 * i : 4 + 2 * i]
+        _check_carries(band_sections[:1], quant.min_bits(prior, header.step), "y", header)
+        idx, band_hat = quant.decode(band_sections, prior, header.step)
+        if y_idx is None:
+            shape = (1, idx.shape[1], Y_PER_Z * z_shape[2], Y_PER_Z * z_shape[3])
+            y_idx, y_hat = np.empty(shape, np.int32), np.empty(shape, np.float32)
+        rows = slice(Y_PER_Z * start, Y_PER_Z * stop)
+        y_idx[:, :, rows], y_hat[:, :, rows] = idx, band_hat
+        t["entropy_decode"] += time.perf_counter() - t1
 
     if not synthesize:
         return Decoded(None, y_idx, z_idx, header, t)
@@ -318,14 +350,15 @@ _BOUND_SLACK_BITS = 64
 _BOUND_FRACTION = 0.98
 
 
-def _check_carries(stream: bytes, needed_bits: float, what: str, header) -> None:
-    """Refuses a section too short to hold what the header declares, before the work that
+def _check_carries(streams: list[bytes], needed_bits: float, what: str, header) -> None:
+    """Refuses sections too short to hold what the header declares, before the work that
     the declared size would cost (a 49-byte file must not decode to 16384 x 16384)."""
-    if not stream:
+    if not all(streams):
         raise container.ContainerError(f"the {what} section is empty")
-    if 8 * len(stream) < _BOUND_FRACTION * needed_bits - _BOUND_SLACK_BITS:
+    size = sum(map(len, streams))
+    if 8 * size < _BOUND_FRACTION * needed_bits - _BOUND_SLACK_BITS:
         raise container.ContainerError(
-            f"the {what} section ({len(stream):,} bytes) cannot hold a "
+            f"the {what} section ({size:,} bytes) cannot hold a "
             f"{header.width}x{header.height} image (at least {needed_bits / 8:,.0f} bytes)"
         )
 

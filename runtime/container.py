@@ -2,7 +2,7 @@
 
 Layout (little endian; see ``docs/bitstream.md``)::
 
-    magic "QAFT" | version u8 | quantizer u8 | reserved u16 | fingerprint 8B |
+    magic "QAFT" | version u8 | quantizer u8 | bands u16 | fingerprint 8B |
     height u32 | width u32 | step f32 | n_sections u8 | n_sections x length u32 |
     sections ... | crc32 u32 (of everything before it)
 """
@@ -15,14 +15,25 @@ import struct
 import zlib
 from dataclasses import dataclass
 
-from qaft.runtime.errors import QaftError
+from qaft.runtime.errors import FormatError, QaftError
 from qaft.runtime.limits import limit_text, size_ok
 
 MAGIC = b"QAFT"
 #: 2: entropy parameters from the integer hyper-synthesis (exact on every backend).
-#: Version-1 files chose their tables from a float network and are not read.
-FORMAT_VERSION = 2
-_HEAD = struct.Struct("<4sBBH8sIIfB")
+#: 3: the trellis quantizers' tables derived without libm (the same bits on every machine).
+#: tcq/tcq8 files are written as 3 and version-2 ones are read with the libm tables they
+#: were written with; sq/rdoq files, decoded alike in both, are still written as 2 so that
+#: earlier decoders read them.  Version-1 files chose their tables from a float network
+#: and are not read.
+#: 4: the latent coded in horizontal bands, one pair of y sections per band, the band
+#: height (ẑ rows) in the header's u16 (0, reserved, before); written only for images of
+#: more than one band, so that every other file keeps the version it had.
+FORMAT_VERSION = 3
+EXACT_TABLES_VERSION = 3
+BANDED_VERSION = 4
+READ_VERSIONS = (2, 3, 4)
+#: The fixed part of the header, up to the section count (the layout above).
+HEADER_STRUCT = struct.Struct("<4sBBH8sIIfB")
 #: Leading bytes of the images a user may hand the decoder by mistake.
 _IMAGE_MAGIC = [
     (b"\x89PNG", "PNG"),
@@ -53,19 +64,23 @@ class Header:
     width: int
     step: float = 1.0
     version: int = FORMAT_VERSION
+    #: ẑ rows per band of a banded file (version 4); 0: one band, the whole latent.
+    band_rows: int = 0
 
 
 def pack(header: Header, sections: list[bytes]) -> bytes:
     """Serializes a header and its sections, appending the checksum."""
     if len(header.fingerprint) != 8:
-        raise ValueError("fingerprint must be 8 bytes")
+        raise FormatError("fingerprint must be 8 bytes")
+    if (header.band_rows > 0) != (header.version >= BANDED_VERSION):
+        raise FormatError("a band height is written in banded files (version 4) only")
     if not size_ok(header.height, header.width):
-        raise ValueError(f"unsupported image size {header.width}x{header.height}")
-    head = _HEAD.pack(
+        raise FormatError(f"unsupported image size {header.width}x{header.height}")
+    head = HEADER_STRUCT.pack(
         MAGIC,
         header.version,
         header.quantizer_id,
-        0,
+        header.band_rows,
         header.fingerprint,
         header.height,
         header.width,
@@ -78,9 +93,9 @@ def pack(header: Header, sections: list[bytes]) -> bytes:
 
 def unpack(data: bytes) -> tuple[Header, list[bytes]]:
     """Parses and verifies a container; any inconsistency raises :class:`ContainerError`."""
-    if len(data) < _HEAD.size + 4:
+    if len(data) < HEADER_STRUCT.size + 4:
         raise ContainerError("file too short to be a .qaft stream")
-    magic, version, qid, reserved, fp, h, w, step, n = _HEAD.unpack_from(data)
+    magic, version, qid, reserved, fp, h, w, step, n = HEADER_STRUCT.unpack_from(data)
     if magic != MAGIC:
         kind = next((k for m, k in _IMAGE_MAGIC if bytes(data[: len(m)]) == m), None)
         if kind:
@@ -88,33 +103,36 @@ def unpack(data: bytes) -> tuple[Header, list[bytes]]:
                 f"a {kind} image, not a .qaft file: `qaft-run compress` makes one from it"
             )
         raise ContainerError("not a .qaft file (bad magic number)")
-    if version != FORMAT_VERSION:
+    if version not in READ_VERSIONS:
         hint = (
             ": it predates exact entropy parameters; encode the image again"
-            if version < FORMAT_VERSION
+            if version < READ_VERSIONS[0]
             else ": upgrade qaft"
         )
+        readable = " and ".join(map(str, READ_VERSIONS))
         raise ContainerError(
-            f"format version {version} is not supported (this qaft reads {FORMAT_VERSION}){hint}"
+            f"format version {version} is not supported (this qaft reads {readable}){hint}"
         )
     (crc,) = struct.unpack_from("<I", data, len(data) - 4)
     if zlib.crc32(data[:-4]) != crc:
         raise ContainerError("checksum mismatch: the file is corrupt or truncated")
-    if reserved:
+    if version < BANDED_VERSION and reserved:
         raise ContainerError(f"reserved header field is {reserved}, not 0 (corrupt or newer file)")
+    if version >= BANDED_VERSION and not reserved:
+        raise ContainerError("a banded file with a band height of 0 rows")
     if not size_ok(h, w):
         raise ContainerError(f"declared image size {w}x{h} is out of range ({limit_text()})")
-    pos = _HEAD.size + 4 * n
+    pos = HEADER_STRUCT.size + 4 * n
     if pos > len(data) - 4:
         raise ContainerError("section table runs past the end of the file")
-    lengths = struct.unpack_from(f"<{n}I", data, _HEAD.size)
+    lengths = struct.unpack_from(f"<{n}I", data, HEADER_STRUCT.size)
     if pos + sum(lengths) != len(data) - 4:
         raise ContainerError("section lengths do not add up to the file size")
     sections = []
     for length in lengths:
         sections.append(bytes(data[pos : pos + length]))
         pos += length
-    return Header(qid, fp, h, w, step, version), sections
+    return Header(qid, fp, h, w, step, version, reserved), sections
 
 
 def read_stream(path: str | os.PathLike) -> bytes:

@@ -68,16 +68,7 @@ def load_rgb(path: str | Path | BinaryIO, name: str | None = None) -> np.ndarray
             w, h = im.size
             if not size_ok(h, w):
                 raise ImageError(f"{label}: {w}x{h} is larger than the {limit_text()}")
-            if im.mode in _FLOAT_MODES:
-                raise ImageError(
-                    f"{label}: floating-point samples (mode {im.mode}) are not read; "
-                    "convert the image to 8 or 16 bits first"
-                )
-            im = ImageOps.exif_transpose(im)
-            if im.mode in _SIXTEEN_BIT:
-                gray = np.clip(np.asarray(im).astype(np.int64) >> 8, 0, 255).astype(np.uint8)
-                return np.repeat(gray[:, :, None], 3, axis=2)
-            return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+            return rgb_array(im, label)
     except ImageError:
         raise
     except MemoryError:
@@ -86,6 +77,39 @@ def load_rgb(path: str | Path | BinaryIO, name: str | None = None) -> np.ndarray
         # the name said once (Pillow's messages repeat the path, or a file object's repr)
         why = str(exc).replace(f" '{path}'", "").replace(f" {path!r}", "") or type(exc).__name__
         raise ImageError(f"{label}: not a readable image ({why})") from None
+
+
+#: Pixels of an image converted to RGB at once by :func:`rgb_array` (bytes at 4 a pixel).
+_STRIP_BYTES = 1 << 24
+
+
+def rgb_array(im: Image.Image, label: str | Path = "image") -> np.ndarray:
+    """A Pillow image as (H, W, 3) uint8 RGB by :func:`load_rgb`'s rules (EXIF orientation
+    applied, alpha dropped, 16-bit samples' top 8 bits, floating-point samples refused);
+    ``label`` names it in messages."""
+    if im.mode in _FLOAT_MODES:
+        raise ImageError(
+            f"{label}: floating-point samples (mode {im.mode}) are not read; "
+            "convert the image to 8 or 16 bits first"
+        )
+    # in place: otherwise Pillow returns a copy of the whole image even when it is upright
+    ImageOps.exif_transpose(im, in_place=True)
+    if im.mode in _SIXTEEN_BIT:
+        gray = np.clip(np.asarray(im).astype(np.int64) >> 8, 0, 255).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    # strip by strip into one array: converting and exporting the whole image at once
+    # held three more copies of it (16384 x 16384: 3 GiB)
+    w, h = im.size
+    out = np.empty((h, w, 3), np.uint8)
+    step = max(1, _STRIP_BYTES // (4 * w))
+    for r0 in range(0, h, step):
+        r1 = min(h, r0 + step)
+        try:
+            strip = im.crop((0, r0, w, r1)).convert("RGB")
+        except ValueError as exc:  # a mode Pillow has no conversion for (La, premultiplied)
+            raise ImageError(f"{label}: mode {im.mode} cannot be read as RGB ({exc})") from None
+        out[r0:r1] = np.asarray(strip, dtype=np.uint8)
+    return out
 
 
 def save_png(image: np.ndarray, path: str | Path) -> None:

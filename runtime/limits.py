@@ -28,17 +28,37 @@ def limit_text() -> str:
     return f"{MAX_PIXELS:,}-pixel limit (after padding to multiples of {PAD_MULTIPLE})"
 
 
-#: Peak memory per padded pixel beyond the loaded model, from peaks measured at 4096²,
-#: 8192² and 16384² (docs/robustness.md): the quantizer's and the entropy coder's arrays
-#: are held whole for the image.  A rate-control search ("search") holds the latents of
-#: the models it tries and its trials: about 530 bytes per pixel measured at 1536² and 3072².
-BYTES_PER_PIXEL = {"encode": 55, "decode": 40, "search": 550}
+def size_error(height: int, width: int) -> str:
+    """Why :func:`size_ok` refuses a height x width image, for the coder's error message."""
+    if height <= 0 or width <= 0:
+        return f"a {width}x{height} image is empty: there is nothing to code"
+    return f"a {width}x{height} image is over the {limit_text()}"
+
+
+#: Peak memory per padded pixel, from the whole process's peaks at 16384² (docs/performance.md):
+#: 3.2 GiB to compress, 3.5 GiB to decompress.  The quantizer and the entropy coder run band
+#: by band (container version 4), so what grows with the image is the image, y and its
+#: indices (about 7 bytes a pixel with M = 96); the rest (the model, ONNX Runtime's tile
+#: buffers, the hyper-synthesis' tile, one band) is bounded, and counted here as if it grew.
+#: "decode-whole": a file of one band, as versions 2 and 3 are (earlier encoders wrote large
+#: images so), decoded with whole-latent arrays; "encode-whole": an image of one band (a
+#: strip too wide for a band of one row of ẑ to stay small), as measured before bands.  A
+#: rate-control search ("search") holds the latents of the models it tries and its trials:
+#: about 530 bytes per pixel measured at 1536² and 3072².
+BYTES_PER_PIXEL = {
+    "encode": 13,
+    "decode": 14,
+    "encode-whole": 55,
+    "decode-whole": 40,
+    "search": 550,
+}
 #: Below this estimate the check is skipped: every machine that runs qaft has that much.
 _CHECK_FROM_BYTES = 1 << 30
 
 
 def memory_needed(height: int, width: int, operation: str) -> int:
-    """Estimated peak bytes to ``operation`` ("encode" or "decode") a height x width image."""
+    """Estimated peak bytes to ``operation`` (a key of :data:`BYTES_PER_PIXEL`) a height x
+    width image."""
     return padded(height) * padded(width) * BYTES_PER_PIXEL[operation]
 
 
@@ -81,8 +101,9 @@ def check_memory(height: int, width: int, operation: str) -> None:
         return
     have = available_memory()
     if have is not None and need > have:
+        verb = operation.split("-")[0]  # "encode-whole" is still "to encode"
         raise QaftError(
-            f"a {width}x{height} image needs about {need / 2**30:.1f} GiB to {operation}, "
+            f"a {width}x{height} image needs about {need / 2**30:.1f} GiB to {verb}, "
             f"and {max(have, 0) / 2**30:.1f} GiB is available"
         )
 

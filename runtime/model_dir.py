@@ -25,10 +25,17 @@ from typing import Any
 import numpy as np
 
 from qaft.runtime.entropy.integer_hyper import IntegerHyperError, IntegerHyperSynthesis
-from qaft.runtime.errors import QaftError
+from qaft.runtime.errors import FormatError, QaftError
+from qaft.runtime.model import (
+    MAX_CHANNELS,
+    MetadataError,
+    Model,
+    ModelMeta,
+    field_error,
+    is_int,
+    quantizers_to_dict,
+)
 from qaft.runtime.model_tables import ModelTables
-from qaft.runtime.quantizers import QuantizerParams
-from qaft.runtime.quantizers.base import STEP_RANGE, distortion_weights
 
 MODEL_DIR_FORMAT = "qaft-model-dir"
 #: 2: the hyper-synthesis is an integer network (``hyper_synthesis.npz``), no ONNX graph.
@@ -46,6 +53,9 @@ GRAPHS_FP16 = {"analysis": "analysis_fp16.onnx", "synthesis": "synthesis_fp16.on
 PRECISIONS = ("fp32", "fp16")
 #: Every file a manifest may list; anything else in the folder is never read.
 KNOWN_FILES = (*GRAPHS.values(), *GRAPHS_FP16.values(), HYPER, TABLES)
+#: The graphs a stage-2 folder may take from its parent model rather than carry copies of
+#: them (stage 2 retrains only the decoder side): see :func:`_read_from_parent`.
+FROM_PARENT = (GRAPHS["analysis"], GRAPHS_FP16["analysis"])
 
 #: Size bounds, checked before anything is read or allocated.  The zoo's largest files are a
 #: few MB; these leave room for models a hundred times larger, not for amplification attacks.
@@ -58,17 +68,21 @@ MAX_ARRAY_BYTES = 256 << 20
 MAX_ZIP_DIRECTORY = 1 << 20
 #: Integer hyper-synthesis layers at most (the zoo's have 3).
 MAX_HYPER_LAYERS = 32
-#: Largest N or M an architecture may declare.
-MAX_CHANNELS = 1 << 16
 #: ONNX subgraphs nest (If, Loop): deeper than this is refused rather than recursed into.
 MAX_GRAPH_DEPTH = 64
 
 _HEX16 = re.compile(r"[0-9a-f]{16}")
+_FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 class ModelDirError(QaftError):
     """A model folder that is missing, incomplete, corrupt or of an unknown format."""
+
+
+class ParentMissingError(ModelDirError):
+    """The analysis graph of a model that takes it from its parent, which is absent: the
+    model decodes, but cannot encode."""
 
 
 @dataclass
@@ -100,12 +114,8 @@ class ModelDir:
     """
 
     path: Path
-    manifest: dict
-    tables: ModelTables
-    hyper: IntegerHyperSynthesis
-    fingerprint: bytes
-    quantizer_defaults: dict[str, QuantizerParams] = field(default_factory=dict)
-    distortion_weights: np.ndarray | None = None
+    manifest: Manifest
+    model: Model
     #: The verified bytes of ``manifest.json`` and of every file it lists.
     blobs: dict[str, bytes] = field(default_factory=dict, repr=False)
 
@@ -113,7 +123,7 @@ class ModelDir:
     def precisions(self) -> list[str]:
         """The precisions this folder has graphs for."""
         have = ["fp32"]
-        if all(f in self.manifest.get("files", {}) for f in GRAPHS_FP16.values()):
+        if all(f in self.manifest.files for f in GRAPHS_FP16.values()):
             have.append("fp16")
         return have
 
@@ -132,7 +142,14 @@ class ModelDir:
     def graph_bytes(self, name: str, precision: str = "fp32") -> bytes:
         """The verified, self-contained ONNX graph: what ONNX Runtime must be given, so
         that it never reads the file (or anything beside it) again."""
-        return self.blobs[self._graph_name(name, precision)]
+        fname = self._graph_name(name, precision)
+        if fname not in self.blobs:  # only a graph taken from an absent parent
+            raise ParentMissingError(
+                f"{self.path}: encoding needs the {name} graph of its parent model "
+                f"{self.manifest.analysis_from}, which is not installed (neither "
+                "beside this folder nor bundled); decoding does not"
+            )
+        return self.blobs[fname]
 
     def files(self) -> dict[str, bytes]:
         """``manifest.json`` and the files it lists, as verified: what a copy of this model
@@ -176,117 +193,119 @@ def _read_once(path: Path, limit: int) -> bytes:
 # --- the manifest's schema ----------------------------------------------------------------
 
 
-def _show(value: Any) -> str:
-    text = json.dumps(value) if not isinstance(value, float) or math.isfinite(value) else "nan"
-    return text if len(text) <= 40 else text[:37] + "..."
+@dataclass
+class Manifest:
+    """``manifest.json``: what a model folder holds and claims (the format, the model's
+    identity and metadata, the export's checks, the SHA-256 of every file)."""
+
+    fingerprint: str  # 16 lowercase hex digits
+    architecture: str
+    #: The model's metadata; ``N`` and ``M`` are the architecture's.
+    meta: ModelMeta
+    files: dict[str, str]
+    check: dict[str, Any] = field(default_factory=dict)
+    version: int = MODEL_DIR_VERSION
+    #: A stage-2 model of the zoo: the folder name of the stage-1 model whose analysis
+    #: graphs it shares (stage 2 leaves them as they were), or None for a self-contained one.
+    analysis_from: str | None = None
+
+    @classmethod
+    def from_dict(cls, m: Any, where: object = MANIFEST) -> Manifest:
+        """Parses a manifest, refusing with a one-line :class:`ModelDirError` naming the
+        field anything the rest of the runtime could trip on."""
+
+        def bad(name: str, expected: str, value: Any = None, missing: bool = False):
+            return ModelDirError(field_error(where, name, expected, value, missing))
+
+        def need(obj: dict, key: str, name: str, expected: str) -> Any:
+            if key not in obj:
+                raise bad(name, expected, missing=True)
+            return obj[key]
+
+        if not isinstance(m, dict) or m.get("format") != MODEL_DIR_FORMAT:
+            raise ModelDirError(f"{where}: not a qaft model manifest")
+        version = need(m, "version", "version", "an integer")
+        if not is_int(version):
+            raise bad("version", "an integer", version)
+        if version > MODEL_DIR_VERSION:
+            raise ModelDirError(
+                f"{where}: model format version {version} is newer than "
+                f"this qaft ({MODEL_DIR_VERSION}); upgrade qaft"
+            )
+        if version < MODEL_DIR_OLDEST:
+            raise ModelDirError(
+                f"{where}: model format version {version} predates exact entropy parameters; "
+                "export the model again with `qaft export`"
+            )
+        fp = need(m, "fingerprint", "fingerprint", "16 lowercase hex digits")
+        if not (isinstance(fp, str) and _HEX16.fullmatch(fp)):
+            raise bad("fingerprint", "16 lowercase hex digits", fp)
+
+        arch = need(m, "architecture", "architecture", "an object with name, N and M")
+        if not isinstance(arch, dict):
+            raise bad("architecture", "an object with name, N and M", arch)
+        name = need(arch, "name", "architecture.name", "a name")
+        if not (isinstance(name, str) and name):
+            raise bad("architecture.name", "a name", name)
+        for key in ("N", "M"):
+            v = need(arch, key, f"architecture.{key}", f"an integer 1 .. {MAX_CHANNELS}")
+            if not (is_int(v) and 1 <= v <= MAX_CHANNELS):
+                raise bad(f"architecture.{key}", f"an integer 1 .. {MAX_CHANNELS}", v)
+
+        need(m, "lmbda", "lmbda", "a number > 0 or null")
+        fields = {k: m[k] for k in _META_FIELDS if k in m}
+        try:
+            meta = ModelMeta.from_dict({**fields, "N": arch["N"], "M": arch["M"]}, where)
+        except MetadataError as exc:
+            raise ModelDirError(str(exc)) from None
+
+        check = m.get("check", {})
+        if not isinstance(check, dict):
+            raise bad("check", "an object", check)
+
+        files = need(m, "files", "files", "an object of file name -> SHA-256")
+        if not isinstance(files, dict):
+            raise bad("files", "an object of file name -> SHA-256", files)
+        for fname, digest in files.items():
+            if fname not in KNOWN_FILES:
+                raise bad("files", f"only {', '.join(KNOWN_FILES)}", fname)
+            if not (isinstance(digest, str) and _HEX64.fullmatch(digest)):
+                raise bad(f"files.{fname}", "a SHA-256 (64 lowercase hex digits)", digest)
+        for fname in (*GRAPHS.values(), HYPER, TABLES):
+            if fname not in files:
+                raise bad(f"files.{fname}", "a SHA-256 (64 lowercase hex digits)", missing=True)
+        if 0 < sum(f in files for f in GRAPHS_FP16.values()) < len(GRAPHS_FP16):
+            raise bad("files", "both fp16 graphs or neither", sorted(files))
+        parent = m.get("analysis_from")
+        if parent is not None and not (isinstance(parent, str) and _FOLDER_NAME.fullmatch(parent)):
+            raise bad("analysis_from", "a model folder's name", parent)
+        return cls(fp, name, meta, dict(files), check, version, parent)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The manifest as ``manifest.json`` holds it."""
+        meta = self.meta
+        return {
+            "format": MODEL_DIR_FORMAT,
+            "version": self.version,
+            "fingerprint": self.fingerprint,
+            "architecture": {"name": self.architecture, "N": meta.N, "M": meta.M},
+            "lmbda": meta.lmbda,
+            "stage": meta.stage,
+            "finetuned_for": meta.finetuned_for,
+            **({"analysis_from": self.analysis_from} if self.analysis_from else {}),
+            "quantizers": quantizers_to_dict(meta.quantizers),
+            "synthesis_gain": meta.synthesis_gain,
+            "check": self.check,
+            "files": self.files,
+        }
+
+    def to_json(self) -> str:
+        """The text of ``manifest.json``."""
+        return json.dumps(self.to_dict(), indent=2) + "\n"
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v: Any) -> bool:
-    return (isinstance(v, int | float) and not isinstance(v, bool)) and math.isfinite(v)
-
-
-def _validate_manifest(m: Any, where: Path) -> None:
-    """Refuses, naming the field, any manifest the rest of the runtime could trip on."""
-
-    def bad(name: str, expected: str, value: Any = None, missing: bool = False) -> ModelDirError:
-        got = "it is missing" if missing else f"got {_show(value)}"
-        return ModelDirError(f"{where}: field {name!r}: expected {expected}, {got}")
-
-    def need(obj: dict, key: str, name: str, expected: str) -> Any:
-        if key not in obj:
-            raise bad(name, expected, missing=True)
-        return obj[key]
-
-    if not isinstance(m, dict) or m.get("format") != MODEL_DIR_FORMAT:
-        raise ModelDirError(f"{where}: not a qaft model manifest")
-    version = need(m, "version", "version", "an integer")
-    if not _is_int(version):
-        raise bad("version", "an integer", version)
-    if version > MODEL_DIR_VERSION:
-        raise ModelDirError(
-            f"{where}: model format version {version} is newer than "
-            f"this qaft ({MODEL_DIR_VERSION}); upgrade qaft"
-        )
-    if version < MODEL_DIR_OLDEST:
-        raise ModelDirError(
-            f"{where}: model format version {version} predates exact entropy parameters; "
-            "export the model again with `qaft export`"
-        )
-    fp = need(m, "fingerprint", "fingerprint", "16 lowercase hex digits")
-    if not (isinstance(fp, str) and _HEX16.fullmatch(fp)):
-        raise bad("fingerprint", "16 lowercase hex digits", fp)
-
-    arch = need(m, "architecture", "architecture", "an object with name, N and M")
-    if not isinstance(arch, dict):
-        raise bad("architecture", "an object with name, N and M", arch)
-    name = need(arch, "name", "architecture.name", "a name")
-    if not (isinstance(name, str) and name):
-        raise bad("architecture.name", "a name", name)
-    for key in ("N", "M"):
-        v = need(arch, key, f"architecture.{key}", f"an integer 1 .. {MAX_CHANNELS}")
-        if not (_is_int(v) and 1 <= v <= MAX_CHANNELS):
-            raise bad(f"architecture.{key}", f"an integer 1 .. {MAX_CHANNELS}", v)
-
-    lmbda = need(m, "lmbda", "lmbda", "a number > 0 or null")
-    if lmbda is not None and not (_is_number(lmbda) and lmbda > 0):
-        raise bad("lmbda", "a number > 0 or null", lmbda)
-    stage = m.get("stage", 1)
-    if not (_is_int(stage) and stage >= 1):
-        raise bad("stage", "an integer >= 1", stage)
-    tuned = m.get("finetuned_for")
-    if tuned is not None and not isinstance(tuned, str):
-        raise bad("finetuned_for", "a quantizer name or null", tuned)
-
-    quantizers = m.get("quantizers") or {}
-    if not isinstance(quantizers, dict):
-        raise bad("quantizers", "an object of quantizer settings", quantizers)
-    for q, v in quantizers.items():
-        expected = (
-            f"an object with a number step in [{STEP_RANGE[0]:g}, {STEP_RANGE[1]:g}] "
-            "and a number lmbda >= 0"
-        )
-        if not isinstance(v, dict):
-            raise bad(f"quantizers.{q}", expected, v)
-        step, ql = v.get("step"), v.get("lmbda")
-        if not (
-            _is_number(step)
-            and STEP_RANGE[0] <= step <= STEP_RANGE[1]
-            and _is_number(ql)
-            and ql >= 0
-        ):
-            raise bad(f"quantizers.{q}", expected, v)
-
-    gain = m.get("synthesis_gain")
-    if gain is not None:
-        expected = f"null or a list of {arch['M']} numbers >= 0 (one per latent channel)"
-        if not (
-            isinstance(gain, list)
-            and len(gain) == arch["M"]
-            and all(_is_number(g) and g >= 0 for g in gain)
-        ):
-            raise bad("synthesis_gain", expected, gain)
-
-    check = m.get("check", {})
-    if not isinstance(check, dict):
-        raise bad("check", "an object", check)
-
-    files = need(m, "files", "files", "an object of file name -> SHA-256")
-    if not isinstance(files, dict):
-        raise bad("files", "an object of file name -> SHA-256", files)
-    for fname, digest in files.items():
-        if fname not in KNOWN_FILES:
-            raise bad("files", f"only {', '.join(KNOWN_FILES)}", fname)
-        if not (isinstance(digest, str) and _HEX64.fullmatch(digest)):
-            raise bad(f"files.{fname}", "a SHA-256 (64 lowercase hex digits)", digest)
-    for fname in (*GRAPHS.values(), HYPER, TABLES):
-        if fname not in files:
-            raise bad(f"files.{fname}", "a SHA-256 (64 lowercase hex digits)", missing=True)
-    if 0 < sum(f in files for f in GRAPHS_FP16.values()) < len(GRAPHS_FP16):
-        raise bad("files", "both fp16 graphs or neither", sorted(files))
+#: The model metadata a manifest carries (besides the architecture's N and M).
+_META_FIELDS = ("lmbda", "stage", "finetuned_for", "quantizers", "synthesis_gain")
 
 
 # --- graphs: ONNX protobuf, scanned for external data ---------------------------------------
@@ -311,7 +330,7 @@ def _varint(buf: memoryview, i: int, end: int) -> tuple[int, int]:
     value = shift = 0
     while True:
         if i >= end or shift > 63:
-            raise ValueError("truncated varint")
+            raise FormatError("truncated varint")
         b = buf[i]
         i += 1
         value |= (b & 0x7F) << shift
@@ -332,15 +351,15 @@ def _fields(buf: memoryview, start: int, end: int):
         elif wire == 2:
             n, i = _varint(buf, i, end)
             if i + n > end:
-                raise ValueError("truncated field")
+                raise FormatError("truncated field")
             yield number, wire, (i, i + n)
             i += n
         elif wire in (1, 5):
             i += 8 if wire == 1 else 4
             if i > end:
-                raise ValueError("truncated field")
+                raise FormatError("truncated field")
         else:  # groups (3, 4) are not used by ONNX
-            raise ValueError(f"wire type {wire}")
+            raise FormatError(f"wire type {wire}")
 
 
 def external_data_in(graph: bytes) -> bool:
@@ -352,7 +371,7 @@ def external_data_in(graph: bytes) -> bool:
     while stack:
         kind, start, end, depth = stack.pop()
         if depth > MAX_GRAPH_DEPTH:
-            raise ValueError("graphs nested too deep")
+            raise FormatError("graphs nested too deep")
         for number, wire, value in _fields(buf, start, end):
             if kind == "tensor":
                 if number == _TENSOR_EXTERNAL_DATA or (
@@ -388,12 +407,12 @@ def _zip_directory_ok(data: bytes) -> None:
     if not (pos >= 0 and data[pos : pos + 4] == b"PK\x05\x06"):
         pos = data.rfind(b"PK\x05\x06", max(0, len(data) - 22 - 0xFFFF))
     if pos < 0 or pos + 22 > len(data):
-        raise ValueError("not a zip archive")
+        raise FormatError("not a zip archive")
     if pos >= 20 and data[pos - 20 : pos - 16] == b"PK\x06\x07":
-        raise ValueError("zip64 archive directory")
+        raise FormatError("zip64 archive directory")
     size = struct.unpack_from("<I", data, pos + 12)[0]
     if size > MAX_ZIP_DIRECTORY:
-        raise ValueError(f"zip directory of {size} bytes")
+        raise FormatError(f"zip directory of {size} bytes")
 
 
 class _Npz:
@@ -415,7 +434,7 @@ class _Npz:
             raise KeyError(name)
         info = self.zip.getinfo(name + ".npy")
         if info.file_size > MAX_ARRAY_BYTES + 65536:
-            raise ValueError(f"{name}: {info.file_size} bytes uncompressed")
+            raise FormatError(f"{name}: {info.file_size} bytes uncompressed")
         with self.zip.open(info) as f:
             version = np.lib.format.read_magic(f)
             if version == (1, 0):
@@ -423,20 +442,20 @@ class _Npz:
             elif version in ((2, 0), (3, 0)):
                 shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
             else:
-                raise ValueError(f"{name}: npy format {version}")
+                raise FormatError(f"{name}: npy format {version}")
             if dtype.hasobject or dtype.kind not in kinds or dtype.itemsize > 8:
-                raise ValueError(f"{name}: unexpected dtype {dtype}")
+                raise FormatError(f"{name}: unexpected dtype {dtype}")
             if len(shape) != ndim:
-                raise ValueError(f"{name}: {len(shape)} dimensions, expected {ndim}")
+                raise FormatError(f"{name}: {len(shape)} dimensions, expected {ndim}")
             nbytes = math.prod(shape) * dtype.itemsize
             self.total += nbytes
             if nbytes > MAX_ARRAY_BYTES or self.total > MAX_ARRAY_BYTES:
-                raise ValueError(f"{name}: {nbytes} bytes of data, above the limit")
+                raise FormatError(f"{name}: {nbytes} bytes of data, above the limit")
             if info.file_size != f.tell() + nbytes:
-                raise ValueError(f"{name}: member size does not match its header")
+                raise FormatError(f"{name}: member size does not match its header")
             buf = bytearray(nbytes)
             if f.readinto(buf) != nbytes:
-                raise ValueError(f"{name}: truncated")
+                raise FormatError(f"{name}: truncated")
         arr = np.frombuffer(buf, dtype=dtype)
         return arr.reshape(shape, order="F" if fortran else "C")
 
@@ -483,42 +502,43 @@ def _load_hyper(data: bytes) -> IntegerHyperSynthesis:
 _IDENTITY_SETTINGS = ("architecture", "lmbda", "quantizers", "synthesis_gain")
 
 
-def _check_identity(manifest: dict, hashes: dict[str, str], where: Path) -> None:
+def _check_identity(manifest: Manifest, hashes: dict[str, str], where: Path) -> None:
     """A folder claiming a bundled model's fingerprint must be that model: the same file
     hashes (of the bytes read, not the ones its manifest states) and the same settings."""
     from qaft.runtime.zoo import bundled_manifest
 
-    found = bundled_manifest(manifest["fingerprint"])
+    found = bundled_manifest(manifest.fingerprint)
     if found is None:
         return
     name, ref = found
     ref_files = ref.get("files", {})
-    claim = f"{where}: claims the fingerprint {manifest['fingerprint']} of the bundled model {name}"
+    claim = f"{where}: claims the fingerprint {manifest.fingerprint} of the bundled model {name}"
     for fname, digest in hashes.items():
         if ref_files.get(fname) != digest:
             raise ModelDirError(
                 f"{claim}, but its {fname} is not that model's (a model folder cannot take "
                 "another model's identity)"
             )
+    ours = manifest.to_dict()
     for key in _IDENTITY_SETTINGS:
-        if manifest.get(key) != ref.get(key):
+        if ours[key] != ref.get(key):
             raise ModelDirError(f"{claim}, but its {key} differs from that model's")
 
 
 def _check_shapes(
-    manifest: dict, tables: ModelTables, hyper: IntegerHyperSynthesis, where: Path
+    manifest: Manifest, tables: ModelTables, hyper: IntegerHyperSynthesis, where: Path
 ) -> None:
     """The architecture, the tables and the hyper-synthesis must describe one model: a folder
     put together from several is refused here rather than failing mid-image."""
-    n, m = manifest["architecture"]["N"], manifest["architecture"]["M"]
+    n, m = manifest.meta.N, manifest.meta.M
     first, last = hyper.layers[0], hyper.layers[-1]
     cin = first.weight.shape[0] if first.kind == "deconv" else first.weight.shape[1]
     problems = []
     if len(tables.z_medians) != n or tables.z_tables.num_tables != n:
         problems.append(f"z tables for {len(tables.z_medians)} channels, N = {n}")
-    if tables.y_tables.num_tables != len(tables.scale_levels):
+    if tables.y_tables.num_tables != len(tables.scale_table):
         problems.append(
-            f"{tables.y_tables.num_tables} y tables for {len(tables.scale_levels)} scale levels"
+            f"{tables.y_tables.num_tables} y tables for {len(tables.scale_table)} scale levels"
         )
     if cin != n or last.out_channels != 2 * m:
         problems.append(f"hyper-synthesis {cin} -> {last.out_channels} channels, N = {n}, M = {m}")
@@ -529,28 +549,57 @@ def _check_shapes(
 # --- opening ---------------------------------------------------------------------------------
 
 
+def _read_from_parent(
+    path: Path, parent: str, name: str, limit: int, read: Callable[[str, int], bytes]
+) -> tuple[Path, bytes] | None:
+    """(where, bytes) of a graph of :data:`FROM_PARENT` that the folder takes from its
+    parent model (``parent``, the folder name in the manifest's ``analysis_from``): a copy of
+    its own (or among the files of :func:`model_dir_from_files`) first, then the parent
+    folder beside it (the same zoo), then the bundled model of that name.  The caller
+    checks the bytes against the hash this manifest lists, as for its own files.  None
+    where the parent is absent: the model then decodes but cannot encode."""
+    try:
+        return path / name, read(name, limit)
+    except ModelDirError:
+        pass  # no copy of its own: the usual case
+    folders = [path.parent / parent]
+    from qaft.runtime.zoo import model_path
+
+    try:
+        folders.append(model_path(parent))
+    except QaftError:
+        pass  # not a bundled model, or not installed
+    for folder in folders:
+        if (folder / MANIFEST).is_file():
+            return folder / name, _read_once(folder / name, limit)
+    return None
+
+
 def _open(
     path: Path, manifest_bytes: bytes, read: Callable[[str, int], bytes], verify: bool
 ) -> ModelDir:
     mpath = path / MANIFEST
-    try:
-        manifest = json.loads(manifest_bytes)
-    except (ValueError, RecursionError) as exc:
-        raise ModelDirError(f"{mpath}: unreadable manifest ({str(exc)[:100]})") from None
-    _validate_manifest(manifest, mpath)
-    files = manifest["files"]
+    manifest = _parse_manifest(manifest_bytes, mpath)
+    files = manifest.files
     blobs = {MANIFEST: manifest_bytes}
     hashes = {}
     for name in files:  # only listed files, each read once
         limit = MAX_GRAPH_BYTES if name.endswith(".onnx") else MAX_NPZ_BYTES
-        data = read(name, limit)
+        if name in FROM_PARENT and manifest.analysis_from:
+            found = _read_from_parent(path, manifest.analysis_from, name, limit, read)
+            if found is None:
+                continue  # graph_bytes says what is missing, when encoding asks for it
+            where, data = found
+        else:
+            where, data = path / name, read(name, limit)
         hashes[name] = _sha256(data)
         if verify and hashes[name] != files[name]:
-            raise ModelDirError(
-                f"{path / name}: does not match the manifest's hash (corrupt or replaced)"
-            )
+            why = "corrupt or replaced"
+            if where.parent != path:  # a parent's graph: the folder of that name may be another
+                why = f"listed by {mpath}: {where.parent} is another model, or corrupt"
+            raise ModelDirError(f"{where}: does not match the manifest's hash ({why})")
         if name.endswith(".onnx"):
-            _check_graph(data, path / name)
+            _check_graph(data, where)
         blobs[name] = data
     _check_identity(manifest, hashes, mpath)
     try:
@@ -562,29 +611,22 @@ def _open(
     except (ValueError, KeyError, TypeError, zipfile.BadZipFile, EOFError) as exc:
         raise ModelDirError(f"{path / HYPER}: unusable integer hyper-synthesis ({exc})") from None
     _check_shapes(manifest, tables, hyper, path)
-    try:
-        defaults = {
-            q: QuantizerParams(float(v["step"]), float(v["lmbda"]))
-            for q, v in (manifest.get("quantizers") or {}).items()
-        }
-    except QaftError as exc:
-        raise ModelDirError(f"{mpath}: field 'quantizers': {exc}") from None
-    weights = None
-    if manifest.get("synthesis_gain") and manifest.get("lmbda"):
-        weights = distortion_weights(manifest["lmbda"], manifest["synthesis_gain"])
-    fingerprint = bytes.fromhex(manifest["fingerprint"])
-    return ModelDir(path, manifest, tables, hyper, fingerprint, defaults, weights, blobs)
+    model = Model(tables, hyper, bytes.fromhex(manifest.fingerprint), manifest.meta)
+    return ModelDir(path, manifest, model, blobs)
 
 
-def read_manifest(path: str | Path) -> dict:
-    """The validated manifest of the model folder at ``path`` (nothing else is read)."""
-    mpath = Path(path) / MANIFEST
+def _parse_manifest(data: bytes, mpath: Path) -> Manifest:
     try:
-        manifest = json.loads(_read_once(mpath, MAX_MANIFEST_BYTES))
+        manifest = json.loads(data)
     except (ValueError, RecursionError) as exc:
         raise ModelDirError(f"{mpath}: unreadable manifest ({str(exc)[:100]})") from None
-    _validate_manifest(manifest, mpath)
-    return manifest
+    return Manifest.from_dict(manifest, mpath)
+
+
+def read_manifest(path: str | Path) -> Manifest:
+    """The validated manifest of the model folder at ``path`` (nothing else is read)."""
+    mpath = Path(path) / MANIFEST
+    return _parse_manifest(_read_once(mpath, MAX_MANIFEST_BYTES), mpath)
 
 
 def open_model_dir(path: str | Path, verify: bool = True) -> ModelDir:

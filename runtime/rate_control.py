@@ -43,10 +43,10 @@ import numpy as np
 from qaft.runtime import tiling
 from qaft.runtime.codec import Codec, Latents, code_z, encode_latents, latents
 from qaft.runtime.errors import QaftError
-from qaft.runtime.limits import check_memory, limit_text, size_ok
+from qaft.runtime.limits import check_memory, size_error, size_ok
 from qaft.runtime.metrics import psnr
 from qaft.runtime.quantizers import QUANTIZERS, QuantizerParams
-from qaft.runtime.quantizers.base import STEP_RANGE
+from qaft.runtime.quantizers.base import DELTA_RANGE
 
 #: Most trial encodes (quantize + entropy code; with a PSNR target also a synthesis) per
 #: image.  On Kodak the search takes 2-4 (1-3 model probes, 0-2 knob steps), so the bound
@@ -57,7 +57,7 @@ BPP_TOLERANCE = 0.05
 #: How far above a PSNR target (dB) the result may land and still count as met.
 PSNR_TOLERANCE_DB = 0.1
 #: Δ moves within [default / STEP_SPAN, default * STEP_SPAN]: with the measured defaults
-#: (0.6-0.7) that is about [0.3, 1.4], far inside the format's STEP_RANGE, and it spans
+#: (0.6-0.7) that is about [0.3, 1.4], far inside the format's DELTA_RANGE, and it spans
 #: about 2.5x in rate per model, more than the <= 1.6x between neighbouring zoo models, so
 #: neighbours' ranges overlap.  Farther out, switching model costs less quality.
 STEP_SPAN = 2.0
@@ -135,21 +135,21 @@ def knob_grid(quantizer: str, default: QuantizerParams) -> tuple[str, list[Quant
     """(knob name, settings ordered from the highest rate to the lowest, index of
     ``default``) for ``quantizer``: Δ for tcq/tcq8, λ for rdoq, none for sq."""
     quant = QUANTIZERS[quantizer]
-    if quant.uses_step:
+    if quant.uses_delta:
         n = round(math.log2(STEP_SPAN) * STEP_GRID_PER_OCTAVE)
         grid = [
-            QuantizerParams(s, default.lmbda)
+            QuantizerParams(s, default.rdo_lambda)
             for i in range(-n, n + 1)
-            if STEP_RANGE[0]
-            <= (s := default.step * 2.0 ** (i / STEP_GRID_PER_OCTAVE))
-            <= STEP_RANGE[1]
+            if DELTA_RANGE[0]
+            <= (s := default.delta * 2.0 ** (i / STEP_GRID_PER_OCTAVE))
+            <= DELTA_RANGE[1]
         ]
         return "step", grid, grid.index(default) if default in grid else len(grid) // 2
     if quantizer == "rdoq":
         n = math.floor(math.log2(LMBDA_MAX / _LMBDA_MIN) * LMBDA_GRID_PER_OCTAVE)
-        lmbdas = {0.0, default.lmbda, LMBDA_MAX}
+        lmbdas = {0.0, default.rdo_lambda, LMBDA_MAX}
         lmbdas.update(_LMBDA_MIN * 2.0 ** (j / LMBDA_GRID_PER_OCTAVE) for j in range(n + 1))
-        grid = [QuantizerParams(default.step, v) for v in sorted(lmbdas)]
+        grid = [QuantizerParams(default.delta, v) for v in sorted(lmbdas)]
         return "lmbda", grid, grid.index(default)
     return "none", [default], 0
 
@@ -164,9 +164,9 @@ def zoo_candidates(
     q0..q6 unless ``models`` names others (in the order given, which must be increasing
     rate), each with its measured defaults for ``quantizer``."""
     # Imported here: the ONNX Runtime backend is only needed when the zoo is opened.
+    from qaft.runtime.backends.onnx import onnx_codec
     from qaft.runtime.model_dir import open_model_dir
-    from qaft.runtime.onnx_backend import onnx_codec
-    from qaft.runtime.zoo import list_models, model_path
+    from qaft.runtime.zoo import ModelNotInstalledError, list_models, model_path
 
     if quantizer not in QUANTIZERS:
         raise RateControlError(f"unknown quantizer {quantizer!r}; choose from {sorted(QUANTIZERS)}")
@@ -175,10 +175,16 @@ def zoo_candidates(
         models = [name for name, e in entries.items() if e["stage"] == 1]
     out = []
     for name in models:
-        codec = onnx_codec(open_model_dir(model_path(name)), backend, threads)
+        try:
+            path = model_path(name)
+        except ModelNotInstalledError as exc:  # `pip install .` alone: q3 is no search
+            raise RateControlError(
+                f"a target is searched for over the models {', '.join(models)}: {exc}"
+            ) from None
+        codec = onnx_codec(open_model_dir(path), backend, threads)
         kodak = entries.get(name, {}).get("kodak") or {}
         typical = (kodak["bpp"], kodak["psnr"]) if {"bpp", "psnr"} <= kodak.keys() else None
-        out.append(Candidate(name, codec, quantizer, codec.params(quantizer), typical))
+        out.append(Candidate(name, codec, quantizer, codec.model.params(quantizer), typical))
     return out
 
 
@@ -400,7 +406,7 @@ def encode_to_target(
         )
     h, w = image.shape[:2]
     if not size_ok(h, w):
-        raise RateControlError(f"a {w}x{h} image is over the {limit_text()}")
+        raise RateControlError(size_error(h, w))
     check_memory(h, w, "search")
 
     by_psnr = target_psnr is not None

@@ -193,6 +193,7 @@ def run(pack_dir: Path, out: Path, seconds: float, args: argparse.Namespace) -> 
 
 def unpack(returned: Path, out: Path) -> None:
 
+    from qaft.runtime.model import ModelMeta
     from qaft.training.checkpoint import load_blob, save_model
     from qaft.training.models import MeanScaleHyperprior, ModelConfig
 
@@ -202,7 +203,7 @@ def unpack(returned: Path, out: Path) -> None:
         model = MeanScaleHyperprior(ModelConfig(**blob["config"]))
         model.load_state_dict(blob["state_dict"])
         (out / f.stem).mkdir(exist_ok=True)
-        save_model(out / f.stem / "model.pt", model, blob["meta"])
+        save_model(out / f.stem / "model.pt", model, ModelMeta.from_dict(blob["meta"], f))
         print(f"{out / f.stem / 'model.pt'}: {blob['meta'].get('steps')} steps")
     if (returned / "logs.tar.gz").is_file():
         with tarfile.open(returned / "logs.tar.gz") as tar:

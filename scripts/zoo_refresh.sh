@@ -9,8 +9,9 @@
 #    weights): finetune, bundle, calibrate (benchmarks/stage2.sh, runs in $RUNS);
 # 3. Kodak again for the replaced models only, the other points kept
 #    (benchmarks/kodak_rd.py --only, benchmarks/stage2.sh --eval-zoo BASES), then the
-#    BD-rate tables and plots (printed; copy them into README.md); a new q0 also rewrites
-#    the golden streams of tests/test_golden.py (scripts/make_golden.py).
+#    BD-rate tables and plots (printed; copy them into docs/results.md and README.md); a new q0
+#    or q1 (hence q1-tcq) also rewrites its golden streams of tests/test_golden.py
+#    (scripts/make_golden.py --replace).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
@@ -40,8 +41,11 @@ if [ ${#bases[@]} -gt 0 ]; then
   done | xargs -r -P 2 -L 1 bash benchmarks/stage2.sh "$RUNS" --one
   bash benchmarks/stage2.sh "$RUNS" --bundle "${bases[@]}"
 fi
-for m in "$@"; do  # the golden streams are of q0: a new q0 needs new ones
-  [ "$m" != q0 ] || $BIN/python scripts/make_golden.py
+for m in "$@"; do  # the golden streams are of q0 and of q1-tcq (redone with q1)
+  case "$m" in
+    q0) $BIN/python scripts/make_golden.py --replace q0 ;;
+    q1) $BIN/python scripts/make_golden.py --replace q1-tcq ;;
+  esac
 done
 names=$(IFS=,; echo "$*")
 $BIN/python benchmarks/kodak_rd.py --out results/kodak --only "$names"

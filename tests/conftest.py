@@ -6,27 +6,13 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
+
+from qaft.runtime.tools.synthetic import index_digest, synthetic_image  # noqa: F401
 
 REPO = Path(__file__).resolve().parent.parent
 KODAK = REPO.parent / "shared" / "data" / "kodak"
 TRAIN = REPO.parent / "shared" / "data" / "train"
-
-
-def index_digest(a: np.ndarray) -> str:
-    """SHA-256 of an index array as int32 (the golden streams record them so)."""
-    import hashlib
-
-    return hashlib.sha256(np.ascontiguousarray(a, dtype=np.int32).tobytes()).hexdigest()
-
-
-def synthetic_image(h: int, w: int, seed: int = 0) -> np.ndarray:
-    """Smooth gradients plus texture: compressible like a photo, unlike pure noise."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    base = np.stack([128 + 90 * np.sin(xx / (7 + 3 * c) + yy / 11 + c) for c in range(3)], -1)
-    return np.clip(base + rng.normal(0, 6, (h, w, 3)), 0, 255).astype(np.uint8)
 
 
 @pytest.fixture(scope="session")
@@ -44,13 +30,14 @@ def tiny_model_file(tmp_path_factory) -> Path:
     """A small randomly initialised model, saved as a qaft model file."""
     import torch
 
+    from qaft.runtime.model import ModelMeta
     from qaft.training.checkpoint import save_model
     from qaft.training.models import MeanScaleHyperprior, ModelConfig
 
     torch.manual_seed(0)
     model = MeanScaleHyperprior(ModelConfig(16, 24))
     path = tmp_path_factory.mktemp("model") / "tiny.pt"
-    save_model(path, model, {"lmbda": 0.01, "stage": 1, "finetuned_for": None})
+    save_model(path, model, ModelMeta(lmbda=0.01))
     return path
 
 
@@ -70,7 +57,7 @@ def model_dir(tiny_model_file, tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("export") / "tiny"
     manifest = export_model(load_model(tiny_model_file), out, synthetic_image(80, 100, 7))
-    errors = manifest["check"]["max_relative_error"]
+    errors = manifest.check["max_relative_error"]
     assert all(e < 1e-4 for f, e in errors.items() if f in ("analysis.onnx", "synthesis.onnx"))
     assert all(e < 1e-2 for e in errors.values())
     return out

@@ -5,20 +5,21 @@ from __future__ import annotations
 
 import math
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from conftest import run_cli, synthetic_image
 
 from qaft.runtime.entropy import calibration as cal
-from qaft.runtime.entropy.tables import SCALE_LEVELS, gaussian_tables
+from qaft.runtime.entropy.tables import SCALE_TABLE, gaussian_tables
 from qaft.runtime.quantizers import trellis as T
 
 
-def _std_gaussian_tables(levels):
+def _std_gaussian_tables(scales):
     """Independent plain-Gaussian unit-bin tables (the pre-calibration definition)."""
     rows = []
-    for s in levels:
+    for s in scales:
         r = int(math.ceil(6.1 * s))
         k = np.arange(-r, r + 1, dtype=np.float64)
         cdf = np.vectorize(lambda x: math.erfc(-x / math.sqrt(2.0)) / 2.0)
@@ -27,46 +28,46 @@ def _std_gaussian_tables(levels):
 
 
 def test_identity_is_the_plain_gaussian_bit_for_bit():
-    levels = SCALE_LEVELS[::9]
-    plain = gaussian_tables(levels)
-    ident = gaussian_tables(levels, cal.Calibration.identity(len(levels)))
+    scales = SCALE_TABLE[::9]
+    plain = gaussian_tables(scales)
+    ident = gaussian_tables(scales, cal.Calibration.identity(len(scales)))
     assert np.array_equal(plain.pmfs, ident.pmfs)
-    for t, ref in enumerate(_std_gaussian_tables(levels)):
+    for t, ref in enumerate(_std_gaussian_tables(scales)):
         assert np.array_equal(plain.row(t)[:-1], ref)
-    a = T.tcq_tables(levels, 0.6)
-    b = T.tcq_tables(levels, 0.6, cal.Calibration.identity(len(levels)))
+    a = T.tcq_tables(scales, 0.6)
+    b = T.tcq_tables(scales, 0.6, cal.Calibration.identity(len(scales)))
     assert np.array_equal(a.pmfs, b.pmfs)
 
 
 def test_fit_recovers_the_density_that_made_the_indices():
     rng = np.random.default_rng(0)
-    levels = SCALE_LEVELS
-    hist = [{} for _ in levels]
+    scales = SCALE_TABLE
+    hist = [{} for _ in scales]
     truth = {20: (0.8, 0.0), 30: (1.2, 1.0), 36: (0.9, 0.5)}
     for lev, (a, w) in truth.items():
-        s = levels[lev]
+        s = scales[lev]
         n = 40_000
         lap = rng.random(n) < w
         x = np.where(lap, rng.laplace(0, a * s / math.sqrt(2), n), rng.normal(0, a * s, n))
         cal.accumulate(hist, np.rint(x), np.full(n, lev))
-    fitted = cal.fit(hist, levels)
+    fitted = cal.fit(hist, scales)
     for lev, (a, w) in truth.items():
         assert fitted.scale[lev] == pytest.approx(a, rel=0.05)
         assert fitted.laplace[lev] == pytest.approx(w, abs=0.15)
     # unobserved levels borrow the nearest observed fit
     assert fitted.scale[0] == fitted.scale[20] and fitted.scale[63] == fitted.scale[36]
     # and the fit never costs bits on the data it was fitted to
-    ident = cal.Calibration.identity(len(levels))
-    assert cal.histogram_bits(hist, levels, fitted) < cal.histogram_bits(hist, levels, ident)
+    ident = cal.Calibration.identity(len(scales))
+    assert cal.histogram_bits(hist, scales, fitted) < cal.histogram_bits(hist, scales, ident)
 
 
 def test_calibrated_tables_are_distributions_and_reach_further():
-    levels = SCALE_LEVELS[20:40:4]
-    wide = cal.Calibration(np.full(len(levels), 1.5), np.full(len(levels), 0.5))
-    for tset in (gaussian_tables(levels, wide), T.tcq_tables(levels, 0.65, wide)):
+    scales = SCALE_TABLE[20:40:4]
+    wide = cal.Calibration(np.full(len(scales), 1.5), np.full(len(scales), 0.5))
+    for tset in (gaussian_tables(scales, wide), T.tcq_tables(scales, 0.65, wide)):
         sums = tset.pmfs.sum(axis=1)
         assert np.allclose(sums, 1.0, atol=1e-6)
-    assert gaussian_tables(levels, wide).lengths[0] > gaussian_tables(levels).lengths[0]
+    assert gaussian_tables(scales, wide).lengths[0] > gaussian_tables(scales).lengths[0]
 
 
 def test_bad_calibration_arrays_are_refused():
@@ -116,7 +117,7 @@ def test_calibrated_model_file_round_trips_every_quantizer(calibrated, tiny_mode
     loaded = load_model(calibrated)
     plain = load_model(tiny_model_file)
     assert loaded.tables.calibration is not None and not loaded.tables.calibration.is_identity()
-    assert loaded.meta["calibration"]["images"] == 3
+    assert loaded.meta.calibration["images"] == 3
     assert loaded.fingerprint != plain.fingerprint  # streams are tied to the tables
     # the networks are untouched: only the coding tables changed
     for k, v in plain.model.state_dict().items():
@@ -133,16 +134,18 @@ def test_calibrated_model_file_round_trips_every_quantizer(calibrated, tiny_mode
 def test_calibration_survives_export_and_reset(calibrated, tmp_path):
     from qaft.export.onnx_export import export_model
     from qaft.runtime import codec as C
+    from qaft.runtime.backends.onnx import onnx_codec
     from qaft.runtime.model_dir import open_model_dir
-    from qaft.runtime.onnx_backend import onnx_codec
     from qaft.training.backend import codec_from_loaded
     from qaft.training.checkpoint import load_model
 
     loaded = load_model(calibrated)
     export_model(loaded, tmp_path / "m", synthetic_image(64, 64, 1), fp16=False)
     md = open_model_dir(tmp_path / "m")
-    assert md.fingerprint == loaded.fingerprint
-    assert np.array_equal(md.tables.calibration.to_array(), loaded.tables.calibration.to_array())
+    assert md.model.fingerprint == loaded.fingerprint
+    assert np.array_equal(
+        md.model.tables.calibration.to_array(), loaded.tables.calibration.to_array()
+    )
     # a file written by the PyTorch side decodes on the exported runtime, trellis included
     image = synthetic_image(64, 80, 5)
     enc = C.encode(codec_from_loaded(loaded), image, "tcq")
@@ -154,7 +157,7 @@ def test_calibration_survives_export_and_reset(calibrated, tmp_path):
     r = run_cli("qaft", "calibrate", "--ckpt", str(copy), "--data", ".", "--reset")
     assert r.returncode == 0, r.stderr
     reset = load_model(copy)
-    assert reset.tables.calibration is None and "calibration" not in reset.meta
+    assert reset.tables.calibration is None and "calibration" not in reset.meta.to_dict()
 
 
 def test_calibrate_cli_errors_are_one_line(tmp_path, image_dir):
@@ -179,7 +182,7 @@ def test_a_delta_file_keeps_its_tables_when_its_base_is_recalibrated(
         for p in child.model.h_s.parameters():
             p.mul_(1.01)
     delta = tmp_path / "delta.pt"
-    save_model(delta, child.model, {**child.meta, "stage": 2}, base=base)
+    save_model(delta, child.model, replace(child.meta, stage=2), base=base)
     before = load_model(delta).fingerprint
     store(base, fit_model(base, sorted(image_dir.iterdir())).calibration, {"images": 3})
     assert load_model(base).tables.calibration is not None

@@ -19,7 +19,7 @@ def test_eval_writes_compressai_json(tiny_model_file, image_dir, tmp_path):
 
 
 def test_results_json_reads_back_to_the_same_points(tiny_model_file, image_dir, tmp_path):
-    from qaft.runtime.evaluation import read_points, write_results
+    from qaft.runtime.tools.rate_distortion import read_points, write_results
 
     out = tmp_path / "r.json"
     r = run_cli(
@@ -229,9 +229,9 @@ def test_tune_quantizer_stores_settings_used_by_eval(tiny_model_file, image_dir,
     )
     assert r.returncode == 0, r.stderr
     loaded = load_model(model)
-    assert len(loaded.meta["synthesis_gain"]) == 24
-    tcq = loaded.meta["quantizers"]["tcq"]
-    assert codec_from_loaded(loaded).params("tcq").step == tcq["step"]
+    assert len(loaded.meta.synthesis_gain) == 24
+    tcq = loaded.meta.quantizers["tcq"]
+    assert codec_from_loaded(loaded).model.params("tcq").delta == tcq.delta
 
 
 def test_export_then_runtime_models_listing(tiny_model_file, tmp_path):
@@ -243,3 +243,21 @@ def test_export_then_runtime_models_listing(tiny_model_file, tmp_path):
     assert r.returncode == 0
     for e in json.loads(r.stdout):
         assert {"name", "quality", "lmbda", "stage", "finetuned_for", "path"} <= set(e)
+
+
+def test_a_command_without_its_extra_says_what_to_install(tmp_path):
+    """`pip install .` alone installs `qaft` too: without PyTorch a command says what to
+    install, in one line, not a traceback."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['torch'] = None; from qaft.cli.develop import main; "
+        f"main(['train', '--data', {str(tmp_path)!r}, '--lmbda', '0.01', '--out', "
+        f"{str(tmp_path / 'run')!r}])"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and r.stderr.strip() == (
+        'error: this command needs torch, which is not installed: pip install ".[train]" '
+        "from a qaft checkout (README, Install)"
+    ), r.stderr

@@ -77,7 +77,7 @@ def test_cli_import_then_roundtrip(tmp_path):
     r = run_cli("qaft", "import-compressai", str(CKPT), "--out", str(out), "--lmbda", "0.0018")
     assert r.returncode == 0, r.stderr
     loaded = load_model(out)
-    assert loaded.meta["source"] == "compressai" and loaded.meta["lmbda"] == 0.0018
+    assert loaded.meta.source == "compressai" and loaded.meta.lmbda == 0.0018
     codec = codec_from_loaded(loaded)
     enc = C.encode(codec, synthetic_image(80, 72), reconstruct=True)
     dec = C.decode(codec, enc.data)

@@ -19,7 +19,7 @@ def test_pack_unpack_roundtrip():
 
 def test_header_layout_is_as_documented():
     data = _example()
-    assert data[:4] == b"QAFT" and data[4] == 2 and data[5] == 0
+    assert data[:4] == b"QAFT" and data[4] == 3 and data[5] == 0
     assert data[8:16] == b"12345678"
     assert struct.unpack_from("<II", data, 16) == (512, 768)
     assert struct.unpack_from("<f", data, 24) == (1.0,)
@@ -47,9 +47,15 @@ def test_wrong_magic_and_other_versions():
     data[0:4] = b"PNG!"
     with pytest.raises(ContainerError, match="magic"):
         unpack(bytes(data))
-    newer = pack(Header(0, b"12345678", 4, 4, version=3), [])
-    with pytest.raises(ContainerError, match="version 3.*upgrade qaft"):
+    newer = pack(Header(0, b"12345678", 4, 4, version=5, band_rows=1), [])
+    with pytest.raises(ContainerError, match="version 5.*upgrade qaft"):
         unpack(newer)
+    # 3 (exact trellis tables) is written, 2 is still read
+    for version in (2, 3):
+        assert unpack(pack(Header(0, b"12345678", 4, 4, version=version), []))[0].version == version
+    # 4: banded, the band height where 2 and 3 have a reserved 0
+    banded = unpack(pack(Header(0, b"12345678", 4, 4, version=4, band_rows=7), []))[0]
+    assert (banded.version, banded.band_rows) == (4, 7)
     # Version 1 chose its probability tables from a float network: not decodable exactly.
     older = pack(Header(0, b"12345678", 4, 4, version=1), [])
     with pytest.raises(ContainerError, match="version 1.*predates exact entropy parameters"):

@@ -5,14 +5,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qaft.runtime.entropy import SCALE_LEVELS, TableSet, decode, encode, gaussian_tables
+from qaft.runtime.entropy import SCALE_TABLE, TableSet, decode, encode, gaussian_tables
 from qaft.runtime.entropy.coder import DecodeError
-from qaft.runtime.entropy.tables import scale_to_level
+from qaft.runtime.entropy.tables import scale_to_id
 
 
 def test_gaussian_tables_are_normalized_and_centered():
     t = gaussian_tables()
-    assert t.num_tables == len(SCALE_LEVELS)
+    assert t.num_tables == len(SCALE_TABLE)
     for i in range(t.num_tables):
         row = t.row(i)
         assert row.sum() == pytest.approx(1.0, abs=2e-6)
@@ -21,11 +21,11 @@ def test_gaussian_tables_are_normalized_and_centered():
         assert np.allclose(in_range, in_range[::-1])  # symmetric
 
 
-def test_scale_to_level_picks_smallest_level_not_below():
-    lv = scale_to_level(np.array([0.0, 0.11, 0.1101, 1.0, 255.0, 1e6]))
+def test_scale_to_id_picks_smallest_scale_not_below():
+    lv = scale_to_id(np.array([0.0, 0.11, 0.1101, 1.0, 255.0, 1e6]))
     assert lv[0] == 0 and lv[1] == 0 and lv[2] == 1
-    assert SCALE_LEVELS[lv[3]] >= 1.0 > SCALE_LEVELS[lv[3] - 1]
-    assert lv[-1] == len(SCALE_LEVELS) - 1
+    assert SCALE_TABLE[lv[3]] >= 1.0 > SCALE_TABLE[lv[3] - 1]
+    assert lv[-1] == len(SCALE_TABLE) - 1
 
 
 @settings(max_examples=60, deadline=None)
@@ -53,7 +53,7 @@ def test_rate_matches_entropy():
     rng = np.random.default_rng(0)
     tables = gaussian_tables()
     level = 30
-    s = SCALE_LEVELS[level]
+    s = SCALE_TABLE[level]
     values = np.rint(rng.normal(0, s, 200_000)).astype(np.int32)
     coded = encode(values, np.full(values.shape, level), tables)
     row = tables.row(level)

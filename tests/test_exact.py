@@ -11,6 +11,7 @@ import torch
 from conftest import KODAK, run_cli, synthetic_image
 
 from qaft.runtime import codec as C
+from qaft.runtime.backends.onnx import available_backends, onnx_codec
 from qaft.runtime.entropy.integer_hyper import (
     ACT_LIMIT,
     SUM_LIMIT,
@@ -22,7 +23,6 @@ from qaft.runtime.entropy.integer_hyper import (
 )
 from qaft.runtime.image import load_rgb
 from qaft.runtime.model_dir import HYPER, ModelDirError, open_model_dir
-from qaft.runtime.onnx_backend import onnx_codec
 
 # Encoders and decoders of the matrix: (name, backend kind, threads, precision, optimize).
 VARIANTS = [
@@ -32,6 +32,12 @@ VARIANTS = [
     ("ort-fp16-2t", "ort", 2, "fp16", True),
     ("ort-fp32-noopt", "ort", 1, "fp32", False),
 ]
+# OpenVINO where it is installed (an optional extra): fp32, and bf16 where the CPU has it.
+if "openvino" in available_backends():
+    VARIANTS += [
+        ("ov-fp32-1t", "openvino", 1, "fp32", True),
+        ("ov-auto-2t", "openvino", 2, "auto", True),
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +45,7 @@ def zoo_hyper():
     """The bundled q3's integer hyper-synthesis (trained weights: scale levels vary)."""
     from qaft.runtime.zoo import model_path
 
-    return open_model_dir(model_path("q3")).hyper
+    return open_model_dir(model_path("q3")).model.hyper
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +102,7 @@ def test_float64_path_equals_an_integer_implementation(zoo_hyper, tiny_codec):
     from qaft.runtime.entropy.integer_hyper import ACT_BITS
 
     rng = np.random.default_rng(7)
-    for hyper, n in ((zoo_hyper, 64), (tiny_codec.hyper, 16)):
+    for hyper, n in ((zoo_hyper, 64), (tiny_codec.model.hyper, 16)):
         z = np.rint(rng.normal(0, 4, (1, n, 3, 2))).astype(np.float32) + np.float32(0.3125)
         scales, means = hyper(z)
         ref = _reference(hyper, z).astype(np.float64) * 2.0**-ACT_BITS
@@ -117,7 +123,7 @@ def test_blas_threads_do_not_change_a_bit(zoo_hyper, tmp_path):
         "import numpy as np\n"
         "from qaft.runtime.model_dir import open_model_dir\n"
         "from qaft.runtime.zoo import model_path\n"
-        "s, m = open_model_dir(model_path('q3')).hyper(np.load('z.npy'))\n"
+        "s, m = open_model_dir(model_path('q3')).model.hyper(np.load('z.npy'))\n"
         "np.save('s.npy', s); np.save('m.npy', m)\n"
     )
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
@@ -157,7 +163,7 @@ def test_conversion_refuses_non_finite_weights(bad):
     ],
 )
 def test_stored_arrays_are_validated(tiny_codec, damage, needle):
-    arrays = tiny_codec.hyper.to_arrays()
+    arrays = tiny_codec.model.hyper.to_arrays()
     if damage == "wide":
         arrays["0.weight"] = arrays["0.weight"].astype(np.int32) * 4
     elif damage == "shift":
@@ -177,12 +183,13 @@ def _codecs(model_dir, torch_codec):
         if kind == "torch":
             out[name] = torch_codec
         else:
-            out[name] = onnx_codec(md, "cpu", threads, precision, optimize)
+            backend = "openvino" if kind == "openvino" else "cpu"
+            out[name] = onnx_codec(md, backend, threads, precision, optimize)
     return out
 
 
 def test_bounds_hold_for_every_layer(tiny_codec):
-    for layer in tiny_codec.hyper.layers:
+    for layer in tiny_codec.model.hyper.layers:
         assert layer.worst_sum() < SUM_LIMIT
         assert np.abs(layer.weight.astype(np.int64)).max() <= WEIGHT_LIMIT
 
@@ -202,8 +209,8 @@ def test_conversion_is_close_to_the_float_network(tiny_model_file):
 
 
 def test_export_stores_the_same_integers_the_pytorch_side_computes(model_dir, tiny_codec):
-    stored = open_model_dir(model_dir).hyper.to_arrays()
-    ours = tiny_codec.hyper.to_arrays()
+    stored = open_model_dir(model_dir).model.hyper.to_arrays()
+    ours = tiny_codec.model.hyper.to_arrays()
     assert stored.keys() == ours.keys()
     assert all(np.array_equal(stored[k], ours[k]) for k in ours)
 
@@ -234,7 +241,7 @@ def test_sums_are_independent_of_summation_order():
 
 
 def test_weights_past_the_bound_are_refused(tiny_codec):
-    arrays = tiny_codec.hyper.to_arrays()
+    arrays = tiny_codec.model.hyper.to_arrays()
     arrays["0.bias"] = np.full_like(arrays["0.bias"], 2**53)
     with pytest.raises(IntegerHyperError, match="2\\*\\*53"):
         IntegerHyperSynthesis.from_arrays(arrays)
@@ -271,9 +278,8 @@ def test_matrix_of_encoders_and_decoders(zoo_torch_codec, quantizer):
                 assert np.array_equal(dec.y_indices, enc.y_indices), (enc_name, dec_name)
                 assert np.array_equal(dec.z_indices, enc.z_indices), (enc_name, dec_name)
     # the case is not trivial: many scale levels in use, and the encoders' floats differ
-    _, z_hat = C._code_z(codecs["torch"], codecs["torch"].networks.analysis(C._pad(img))[1])
-    levels, _ = codecs["torch"].entropy_parameters(z_hat)
-    assert len(np.unique(levels)) > 10
+    scale_ids = C.latents(codecs["torch"], img).scale_ids
+    assert len(np.unique(scale_ids)) > 10
 
 
 class _Perturbed:
@@ -328,12 +334,17 @@ def test_the_same_harness_catches_tables_chosen_by_a_float_network(zoo_torch_cod
     usually work) and that network perturbed the same way on the decoder's side, scale levels
     flip and the decoder loses the indices."""
     model = zoo_torch_codec.networks.model
-    encoder = dataclasses.replace(zoo_torch_codec, hyper=_FloatHyper(model, None))
+    encoder = dataclasses.replace(
+        zoo_torch_codec,
+        model=dataclasses.replace(zoo_torch_codec.model, hyper=_FloatHyper(model, None)),
+    )
     img = synthetic_image(256, 384, 4)
     enc = C.encode(encoder, img, "sq")
     lost = 0
     for seed in range(3):
-        decoder = dataclasses.replace(encoder, hyper=_FloatHyper(model, seed))
+        decoder = dataclasses.replace(
+            encoder, model=dataclasses.replace(encoder.model, hyper=_FloatHyper(model, seed))
+        )
         try:
             dec = C.decode(decoder, enc.data)
             lost += int(not np.array_equal(dec.y_indices, enc.y_indices))

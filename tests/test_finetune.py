@@ -1,6 +1,7 @@
 """Stage 2 (QAFT): the frozen parts stay frozen, distortion on real latents goes down."""
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +56,7 @@ def test_frozen_parts_unchanged_and_model_round_trips(
         if k.startswith(FROZEN) or (k.startswith("h_s.") and "hyper-decoder" not in parts):
             assert torch.equal(v, after[k]), k
     assert any(not torch.equal(v, after[k]) for k, v in before.items() if k.startswith("g_s."))
-    assert after_model.meta["stage"] == 2 and after_model.meta["finetuned_for"] == quantizer
+    assert after_model.meta.stage == 2 and after_model.meta.finetuned_for == quantizer
     codec = codec_from_loaded(after_model)
     img = synthetic_image(64, 80, 4)
     enc = C.encode(codec, img, quantizer, reconstruct=True)
@@ -81,10 +82,10 @@ def test_delta_model_refuses_a_base_with_other_weights(tiny_model_file, tmp_path
     save_model(base, loaded.model, loaded.meta)
     with torch.no_grad():
         loaded.model.g_s[0].weight.add_(0.01)
-    save_model(tmp_path / "ft.pt", loaded.model, {**loaded.meta, "stage": 2}, base=base)
-    assert load_model(tmp_path / "ft.pt").meta["stage"] == 2
+    save_model(tmp_path / "ft.pt", loaded.model, replace(loaded.meta, stage=2), base=base)
+    assert load_model(tmp_path / "ft.pt").meta.stage == 2
     update_meta(base, {"note": "metadata may change"})
-    assert load_model(tmp_path / "ft.pt").meta["stage"] == 2
+    assert load_model(tmp_path / "ft.pt").meta.stage == 2
     with torch.no_grad():
         loaded.model.h_a[0].weight.add_(0.01)
     save_model(base, loaded.model, loaded.meta)  # the base's weights replaced
@@ -97,7 +98,9 @@ def test_decoder_steps_lower_distortion_on_real_quantized_latents(tiny_model_fil
     loaded = load_model(tiny_model_file)
     model = loaded.model
     codec = codec_from_loaded(loaded)
-    source = _LatentSource(model, codec, quantizer, codec.params(quantizer), torch.device("cpu"))
+    source = _LatentSource(
+        model, codec, quantizer, codec.model.params(quantizer), torch.device("cpu")
+    )
     x = (
         torch.from_numpy(np.stack([synthetic_image(64, 64, s) for s in range(2)]))
         .permute(0, 3, 1, 2)

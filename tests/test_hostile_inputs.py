@@ -1,5 +1,5 @@
 """Hostile inputs and failures: every case gets a documented result or a one-line error,
-no hang, no half-written file, nothing overwritten (README: "On bad input")."""
+no hang, no half-written file, nothing overwritten (docs/commands.md: "On bad input")."""
 
 from __future__ import annotations
 
@@ -14,18 +14,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, run_cli, start_cli, synthetic_image
+from conftest import run_cli, start_cli, synthetic_image
 from PIL import Image
 
 from qaft.runtime import codec as C
+from qaft.runtime.backends.onnx import onnx_codec
 from qaft.runtime.container import ContainerError
 from qaft.runtime.errors import QaftError
 from qaft.runtime.image import MAX_IMAGE_PIXELS, ImageError, load_rgb
 from qaft.runtime.model_dir import open_model_dir
-from qaft.runtime.onnx_backend import onnx_codec
-
-sys.path.insert(0, str(REPO / "benchmarks"))
-import fuzz_bitstreams  # noqa: E402
+from qaft.runtime.tools import fuzzing as fuzz_bitstreams
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
@@ -167,14 +165,16 @@ def test_truncation_at_every_length_and_zero_length(ort_codec):
 def test_another_models_file_is_refused(ort_codec, tiny_codec, tmp_path):
     import dataclasses
 
-    other = dataclasses.replace(tiny_codec, fingerprint=b"12345678")
+    other = dataclasses.replace(
+        tiny_codec, model=dataclasses.replace(tiny_codec.model, fingerprint=b"12345678")
+    )
     data = C.encode(other, synthetic_image(32, 32, 2)).data
     with pytest.raises(C.ModelMismatchError, match="written by model"):
         C.decode(ort_codec, data)
 
 
 def test_fuzzed_streams_never_crash(ort_codec):
-    """A small version of benchmarks/fuzz_bitstreams.py (10,000 mutants there)."""
+    """A small version of runtime/tools/fuzzing.py (10,000 mutants there)."""
     images = [synthetic_image(40, 56, 1), synthetic_image(64, 64, 2)]
     seeds = fuzz_bitstreams.seed_files(ort_codec, images)
     outcomes, _, crashes, slowest = fuzz_bitstreams.fuzz(ort_codec, seeds, 400, seed=5)
@@ -311,4 +311,4 @@ def test_files_with_many_different_steps_keep_the_table_cache_bounded(ort_codec)
         params = QuantizerParams(0.5 + i / 64, 0.1)
         data = C.encode(ort_codec, img, "tcq", params).data
         C.decode(ort_codec, data)
-    assert len(ort_codec.tables._derived) <= MAX_DERIVED
+    assert len(ort_codec.model.tables._derived) <= MAX_DERIVED

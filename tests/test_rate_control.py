@@ -67,9 +67,9 @@ def check_file(result, image: np.ndarray, candidates: list[Candidate]) -> None:
     decoder outputs the reconstruction the result reports."""
     header = C.read_header(result.data)
     cand = next(c for c in candidates if c.name == result.model)
-    assert header.fingerprint == cand.codec.fingerprint
+    assert header.fingerprint == cand.codec.model.fingerprint
     assert find_by_fingerprint(header.fingerprint).name == result.model
-    assert header.step == np.float32(result.params.step)
+    assert header.step == np.float32(result.params.delta)
     decoded = C.decode(cand.codec, result.data)
     np.testing.assert_array_equal(decoded.image, result.reconstruction)
     assert result.psnr == pytest.approx(psnr(decoded.image, image))
@@ -97,14 +97,14 @@ def test_coding_one_analysis_again_with_its_z_gives_the_bytes_of_encode(
 
 def test_knob_grids():
     kind, grid, i0 = knob_grid("tcq", QuantizerParams(0.7, 0.1))
-    steps = [p.step for p in grid]
+    steps = [p.delta for p in grid]
     assert kind == "step" and grid[i0] == QuantizerParams(0.7, 0.1)
     assert steps == sorted(steps)  # finest (highest rate) first
     assert steps[0] == pytest.approx(0.7 / STEP_SPAN) and steps[-1] == pytest.approx(
         0.7 * STEP_SPAN
     )
     kind, grid, i0 = knob_grid("rdoq", QuantizerParams(1.0, 0.1))
-    assert kind == "lmbda" and grid[0].lmbda == 0.0 and grid[i0].lmbda == 0.1
+    assert kind == "lmbda" and grid[0].rdo_lambda == 0.0 and grid[i0].rdo_lambda == 0.1
     assert knob_grid("sq", QuantizerParams())[1] == [QuantizerParams()]
 
 
@@ -121,13 +121,13 @@ def test_bpp_target_in_range(candidates, image):
 def test_bpp_target_out_of_range(candidates, image):
     low = encode_to_target(image, candidates, target_bpp=0.01)
     assert low.out_of_range == "below" and not low.met
-    assert low.model == "q0" and low.params.step == pytest.approx(
-        candidates[0].params.step * STEP_SPAN
+    assert low.model == "q0" and low.params.delta == pytest.approx(
+        candidates[0].params.delta * STEP_SPAN
     )
     high = encode_to_target(image, candidates, target_bpp=8.0)
     assert high.out_of_range == "above" and not high.met
-    assert high.model == "q1" and high.params.step == pytest.approx(
-        candidates[1].params.step / STEP_SPAN
+    assert high.model == "q1" and high.params.delta == pytest.approx(
+        candidates[1].params.delta / STEP_SPAN
     )
     assert high.bpp > low.bpp
     for r in (low, high):
@@ -179,7 +179,7 @@ def test_rdoq_and_sq(image):
     rdoq = zoo_candidates("rdoq", ["q0", "q1"], threads=1)
     b1 = default_point(rdoq[1], image)[0]
     r = encode_to_target(image, rdoq, target_bpp=0.93 * b1)
-    assert r.met and r.params.step == 1.0, r.history
+    assert r.met and r.params.delta == 1.0, r.history
     assert container.unpack(r.data)[0].step == 1.0  # λ is the encoder's alone
     check_file(r, image, rdoq)
     sq = zoo_candidates("sq", ["q0", "q1"], threads=1)
@@ -201,6 +201,27 @@ def test_bad_arguments(candidates, image):
         encode_to_target(image, candidates, target_bpp=0.5, max_trials=0)
     with pytest.raises(RateControlError):
         encode_to_target(image[..., 0], candidates, target_bpp=0.5)
+
+
+def test_a_search_without_the_zoo_says_what_it_needs(monkeypatch):
+    """`pip install .` alone holds q3: a target search names the models it would use and
+    what to install, in one line."""
+    import qaft.runtime.zoo as zoo
+
+    real = zoo.model_path
+
+    def model_path(name, *args):
+        if name != "q3":
+            raise zoo.EXPORTED.not_installed(name)
+        return real(name, *args)
+
+    monkeypatch.setattr(zoo, "model_path", model_path)
+    with pytest.raises(RateControlError) as exc:
+        zoo_candidates("tcq")
+    assert str(exc.value).startswith(
+        "a target is searched for over the models q0, q1, q2, q3, q4, q5, q6: "
+        "model q0 is not installed: `pip install ./zoo`"
+    )
 
 
 def test_rate_control_does_not_import_torch():

@@ -9,14 +9,14 @@ from conftest import run_cli, synthetic_image
 from PIL import Image
 
 from qaft.runtime import codec as C
+from qaft.runtime.backends.onnx import available_backends, onnx_codec
 from qaft.runtime.model_dir import ModelDirError, open_model_dir
-from qaft.runtime.onnx_backend import available_backends, onnx_codec
 
 
 def test_manifest_lists_every_file_with_its_hash(model_dir, tiny_codec):
     md = open_model_dir(model_dir)
-    assert md.fingerprint == tiny_codec.fingerprint
-    assert set(md.manifest["files"]) == {
+    assert md.model.fingerprint == tiny_codec.model.fingerprint
+    assert set(md.manifest.files) == {
         "analysis.onnx",
         "synthesis.onnx",
         "analysis_fp16.onnx",
@@ -24,7 +24,7 @@ def test_manifest_lists_every_file_with_its_hash(model_dir, tiny_codec):
         "hyper_synthesis.npz",
         "tables.npz",
     }
-    assert md.manifest["architecture"]["N"] == 16 and md.manifest["stage"] == 1
+    assert md.model.meta.N == 16 and md.model.meta.stage == 1
 
 
 @pytest.mark.parametrize("quantizer", ["sq", "tcq"])
@@ -39,7 +39,7 @@ def test_runtime_round_trip(model_dir, quantizer):
 
 def test_runtime_and_pytorch_networks_agree(model_dir, tiny_codec):
     ort_codec = onnx_codec(open_model_dir(model_dir), "cpu", 1)
-    x = C._pad(synthetic_image(64, 64, 5))
+    x = C.network_input(synthetic_image(64, 64, 5))
     for a, b in zip(ort_codec.networks.analysis(x), tiny_codec.networks.analysis(x)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
@@ -131,7 +131,7 @@ def test_cli_compress_decompress_info(model_dir, tmp_path):
 
 
 def test_cpu_backend_always_available_and_unknown_ones_refused():
-    from qaft.runtime.onnx_backend import BackendError, resolve_backend
+    from qaft.runtime.backends.onnx import BackendError, resolve_backend
 
     assert "cpu" in available_backends()
     with pytest.raises(BackendError):

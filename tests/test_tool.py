@@ -182,9 +182,9 @@ def test_dropped_alpha_and_skipped_sub_folders_are_said_once(tmp_path):
 
 
 def test_a_model_file_or_a_run_folder_where_a_model_goes_says_what_to_do(photo, tmp_path):
-    from qaft.runtime.zoo import model_path
+    from qaft.training.zoo import model_path  # the file's path only: no torch needed
 
-    pt = model_path("q0", "checkpoint")
+    pt = model_path("q0")
     r = run_cli("qaft-run", "compress", str(photo), "--out", str(tmp_path / "o"),
                 "--model", str(pt))  # fmt: skip
     assert r.returncode == 1 and "qaft export --ckpt" in r.stderr
@@ -228,3 +228,43 @@ def test_standard_output_closed_is_one_line(photo):
         f"{EXE} compress {photo} -o - --model q0 >&-", shell=True, capture_output=True, text=True
     )
     assert r.returncode == 1 and "Traceback" not in r.stderr and "error:" in r.stderr
+
+
+@pytest.mark.parametrize("kind", ["file", "missing"])
+def test_a_qaft_data_that_is_no_folder_is_named(photo, tmp_path, kind, monkeypatch):
+    """$QAFT_DATA is the default folder of demo, eval and bench: a wrong one says where the
+    path came from, in one line."""
+    data = photo if kind == "file" else tmp_path / "nowhere"
+    what = "not a folder" if kind == "file" else "no such folder"
+    monkeypatch.setenv("QAFT_DATA", str(data))
+    for args in (["demo", "--out", str(tmp_path / "d")], ["eval", "--model", "q0"],
+                 ["bench", "--model", "q0", "--repeat", "1"]):  # fmt: skip
+        r = run_cli("qaft-run", *args)
+        assert r.returncode == 1 and r.stderr.strip().splitlines() == [
+            f"error: $QAFT_DATA={data}: {what} (set it to a folder of images)"
+        ], r.stderr
+
+
+def test_an_existing_non_folder_output_is_refused_before_any_work(photo, tmp_path):
+    """-o /dev/null (or any other file of another kind) is no folder to write into."""
+    for cmd, src in (("compress", photo), ("decompress", photo)):
+        r = run_cli("qaft-run", cmd, str(src), "-o", "/dev/null")
+        assert r.returncode == 1 and r.stderr.strip() == (
+            f"error: -o /dev/null: not a folder (name a {'.qaft' if cmd == 'compress' else '.png'}"
+            " file, a folder or -)"
+        ), r.stderr
+    (tmp_path / "packed.qaft").write_bytes(b"")
+    r = run_cli("qaft-run", "compress", str(tmp_path), "-o", str(tmp_path / "packed.qaft"))
+    assert r.returncode == 1 and r.stderr.strip() == (
+        f"error: -o {tmp_path / 'packed.qaft'}: not a folder (name a folder for a folder's files)"
+    ), r.stderr
+
+
+def test_a_full_standard_output_is_one_line(photo):
+    r = subprocess.run(
+        f"{EXE} compress {photo} -o - --model q0 -q > /dev/full", shell=True, capture_output=True,
+        text=True,
+    )  # fmt: skip
+    assert r.returncode == 1 and r.stderr.strip() == (
+        "error: -o -: cannot write standard output (No space left on device)"
+    )

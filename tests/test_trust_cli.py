@@ -21,10 +21,10 @@ from qaft.cli import outputs
 from qaft.cli.run import main
 from qaft.runtime import codec as C
 from qaft.runtime import container
+from qaft.runtime.backends.onnx import onnx_codec
 from qaft.runtime.container import ContainerError
 from qaft.runtime.image import ImageError, load_rgb
 from qaft.runtime.model_dir import open_model_dir
-from qaft.runtime.onnx_backend import onnx_codec
 
 
 def run(*args: str):
@@ -223,13 +223,13 @@ def test_a_full_disk_stops_the_batch_with_a_summary(model_dir, photos, tmp_path,
 
 
 def _forged(fp: bytes, h: int, w: int, sections: list[bytes], qid: int = 0) -> bytes:
-    head = container._HEAD.pack(b"QAFT", container.FORMAT_VERSION, qid, 0, fp, h, w, 1.0, 4)
+    head = container.HEADER_STRUCT.pack(b"QAFT", container.FORMAT_VERSION, qid, 0, fp, h, w, 1.0, 4)
     body = head + struct.pack("<4I", *map(len, sections)) + b"".join(sections)
     return body + struct.pack("<I", __import__("zlib").crc32(body))
 
 
 def test_a_49_byte_file_cannot_claim_16384_squared(ort_codec):
-    data = _forged(ort_codec.fingerprint, 16384, 16384, [b""] * 4)
+    data = _forged(ort_codec.model.fingerprint, 16384, 16384, [b""] * 4)
     assert len(data) == 49
     t0 = time.perf_counter()
     with pytest.raises(ContainerError, match="empty"):
@@ -243,10 +243,10 @@ def test_sections_that_cannot_carry_the_declared_size_are_refused(ort_codec, siz
     _, sections = container.unpack(real)
     t0 = time.perf_counter()
     with pytest.raises(ContainerError, match="cannot hold"):
-        C.decode(ort_codec, _forged(ort_codec.fingerprint, *size, sections))
+        C.decode(ort_codec, _forged(ort_codec.model.fingerprint, *size, sections))
     assert time.perf_counter() - t0 < 1
     with pytest.raises(ContainerError, match="y section is empty"):
-        C.decode(ort_codec, _forged(ort_codec.fingerprint, 40, 56, [*sections[:2], b"", b""]))
+        C.decode(ort_codec, _forged(ort_codec.model.fingerprint, 40, 56, [*sections[:2], b"", b""]))
 
 
 @pytest.fixture(scope="module")
@@ -286,9 +286,12 @@ def test_an_image_that_needs_more_memory_than_there_is_is_refused(monkeypatch):
     from qaft.runtime import limits
 
     monkeypatch.setattr(limits, "available_memory", lambda: 2 << 30)
-    limits.check_memory(4096, 4096, "encode")  # about 0.9 GiB: fits
-    with pytest.raises(C.QaftError, match=r"8192x8192 image needs about 3\.4 GiB to encode"):
-        limits.check_memory(8192, 8192, "encode")
+    limits.check_memory(8192, 8192, "encode")  # banded: about 0.8 GiB, fits
+    with pytest.raises(C.QaftError, match=r"16384x16384 image needs about 3\.2 GiB to encode"):
+        limits.check_memory(16384, 16384, "encode")
+    limits.check_memory(4096, 4096, "encode-whole")  # about 0.9 GiB: fits
+    with pytest.raises(C.QaftError, match=r"8192x8192 image needs about 3\.4 GiB to encode, "):
+        limits.check_memory(8192, 8192, "encode-whole")
 
 
 # 8: resources within bounds -------------------------------------------------------------------
@@ -455,6 +458,12 @@ def test_bench_on_an_empty_folder_is_one_line(tmp_path):
     assert r.exit_code == 1 and errors(r) == [f"error: no images to time in {tmp_path / 'empty'}"]
 
 
+def test_an_os_error_is_path_and_reason_not_pythons_errno_text(tmp_path):
+    r = run("bench", "--model", "q0", "--images", tmp_path / "nowhere")
+    assert r.exit_code == 1
+    assert errors(r) == [f"error: {tmp_path / 'nowhere'}: No such file or directory"]
+
+
 def test_a_signal_during_start_up_ends_quietly_with_130(tmp_path):
     """From the console script's first line on (the interpreter's own start, under 0.1 s
     here, is before any of qaft's code: a signal there gets Python's default handling)."""
@@ -483,9 +492,9 @@ def test_a_short_y_section_is_refused_before_the_hyper_synthesis_runs(q0_codec):
     def never(z_hat):
         raise AssertionError("the hyper-synthesis ran")
 
-    never.y_channels = q0_codec.hyper.y_channels  # what the bound reads of it
-    codec = dataclasses.replace(q0_codec, hyper=never)
-    forged = _forged(codec.fingerprint, 8192, 8192, [bytes(1 << 20), b"", b"\0" * 4, b""])
+    never.y_channels = q0_codec.model.hyper.y_channels  # what the bound reads of it
+    codec = dataclasses.replace(q0_codec, model=dataclasses.replace(q0_codec.model, hyper=never))
+    forged = _forged(codec.model.fingerprint, 8192, 8192, [bytes(1 << 20), b"", b"\0" * 4, b""])
     t0 = time.perf_counter()
     with pytest.raises(ContainerError, match="the y section .* cannot hold"):
         C.decode(codec, forged)

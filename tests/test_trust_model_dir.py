@@ -21,6 +21,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from qaft.runtime.backends.onnx import check_threads, onnx_codec
 from qaft.runtime.errors import QaftError
 from qaft.runtime.model_dir import (
     HYPER,
@@ -30,7 +31,6 @@ from qaft.runtime.model_dir import (
     model_dir_from_files,
     open_model_dir,
 )
-from qaft.runtime.onnx_backend import check_threads, onnx_codec
 from qaft.runtime.zoo import model_path
 
 Q1, Q3 = model_path("q1"), model_path("q3")
@@ -200,12 +200,47 @@ def test_a_bundled_models_identity_with_other_settings_is_refused(tmp_path):
 
 def test_true_copies_of_bundled_models_open(tmp_path):
     copy = _copy(Q3, tmp_path / "copy")
-    assert open_model_dir(copy).fingerprint.hex() == _manifest(Q3)["fingerprint"]
+    assert open_model_dir(copy).model.fingerprint.hex() == _manifest(Q3)["fingerprint"]
     m = _manifest(copy)  # without the optional fp16 graphs: still the same model
     for name in ("analysis_fp16.onnx", "synthesis_fp16.onnx"):
         del m["files"][name]
     _write_manifest(copy, m)
     assert open_model_dir(copy).precisions == ["fp32"]
+
+
+def test_a_stage2_folder_takes_its_parents_analysis_graphs_by_their_hashes(tmp_path):
+    """The zoo's stage-2 folders carry no analysis graphs: their manifest names the parent
+    (beside them, else bundled) and lists the hashes its graphs must have."""
+    assert not (model_path("q1-sq") / "analysis.onnx").exists()
+    zoo = tmp_path / "zoo"
+    parent, child = _copy(Q1, zoo / "q1"), _copy(model_path("q1-sq"), zoo / "q1-sq")
+    assert _manifest(child)["analysis_from"] == "q1"
+    opened = open_model_dir(child)
+    assert opened.graph_bytes("analysis") == (Q1 / "analysis.onnx").read_bytes()
+    shutil.copy(Q3 / "analysis.onnx", parent / "analysis.onnx")
+    _rehash(parent, "analysis.onnx")  # the parent's own manifest cannot vouch for it
+    with pytest.raises(ModelDirError, match="does not match the manifest's hash") as err:
+        open_model_dir(child)
+    assert str(parent / "analysis.onnx") in str(err.value)
+    assert f"listed by {child / MANIFEST}: {parent} is another model, or corrupt" in str(err.value)
+
+
+def test_without_its_parent_a_stage2_model_decodes_but_cannot_encode(tmp_path, png):
+    from qaft.runtime import codec as C
+    from qaft.runtime.image import load_rgb
+
+    alone = _copy(model_path("q1-sq"), tmp_path / "alone")
+    _write_manifest(alone, _set("analysis_from", "q9")(_manifest(alone)))
+    image = load_rgb(png)
+    data = C.encode(onnx_codec(open_model_dir(model_path("q1-sq"))), image, "sq").data
+    codec = onnx_codec(open_model_dir(alone))
+    np.testing.assert_array_equal(
+        C.decode(codec, data).image,
+        C.decode(onnx_codec(open_model_dir(model_path("q1-sq"))), data).image,
+    )
+    with pytest.raises(QaftError, match="parent model q9, which is not installed"):
+        C.encode(codec, image, "sq")
+    assert "parent model q9" in _cli_error(alone, png, tmp_path / "o")
 
 
 def test_parts_of_different_architectures_are_refused(tmp_path):
@@ -225,7 +260,7 @@ def test_residual_limit_an_unknown_fingerprint_is_taken_as_claimed(tmp_path):
     m = _manifest(other)
     m["fingerprint"] = "0123456789abcdef"
     _write_manifest(other, m)
-    assert open_model_dir(other).fingerprint.hex() == "0123456789abcdef"
+    assert open_model_dir(other).model.fingerprint.hex() == "0123456789abcdef"
 
 
 # --- 3. the manifest's schema ----------------------------------------------------------------
@@ -287,6 +322,8 @@ MALFORMED = {
     "stage-string": (_set("stage", "1"), "'stage'"),
     "finetuned-number": (_set("finetuned_for", 3), "'finetuned_for'"),
     "check-list": (_set("check", []), "'check'"),
+    "parent-a-path": (_set("analysis_from", "../q3"), "'analysis_from'"),
+    "parent-number": (_set("analysis_from", 3), "'analysis_from'"),
     "not-an-object": (lambda m: [m], "not a qaft model manifest"),
 }
 
@@ -374,7 +411,7 @@ def test_an_unused_compressed_member_is_never_inflated(tmp_path, npz):
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert md.tables.scale_levels.shape == (64,)
+    assert md.model.tables.scale_table.shape == (64,)
     assert peak < 64 << 20, f"peak {peak >> 20} MiB"
 
 
@@ -429,7 +466,7 @@ def test_a_worker_never_uses_a_model_copy_planted_in_the_temporary_folder(tmp_pa
     ray = pytest.importorskip("ray", reason="Ray is the [distributed] extra")
     import tempfile
 
-    from qaft.runtime.cluster import _Worker
+    from qaft.runtime.tools.cluster import _Worker
 
     files = {f.name: f.read_bytes() for f in sorted(Q3.iterdir()) if f.is_file()}
     # where the old workers looked for (and reused) a node's copy of the model
@@ -439,7 +476,7 @@ def test_a_worker_never_uses_a_model_copy_planted_in_the_temporary_folder(tmp_pa
     monkeypatch.setattr(ray, "get", lambda ref: ref)
 
     codec = _Worker("q3", "cpu", 1)._codec([files])
-    assert codec.fingerprint.hex() == _manifest(Q3)["fingerprint"]
+    assert codec.model.fingerprint.hex() == _manifest(Q3)["fingerprint"]
     reference = onnx_codec(open_model_dir(Q3), "cpu", 1)
     for a, b in zip(_analysis(codec), _analysis(reference), strict=True):
         np.testing.assert_array_equal(a, b)
@@ -447,7 +484,9 @@ def test_a_worker_never_uses_a_model_copy_planted_in_the_temporary_folder(tmp_pa
 
 def test_model_bytes_are_checked_on_arrival(tmp_path):
     files = open_model_dir(Q3).files()
-    assert model_dir_from_files(files, "q3").fingerprint == open_model_dir(Q3).fingerprint
+    assert (
+        model_dir_from_files(files, "q3").model.fingerprint == open_model_dir(Q3).model.fingerprint
+    )
     tampered = {**files, "synthesis.onnx": (Q1 / "synthesis.onnx").read_bytes()}
     with pytest.raises(ModelDirError, match="does not match the manifest's hash"):
         model_dir_from_files(tampered, "q3")
@@ -469,7 +508,7 @@ def serve():
             pass
 threading.Thread(target=serve, daemon=True).start()
 import ray
-from qaft.runtime.cluster import _init, _probe
+from qaft.runtime.tools.cluster import _init, _probe
 from qaft.runtime.errors import QaftError
 address = "127.0.0.1:%d" % srv.getsockname()[1]
 t0 = time.time()

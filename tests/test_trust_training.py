@@ -23,8 +23,9 @@ from test_training import (
     train_dir,  # noqa: F401 (a fixture)
 )
 
-from qaft.cli.qaft import main
+from qaft.cli.develop import main
 from qaft.export.onnx_export import ExportTargetError, export_model
+from qaft.runtime.model import ModelMeta
 from qaft.training.checkpoint import CheckpointError, load_blob, load_model, save_model
 
 
@@ -125,7 +126,7 @@ def test_bundled_model_files_load_without_running_code():
     assert files
     for f in files:
         assert isinstance(load_blob(f), dict), f
-    assert load_model(REPO / "training/zoo/q3-sq/model.pt").meta["stage"] == 2  # via its base
+    assert load_model(REPO / "training/zoo/q3-sq/model.pt").meta.stage == 2  # via its base
 
 
 def test_written_files_are_plain(train_dir, tiny_model_file, image_dir, tmp_path):  # noqa: F811
@@ -158,7 +159,7 @@ def _delta_pair(tiny_model_file, root: pathlib.Path) -> pathlib.Path:
         loaded.model.g_s[0].weight.add_(0.01)
     (root / "q1-sq").mkdir()
     delta = root / "q1-sq" / "model.pt"
-    save_model(delta, loaded.model, {**loaded.meta, "stage": 2}, base=root / "q1" / "model.pt")
+    save_model(delta, loaded.model, replace(loaded.meta, stage=2), base=root / "q1" / "model.pt")
     return delta
 
 
@@ -166,7 +167,7 @@ def test_a_base_model_outside_the_zoo_folder_is_refused(tiny_model_file, tmp_pat
     delta = _delta_pair(tiny_model_file, tmp_path / "zoo")
     blob = load_blob(delta)
     assert blob["base"]["path"] == "../q1/model.pt"
-    assert load_model(delta).meta["stage"] == 2
+    assert load_model(delta).meta.stage == 2
     outside = tmp_path / "elsewhere" / "model.pt"
     outside.parent.mkdir()
     shutil.copy(tiny_model_file, outside)  # a real, matching model: only its place is wrong
@@ -180,7 +181,7 @@ def test_a_base_model_outside_the_zoo_folder_is_refused(tiny_model_file, tmp_pat
             load_model(delta)
     loaded = load_model(tiny_model_file)
     with pytest.raises(CheckpointError, match="lies outside"):
-        save_model(tmp_path / "zoo" / "q1-sq" / "other.pt", loaded.model, {}, base=outside)
+        save_model(tmp_path / "zoo" / "q1-sq" / "other.pt", loaded.model, ModelMeta(), base=outside)
 
 
 # ---- 1. export --out replaces nothing but a model folder, and only with --force -------------

@@ -6,6 +6,7 @@ from conftest import synthetic_image
 
 from qaft.runtime.codec import decode, encode
 from qaft.runtime.metrics import psnr
+from qaft.runtime.model import ModelMeta
 from qaft.training.backend import codec_from_model
 from qaft.training.checkpoint import CheckpointError, load_model, save_model
 from qaft.training.models import MeanScaleHyperprior, ModelConfig
@@ -73,7 +74,7 @@ def test_training_from_a_narrower_model_needs_widen(tmp_path):
     data.mkdir()
     Image.fromarray(synthetic_image(96, 96, 1)).save(data / "a.png")
     src = tmp_path / "small.pt"
-    save_model(src, _trained_small(), {"lmbda": 0.01, "stage": 1, "finetuned_for": None})
+    save_model(src, _trained_small(), ModelMeta(lmbda=0.01))
     cfg = TrainConfig(data=str(data), out=str(tmp_path / "run"), lmbda=0.01, N=24, M=40,
                       steps=2, batch=1, crop=64, amp="none", init_from=str(src))  # fmt: skip
     with pytest.raises(CheckpointError, match="--widen"):

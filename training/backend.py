@@ -6,8 +6,7 @@ import numpy as np
 import torch
 
 from qaft.runtime.codec import Codec
-from qaft.runtime.quantizers import QuantizerParams
-from qaft.runtime.quantizers.base import distortion_weights as weights_from_gain
+from qaft.runtime.model import Model
 from qaft.training.checkpoint import LoadedModel, model_fingerprint
 from qaft.training.models import MeanScaleHyperprior
 
@@ -33,31 +32,9 @@ class TorchNetworks:
         return self._run(self.model.g_s, y_hat).cpu().numpy()
 
 
-def quantizer_defaults(meta: dict) -> dict[str, QuantizerParams]:
-    """The quantizer settings measured for a model (``meta["quantizers"]``)."""
-    return {
-        name: QuantizerParams(float(v["step"]), float(v["lmbda"]))
-        for name, v in meta.get("quantizers", {}).items()
-    }
-
-
-def distortion_weights(meta: dict) -> np.ndarray | None:
-    """Per-channel distortion weights from a model's measured synthesis gain, if any."""
-    if meta.get("synthesis_gain") is None or not meta.get("lmbda"):
-        return None
-    return weights_from_gain(meta["lmbda"], meta["synthesis_gain"])
-
-
 def codec_from_loaded(loaded: LoadedModel, device: str = "cpu") -> Codec:
     """A codec running a loaded model file through PyTorch."""
-    return Codec(
-        TorchNetworks(loaded.model.to(device).eval(), device),
-        loaded.hyper,
-        loaded.tables,
-        loaded.fingerprint,
-        quantizer_defaults(loaded.meta),
-        distortion_weights(loaded.meta),
-    )
+    return Codec(TorchNetworks(loaded.model.to(device).eval(), device), loaded.runtime)
 
 
 def codec_from_model(model: MeanScaleHyperprior) -> Codec:
@@ -67,5 +44,5 @@ def codec_from_model(model: MeanScaleHyperprior) -> Codec:
     device = next(model.parameters()).device
     hyper = model.integer_hyper_synthesis()
     return Codec(
-        TorchNetworks(model, device), hyper, tables, model_fingerprint(model, tables, hyper)
+        TorchNetworks(model, device), Model(tables, hyper, model_fingerprint(model, tables, hyper))
     )

@@ -9,13 +9,14 @@ any given indices, stay exactly as they were.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from qaft.runtime import codec as C
 from qaft.runtime.entropy import calibration as cal
+from qaft.runtime.errors import ConfigError
 from qaft.runtime.image import load_rgb
 from qaft.training.backend import codec_from_loaded
 from qaft.training.checkpoint import (
@@ -46,22 +47,22 @@ class CalibrationReport:
 def fit_model(path: str | Path, images: list[str | Path]) -> CalibrationReport:
     """Fits the residual densities of the model file at ``path`` on ``images``."""
     if not images:
-        raise ValueError("calibration needs at least one image")
+        raise ConfigError("calibration needs at least one image")
     loaded = load_model(path)
     codec = codec_from_loaded(loaded)
-    levels = loaded.tables.scale_levels
-    hist: list[dict[int, int]] = [{} for _ in levels]
+    scale_table = loaded.tables.scale_table
+    hist: list[dict[int, int]] = [{} for _ in scale_table]
     for p in images:
         lat = C.latents(codec, load_rgb(p))
-        cal.accumulate(hist, np.rint(lat.y - lat.means), lat.levels)
-    fitted = cal.fit(hist, levels)
-    before = loaded.tables.calibration or cal.Calibration.identity(len(levels))
+        cal.accumulate(hist, np.rint(lat.y - lat.means), lat.scale_ids)
+    fitted = cal.fit(hist, scale_table)
+    before = loaded.tables.calibration or cal.Calibration.identity(len(scale_table))
     return CalibrationReport(
         fitted,
         len(images),
         sum(sum(h.values()) for h in hist),
-        cal.histogram_bits(hist, levels, before),
-        cal.histogram_bits(hist, levels, fitted),
+        cal.histogram_bits(hist, scale_table, before),
+        cal.histogram_bits(hist, scale_table, fitted),
     )
 
 
@@ -76,10 +77,5 @@ def store(path: str | Path, calibration: cal.Calibration | None, note: dict) -> 
     if not isinstance(blob, dict) or "tables" not in blob:
         raise CheckpointError(f"{path}: not a qaft model file")
     blob["tables"] = tables
-    meta = dict(blob.get("meta", {}))
-    if calibration is None:
-        meta.pop("calibration", None)
-    else:
-        meta["calibration"] = note
-    blob["meta"] = meta
+    blob["meta"] = replace(loaded.meta, calibration=None if calibration is None else note).to_dict()
     atomic_save(blob, path)

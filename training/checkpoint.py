@@ -1,7 +1,7 @@
 """Model files: weights, architecture, frozen coding tables and provenance in one ``.pt``.
 
 Training checkpoints (with optimizer state, for ``--resume``) live in run folders and are
-written by :mod:`qaft.training.train`; this module handles the finished model a user loads.
+written by :mod:`qaft.training.loop`; this module handles the finished model a user loads.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import torch
 from qaft.runtime.entropy.integer_hyper import IntegerHyperSynthesis
 from qaft.runtime.errors import QaftError
 from qaft.runtime.files import write_file
+from qaft.runtime.model import MetadataError, Model, ModelMeta
 from qaft.runtime.model_tables import ModelTables, fingerprint
 from qaft.training.models import MeanScaleHyperprior, ModelConfig
 
@@ -138,7 +139,7 @@ def model_fingerprint(
 def save_model(
     path: str | Path,
     model: MeanScaleHyperprior,
-    meta: dict[str, Any],
+    meta: ModelMeta,
     base: str | Path | None = None,
 ) -> None:
     """Freezes the entropy tables and writes a loadable model file.
@@ -160,7 +161,7 @@ def save_model(
         "config": model.config.to_dict(),
         "state_dict": state,
         "tables": tables,
-        "meta": dict(meta),
+        "meta": meta.to_dict(),
     }
     if base is not None:
         base = Path(base)
@@ -235,15 +236,35 @@ def _read_blob(path: Path, _seen: frozenset = frozenset()) -> dict[str, Any]:
 
 
 class LoadedModel:
-    """A model ready to code: network, frozen tables, fingerprint and metadata."""
+    """A model file loaded: the PyTorch network (``model``) and the :class:`Model` the
+    runtime codes with (``runtime``: frozen tables, integer hyper-synthesis, fingerprint,
+    metadata)."""
 
-    def __init__(self, model: MeanScaleHyperprior, tables: ModelTables, meta: dict[str, Any]):
+    def __init__(self, model: MeanScaleHyperprior, tables: ModelTables, meta: ModelMeta):
         self.model = model
-        self.tables = tables
-        self.meta = meta
         # converted once: the fingerprint, the codec and export all use this one
-        self.hyper = model.integer_hyper_synthesis()
-        self.fingerprint = model_fingerprint(model, tables, self.hyper)
+        hyper = model.integer_hyper_synthesis()
+        self.runtime = Model(tables, hyper, model_fingerprint(model, tables, hyper), meta)
+
+    @property
+    def tables(self) -> ModelTables:
+        """The frozen coding tables."""
+        return self.runtime.tables
+
+    @property
+    def hyper(self) -> IntegerHyperSynthesis:
+        """The integer hyper-synthesis converted from the weights."""
+        return self.runtime.hyper
+
+    @property
+    def fingerprint(self) -> bytes:
+        """The model's identity (weights, tables and integer hyper-synthesis)."""
+        return self.runtime.fingerprint
+
+    @property
+    def meta(self) -> ModelMeta:
+        """The model file's metadata."""
+        return self.runtime.meta
 
 
 def load_model(path: str | Path, device: str = "cpu") -> LoadedModel:
@@ -260,7 +281,14 @@ def load_model(path: str | Path, device: str = "cpu") -> LoadedModel:
         raise CheckpointError(
             f"{path}: inconsistent model file ({str(exc).splitlines()[0]})"
         ) from None
-    return LoadedModel(model.to(device).eval(), tables, dict(blob.get("meta", {})))
+    return LoadedModel(model.to(device).eval(), tables, _meta(blob.get("meta", {}), path))
+
+
+def _meta(raw: Any, path: Path) -> ModelMeta:
+    try:
+        return ModelMeta.from_dict(raw, path)
+    except MetadataError as exc:
+        raise CheckpointError(str(exc)) from None
 
 
 def update_meta(path: str | Path, changes: dict[str, Any]) -> None:
@@ -268,7 +296,10 @@ def update_meta(path: str | Path, changes: dict[str, Any]) -> None:
     blob = load_blob(path)
     if not isinstance(blob, dict) or blob.get("format") != MODEL_FORMAT:
         raise CheckpointError(f"{path}: not a qaft model file")
-    blob["meta"] = {**blob.get("meta", {}), **changes}
+    old = blob.get("meta", {})
+    blob["meta"] = _meta(
+        {**(old if isinstance(old, dict) else {}), **changes}, Path(path)
+    ).to_dict()
     if blob.get("tables") is not None:  # rewritten anyway: in the plain form new files use
         blob["tables"] = plain_tables(blob["tables"])
     atomic_save(blob, path)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from qaft.runtime.model import ModelMeta
 from qaft.training.checkpoint import CheckpointError, load_blob, save_model
 from qaft.training.models import MeanScaleHyperprior, ModelConfig
 
@@ -66,18 +67,8 @@ def import_compressai(
 ) -> Path:
     """Converts ``src`` (written by CompressAI) into a qaft model file at ``out``."""
     model = convert(read_compressai_state_dict(src))
-    save_model(
-        out,
-        model,
-        {
-            "lmbda": lmbda,
-            "stage": 1,
-            "finetuned_for": None,
-            "source": "compressai",
-            "source_file": Path(src).name,
-            "name": name,
-            "N": model.config.N,
-            "M": model.config.M,
-        },
+    meta = ModelMeta.imported(
+        lmbda, model.config.N, model.config.M, "compressai", Path(src).name, name
     )
+    save_model(out, model, meta)
     return Path(out)

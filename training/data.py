@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from qaft.runtime.errors import ConfigError
 from qaft.runtime.image import IMAGE_SUFFIXES, load_rgb
 
 
@@ -28,7 +29,7 @@ class CropSampler:
         self.images = [load_rgb(p) for p in list_images(folder)]
         small = [i for i in self.images if min(i.shape[:2]) < crop]
         if small:
-            raise ValueError(f"{len(small)} training images are smaller than the {crop}px crop")
+            raise ConfigError(f"{len(small)} training images are smaller than the {crop}px crop")
         self.crop = crop
         self.rng = np.random.default_rng(seed)
 

@@ -3,16 +3,14 @@ validation hook of training."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import functools
 
 import numpy as np
 import torch
 from pytorch_msssim import ms_ssim
 
-from qaft.runtime.codec import Codec
-from qaft.runtime.evaluation import ImageResult, default_kodak, results_json, summarize
-from qaft.runtime.evaluation import evaluate_codec as _evaluate_codec
-from qaft.runtime.quantizers import QuantizerParams
+from qaft.runtime.tools.rate_distortion import ImageResult, default_images, results_json, summarize
+from qaft.runtime.tools.rate_distortion import evaluate_codec as _evaluate_codec
 from qaft.training.backend import codec_from_model
 from qaft.training.data import list_images
 
@@ -26,16 +24,8 @@ def msssim_rgb(a: np.ndarray, b: np.ndarray) -> float:
     return float(ms_ssim(ta, tb, data_range=255.0))
 
 
-def evaluate_codec(
-    codec: Codec,
-    images: list[Path],
-    quantizer: str = "sq",
-    params: QuantizerParams | None = None,
-    keep_dir: Path | None = None,
-    progress: bool = False,
-) -> list[ImageResult]:
-    """The runtime's evaluation, with MS-SSIM from pytorch-msssim."""
-    return _evaluate_codec(codec, images, quantizer, params, keep_dir, progress, msssim_rgb)
+#: The runtime's real-file evaluation, with MS-SSIM from pytorch-msssim.
+evaluate_codec = functools.partial(_evaluate_codec, ms_ssim=msssim_rgb)
 
 
 def make_validator(folder: str, max_images: int):
@@ -52,7 +42,7 @@ def make_validator(folder: str, max_images: int):
 
 __all__ = [
     "ImageResult",
-    "default_kodak",
+    "default_images",
     "evaluate_codec",
     "make_validator",
     "msssim_rgb",

@@ -16,41 +16,27 @@ while the current batch trains (NumPy and PyTorch both release the GIL in their 
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import queue
 import threading
-import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from qaft.runtime.entropy.tables import scale_to_level
-from qaft.runtime.files import open_append, write_file
+from qaft.runtime.errors import ConfigError
 from qaft.runtime.quantizers import QUANTIZERS
-from qaft.runtime.quantizers import trellis as T
+from qaft.runtime.quantizers.base import QuantizerParams
+from qaft.training import loop
 from qaft.training.backend import codec_from_loaded
-from qaft.training.checkpoint import (
-    CheckpointError,
-    atomic_save,
-    load_model,
-    read_run_checkpoint,
-    restore_run_state,
-    save_model,
-)
+from qaft.training.checkpoint import CheckpointError, load_model, save_model
 from qaft.training.data import CropSampler
-from qaft.training.stopping import StopRequests, TrainingInterrupted
-from qaft.training.train import (
-    RunFolderError,
-    check_fresh_run,
-    check_run_files,
-    check_schedule,
-    resolve_device,
-)
+from qaft.training.models import MeanScaleHyperprior
+from qaft.training.run import RunFolderError, check_schedule, open_run_folder, resolve_device
 
 PARTS = ("decoder", "hyper-decoder")
 
@@ -82,9 +68,9 @@ class FinetuneConfig:
         self.lr_decay_at = tuple(self.lr_decay_at)
         check_schedule(self)
         if self.quantizer not in QUANTIZERS:
-            raise ValueError(f"unknown quantizer {self.quantizer!r}")
+            raise ConfigError(f"unknown quantizer {self.quantizer!r}")
         if not self.parts or any(p not in PARTS for p in self.parts) or "decoder" not in self.parts:
-            raise ValueError(
+            raise ConfigError(
                 f"--parts must be 'decoder' or 'decoder,hyper-decoder', not "
                 f"{','.join(self.parts)!r}"
             )
@@ -100,41 +86,23 @@ class _LatentSource:
         self.live_hyper = live_hyper
         self.quant = QUANTIZERS[quantizer]
         self.params = params
-        self.medians = torch.from_numpy(codec.tables.z_medians).reshape(1, -1, 1, 1).to(device)
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor):
-        """(x, ŷ as a tensor, indices, scale levels, y) for a batch of crops."""
+        """(x, ŷ as a tensor, ẑ, indices, y) for a batch of crops."""
         m = self.model
         y = m.g_a(x)
         z = m.h_a(y)
-        z_hat = torch.round(z - self.medians) + self.medians
-        hyper = m.integer_hyper_synthesis() if self.live_hyper else self.codec.hyper
-        scales, means_np = hyper(z_hat.float().cpu().numpy())
-        levels = scale_to_level(scales, self.codec.tables.scale_levels)
-        y_np = y.float().cpu().numpy()
-        idx, y_hat = self.quant.quantize(
-            y_np, means_np, levels, self.codec.tables, self.params, self.codec.distortion_weights
-        )
+        hyper = m.integer_hyper_synthesis() if self.live_hyper else None
+        lat = self.codec.model.latents(y.float().cpu().numpy(), z.float().cpu().numpy(), hyper)
+        idx, y_hat = self.quant.quantize(lat.y, lat.prior, self.params)
         return {
             "x": x,
             "y_hat": torch.from_numpy(y_hat).to(self.device),
-            "z_hat": z_hat,
+            "z_hat": torch.from_numpy(lat.z_hat).to(self.device),
             "indices": idx,
             "y": y,
         }
-
-
-def _index_bins(indices: np.ndarray, step: float, machine_q: np.ndarray | None):
-    """Decision interval [lo, hi) of each index, in latent units relative to the mean."""
-    if machine_q is None:  # scalar quantizers: unit bins around the integer
-        k = indices.astype(np.float64)
-        return k - 0.5, k + 0.5
-    k = indices.astype(np.int64)
-    rec = T.reconstruction(k, machine_q)
-    rec_lo = T.reconstruction(k - 1, machine_q)
-    rec_hi = T.reconstruction(k + 1, machine_q)
-    return (rec + rec_lo) / 2 * step, (rec + rec_hi) / 2 * step
 
 
 #: What a stage-2 run is about: a resumed run must be given the same (its schedule may change).
@@ -165,175 +133,194 @@ def check_same_run(out: Path, cfg: FinetuneConfig) -> None:
             )
 
 
+class _Prefetch:
+    """Batches made ahead by a background thread (decoder only: the encoder side is frozen,
+    so a batch does not depend on the training of the ones before it).
+
+    Each batch comes with the sampler's state after it was drawn: a checkpoint records the
+    state after the last batch trained on, not the one the thread has reached, so a
+    resumed run trains on the batches an uninterrupted one would have.
+    """
+
+    def __init__(self, make: Callable[[], tuple[dict, dict]]) -> None:
+        self.make = make
+        self.batches: queue.Queue = queue.Queue(maxsize=2)
+        self.stop = threading.Event()
+        self.worker = threading.Thread(target=self._produce, daemon=True)
+
+    def _produce(self) -> None:
+        while not self.stop.is_set():
+            try:
+                item = self.make()
+            except Exception as exc:  # handed to the training loop, which re-raises it
+                item = exc
+            while not self.stop.is_set():
+                try:
+                    self.batches.put(item, timeout=0.2)
+                    break
+                except queue.Full:
+                    continue
+
+    def start(self) -> None:
+        self.worker.start()
+
+    def get(self) -> tuple[dict, dict]:
+        """The next batch and the sampler state after it."""
+        item = self.batches.get()
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    def close(self) -> None:
+        self.stop.set()
+        if self.worker.is_alive():
+            self.worker.join(timeout=10)
+
+
+class Finetuning(loop.Stage):
+    """Stage 2 for the shared loop: the decoder side on the real quantizer's latents."""
+
+    name = "finetuning"
+
+    def __init__(
+        self,
+        cfg: FinetuneConfig,
+        model: MeanScaleHyperprior,
+        source: _LatentSource,
+        sampler: CropSampler,
+        params: QuantizerParams,
+        lmbda: float,
+        device: torch.device,
+    ) -> None:
+        self.cfg, self.model, self.source, self.sampler = cfg, model, source, sampler
+        self.params, self.lmbda, self.device = params, lmbda, device
+        # A calibration stays as it is: the indices are chosen with its tables, and a finetuned
+        # hyper-decoder's model is calibrated again afterwards (qaft calibrate).
+        self.train_hs = "hyper-decoder" in cfg.parts
+        trained = list(model.g_s.parameters())
+        trained += list(model.h_s.parameters()) if self.train_hs else []
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for p in trained:
+            p.requires_grad_(True)
+        self.optimizer = torch.optim.Adam(trained, lr=cfg.lr)
+        self.quant = QUANTIZERS[cfg.quantizer]
+        self.prefetch = None if self.train_hs else _Prefetch(self._batch)
+        self.sampler_state = sampler.state()  # after the last batch trained on
+        self.config = asdict(cfg)
+
+    def parts(self) -> dict[str, loop.Part]:
+        model, opt = self.model, self.optimizer
+        return {
+            "model": (model.state_dict, model.load_state_dict),
+            "opt": (opt.state_dict, opt.load_state_dict),
+            "sampler": (lambda: self.sampler_state, self._set_sampler_state),
+        }
+
+    def _set_sampler_state(self, state: dict) -> None:
+        self.sampler.set_state(state)
+        self.sampler_state = self.sampler.state()
+
+    def begin(self) -> None:
+        if self.prefetch:
+            self.prefetch.start()
+
+    def end(self) -> None:
+        if self.prefetch:
+            self.prefetch.close()
+
+    def _batch(self) -> tuple[dict[str, Any], dict]:
+        x = self.sampler.batch(self.cfg.batch).to(self.device)
+        state = self.sampler.state()
+        return self.source(x), state
+
+    def train_step(self, iteration: int) -> dict[str, float]:
+        b, self.sampler_state = self.prefetch.get() if self.prefetch else self._batch()
+        x = b["x"]
+        if self.train_hs:
+            y_hat, bpp = self._rate_terms(b)
+        else:
+            y_hat = b["y_hat"]
+            bpp = torch.zeros((), device=self.device)
+        mse = torch.mean((self.model.g_s(y_hat) - x) ** 2)
+        loss = self.lmbda * 255**2 * mse + bpp
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return {"mse": float(mse.detach()), "bpp": float(bpp.detach())}
+
+    def _rate_terms(self, b: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """ŷ of the real indices under the current hyper-decoder, and their rate in bpp."""
+        model, device, delta = self.model, self.device, self.params.delta
+        scales, means = model.hyper_synthesis(b["z_hat"])
+        idx = b["indices"]
+        lo, hi = self.quant.decision_intervals(idx, delta)
+        rec = self.quant.offsets(idx, delta)
+        y_hat = torch.from_numpy(rec.astype(np.float32)).to(device) + means
+        s = model.gaussian_conditional.lower_bound_scale(scales)
+        # The indices are fixed within a step, so the real rate has no gradient with
+        # respect to the means; a straight-through shift of the bin by the residual
+        # gives it one (moving a mean away from its latent moves the latent towards
+        # a costlier bin). Without it the distortion term alone steers the means and
+        # at high λ the rate grew by 14% on Kodak for 0.02 dB (q5).
+        r = b["y"] - means
+        shift = r - r.detach()
+        lo_t = torch.from_numpy(lo.astype(np.float32)).to(device) + shift
+        hi_t = torch.from_numpy(hi.astype(np.float32)).to(device) + shift
+        mass = 0.5 * (torch.erfc(-hi_t / s / math.sqrt(2)) - torch.erfc(-lo_t / s / math.sqrt(2)))
+        bits = -torch.log2(mass.clamp_min(1e-9)).sum()
+        x = b["x"]
+        bpp = bits / (x.shape[0] * x.shape[2] * x.shape[3])
+        return y_hat, bpp
+
+    def log_fields(self, mean: dict[str, float]) -> dict[str, float]:
+        return {"mse": mean["mse"], "bpp_y": mean["bpp"], "psnr": loop.psnr(mean["mse"])}
+
+
 def finetune(cfg: FinetuneConfig, resume: bool = False, progress: bool = True) -> Path:
     """Runs (or resumes) a stage-2 run; returns the path of the finetuned model file.
 
-    A fresh run refuses a folder that holds a run already (:func:`check_fresh_run`).
+    A fresh run refuses a folder that holds a run already
+    (:func:`~qaft.training.run.check_fresh_run`).
     """
     out = Path(cfg.out)
-    check_run_files(out)
-    if not resume:
-        check_fresh_run(out)
-    else:
+    state = open_run_folder(out, resume)
+    if resume:
         check_same_run(out, cfg)
-    out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     parent = load_model(cfg.ckpt)
-    if parent.meta.get("stage", 1) != 1:
+    if parent.meta.stage != 1:
         raise CheckpointError(f"{cfg.ckpt}: finetune a stage-1 model, not a stage-2 one")
     model = parent.model.to(device)
     codec = codec_from_loaded(parent, str(device))
-    params = codec.params(cfg.quantizer, cfg.step, cfg.q_lmbda)
-    # A calibration stays as it is: the indices are chosen with its tables, and a finetuned
-    # hyper-decoder's model is calibrated again afterwards (qaft calibrate).
-    train_hs = "hyper-decoder" in cfg.parts
-    trained = list(model.g_s.parameters()) + (list(model.h_s.parameters()) if train_hs else [])
-    for p in model.parameters():
-        p.requires_grad_(False)
-    for p in trained:
-        p.requires_grad_(True)
-    opt = torch.optim.Adam(trained, lr=cfg.lr)
+    params = codec.model.params(cfg.quantizer, cfg.step, cfg.q_lmbda)
     sampler = CropSampler(cfg.data, cfg.crop, seed=cfg.seed)
-    step = 0
-    ckpt_path = out / "last.pt"
-    if resume:
-        state = read_run_checkpoint(ckpt_path)
-        parts = {"model": model.load_state_dict, "opt": opt.load_state_dict}
-        restore_run_state(ckpt_path, state, {**parts, "sampler": sampler.set_state})
-        step = state["step"]
-    write_file(out / "config.json", json.dumps(asdict(cfg), indent=2).encode(), replace=True)
-
     model.eval()  # no layer here behaves differently in training; keeps the analysis exact
+    train_hs = "hyper-decoder" in cfg.parts
     source = _LatentSource(model, codec, cfg.quantizer, params, device, train_hs)
-    machine = getattr(QUANTIZERS[cfg.quantizer], "machine", None)
-    batches: queue.Queue = queue.Queue(maxsize=2)
-    stop = threading.Event()
-
-    def produce() -> None:  # decoder only: the encoder side is frozen, safe to run ahead
-        while not stop.is_set():
-            try:
-                item = source(sampler.batch(cfg.batch).to(device))
-            except Exception as exc:  # handed to the training loop, which re-raises it
-                item = exc
-            while not stop.is_set():
-                try:
-                    batches.put(item, timeout=0.2)
-                    break
-                except queue.Full:
-                    continue
-
-    worker = None
-    if not train_hs:
-        worker = threading.Thread(target=produce, daemon=True)
-        worker.start()
-
-    log = io.TextIOWrapper(open_append(out / "log.jsonl"), encoding="utf-8")
-    bar = tqdm(total=cfg.steps, initial=step, disable=not progress, dynamic_ncols=True)
-    acc, n_acc, t0 = {"mse": 0.0, "bpp": 0.0}, 0, time.time()
-    lmbda = float(parent.meta.get("lmbda") or 0.01)
-
-    def save_checkpoint() -> None:
-        atomic_save(
-            {
-                "model": model.state_dict(),
-                "opt": opt.state_dict(),
-                "sampler": sampler.state(),
-                "step": step,
-                "config": asdict(cfg),
-            },
-            ckpt_path,
-        )
-
-    with StopRequests() as requests:
-        try:
-            while step < cfg.steps:
-                if requests.requested:
-                    save_checkpoint()
-                    raise TrainingInterrupted("finetuning", step, ckpt_path)
-                for g in opt.param_groups:
-                    g["lr"] = cfg.lr * 0.1 ** sum(step >= f * cfg.steps for f in cfg.lr_decay_at)
-                b = batches.get() if worker else source(sampler.batch(cfg.batch).to(device))
-                if isinstance(b, Exception):
-                    raise b
-                x = b["x"]
-                if train_hs:
-                    scales, means = model.hyper_synthesis(b["z_hat"])
-                    idx = b["indices"]
-                    q_of = None
-                    if machine is not None:
-                        flat = idx.reshape(-1, idx.shape[-1]).astype(np.int64)
-                        q_of = machine.quantizer[T.states_along(flat, machine)].reshape(idx.shape)
-                    lo, hi = _index_bins(idx, params.step, q_of)
-                    if machine is None:
-                        rec = idx.astype(np.float32)
-                    else:
-                        rec = T.reconstruction(idx.astype(np.int64), q_of) * params.step
-                    y_hat = torch.from_numpy(rec.astype(np.float32)).to(device) + means
-                    s = model.gaussian_conditional.lower_bound_scale(scales)
-                    # The indices are fixed within a step, so the real rate has no gradient with
-                    # respect to the means; a straight-through shift of the bin by the residual
-                    # gives it one (moving a mean away from its latent moves the latent towards
-                    # a costlier bin). Without it the distortion term alone steers the means and
-                    # at high λ the rate grew by 14% on Kodak for 0.02 dB (q5).
-                    r = b["y"] - means
-                    shift = r - r.detach()
-                    lo_t = torch.from_numpy(lo.astype(np.float32)).to(device) + shift
-                    hi_t = torch.from_numpy(hi.astype(np.float32)).to(device) + shift
-                    mass = 0.5 * (
-                        torch.erfc(-hi_t / s / math.sqrt(2)) - torch.erfc(-lo_t / s / math.sqrt(2))
-                    )
-                    bits = -torch.log2(mass.clamp_min(1e-9)).sum()
-                    bpp = bits / (x.shape[0] * x.shape[2] * x.shape[3])
-                else:
-                    y_hat = b["y_hat"]
-                    bpp = torch.zeros((), device=device)
-                mse = torch.mean((model.g_s(y_hat) - x) ** 2)
-                loss = lmbda * 255**2 * mse + bpp
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                step += 1
-                acc["mse"] += float(mse.detach())
-                acc["bpp"] += float(bpp.detach())
-                n_acc += 1
-                if step % cfg.log_every == 0 or step == cfg.steps:
-                    mean = {k: v / n_acc for k, v in acc.items()}
-                    rec_ = {
-                        "step": step,
-                        "mse": mean["mse"],
-                        "bpp_y": mean["bpp"],
-                        "psnr": -10 * math.log10(max(mean["mse"], 1e-12)),
-                        "s_per_step": (time.time() - t0) / n_acc,
-                    }
-                    log.write(json.dumps(rec_) + "\n")
-                    log.flush()
-                    bar.set_postfix(psnr=f"{rec_['psnr']:.2f}")
-                    acc, n_acc, t0 = dict.fromkeys(acc, 0.0), 0, time.time()
-                if step % cfg.ckpt_every == 0 or step == cfg.steps:
-                    save_checkpoint()
-                bar.update(1)
-        finally:
-            stop.set()
-            if worker:
-                worker.join(timeout=10)
-            bar.close()
-            log.close()
-    meta = {
-        **parent.meta,
-        "stage": 2,
-        "finetuned_for": cfg.quantizer,
-        "parent_fingerprint": parent.fingerprint.hex(),
-        "finetune_steps": step,
-        "finetune_parts": list(cfg.parts),
-        "finetune_lr": cfg.lr,
-        "quantizers": {
-            **parent.meta.get("quantizers", {}),
-            cfg.quantizer: {"step": params.step, "lmbda": params.lmbda},
-        },
-    }
+    lmbda = float(parent.meta.lmbda or 0.01)
+    stage = Finetuning(cfg, model, source, sampler, params, lmbda, device)
+    schedule = loop.Schedule(
+        iterations=cfg.steps,
+        lr=cfg.lr,
+        lr_decay_at=cfg.lr_decay_at,
+        log_every=cfg.log_every,
+        ckpt_every=cfg.ckpt_every,
+    )
+    iterations = loop.run(stage, schedule, out, state, progress)
+    meta = replace(
+        parent.meta,
+        stage=2,
+        finetuned_for=cfg.quantizer,
+        parent_fingerprint=parent.fingerprint.hex(),
+        finetune_steps=iterations,
+        finetune_parts=list(cfg.parts),
+        finetune_lr=cfg.lr,
+        quantizers={**parent.meta.quantizers, cfg.quantizer: params},
+    )
     final = out / "model.pt"
     save_model(final, model, meta)
     return final

@@ -1,9 +1,10 @@
-"""Stopping a training run between steps, so that Ctrl-C or SIGTERM loses no work.
+"""Stopping a training run between iterations, so that Ctrl-C or SIGTERM loses no work.
 
 A signal that arrives in the middle of an optimizer step would leave the weights half
-updated; the handlers here only note the request, and the loop checks it at the next step
-boundary, writes its checkpoint and raises :class:`TrainingInterrupted`. A second signal
-stops at once (the checkpoint written last stays valid: checkpoints are renamed into place).
+updated; the handlers here only note the request, and the loop (:mod:`qaft.training.loop`)
+checks it at the next iteration boundary, writes its checkpoint and raises
+:class:`TrainingInterrupted`. A second signal stops at once (the checkpoint written last
+stays valid: checkpoints are renamed into place).
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ from pathlib import Path
 class TrainingInterrupted(KeyboardInterrupt):
     """A run stopped on request after writing its checkpoint; ``--resume`` continues it."""
 
-    def __init__(self, what: str, step: int, checkpoint: Path) -> None:
+    def __init__(self, what: str, iteration: int, checkpoint: Path) -> None:
         super().__init__(
-            f"{what} interrupted at step {step}: checkpoint {checkpoint} written; "
+            f"{what} interrupted at step {iteration}: checkpoint {checkpoint} written; "
             "the same command with --resume continues it"
         )
-        self.step = step
+        self.iteration = iteration
         self.checkpoint = checkpoint
 
 

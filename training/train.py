@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import io
-import json
 import math
-import os
-import time
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
@@ -14,22 +10,27 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
-from qaft.runtime.errors import QaftError
-from qaft.runtime.files import open_append, write_file
+from qaft.runtime.errors import ConfigError
+from qaft.runtime.model import ModelMeta
+from qaft.training import loop
 from qaft.training.checkpoint import (
     CheckpointError,
-    atomic_save,
     load_model,
     read_run_checkpoint,
-    restore_run_state,
     save_model,
 )
 from qaft.training.data import CropSampler
 from qaft.training.models import MeanScaleHyperprior, ModelConfig
 from qaft.training.models.hyperprior import STAND_INS
-from qaft.training.stopping import StopRequests, TrainingInterrupted
+from qaft.training.run import (
+    CHECKPOINT,
+    RunFolderError,
+    check_run_files,
+    check_schedule,
+    open_run_folder,
+    resolve_device,
+)
 from qaft.training.widen import widen
 
 AMP_MODES = ("auto", "bf16", "none")
@@ -81,43 +82,19 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.stand_in not in STAND_INS:
-            raise ValueError(f"unknown stand-in {self.stand_in!r}; choose from {STAND_INS}")
+            raise ConfigError(f"unknown stand-in {self.stand_in!r}; choose from {STAND_INS}")
         if (
             not (isinstance(self.lmbda, int | float) and math.isfinite(self.lmbda))
             or self.lmbda <= 0
         ):
-            raise ValueError(f"lmbda must be a positive number, not {self.lmbda!r}")
+            raise ConfigError(f"lmbda must be a positive number, not {self.lmbda!r}")
         self.lr_decay_at = tuple(self.lr_decay_at)
         check_schedule(self)
         if not (math.isfinite(self.time_budget) and self.time_budget >= 0):
-            raise ValueError(f"time_budget must be seconds >= 0, not {self.time_budget!r}")
+            raise ConfigError(f"time_budget must be seconds >= 0, not {self.time_budget!r}")
         if self.amp not in AMP_MODES:
-            raise ValueError(f"unknown amp {self.amp!r}; choose from {AMP_MODES}")
+            raise ConfigError(f"unknown amp {self.amp!r}; choose from {AMP_MODES}")
         self.lr_decay_at = tuple(self.lr_decay_at)
-
-
-#: Crops go through g_a's four stride-2 stages and h_a's two: multiples of this many
-#: pixels keep every latent whole (stage 2 fails on a 32-pixel crop: its hyper-latent
-#: rounds to another size).
-CROP_MULTIPLE = 64
-
-
-def check_schedule(cfg) -> None:
-    """Refuses, before a run folder is touched, a schedule no run can follow (steps, batch,
-    crop, learning rate, counts): one line instead of a traceback mid-run or a folder left
-    half made."""
-    if cfg.steps < 1:
-        raise ValueError(f"steps must be at least 1, not {cfg.steps}")
-    if cfg.batch < 1:
-        raise ValueError(f"batch must be at least 1, not {cfg.batch}")
-    if cfg.crop < CROP_MULTIPLE or cfg.crop % CROP_MULTIPLE:
-        raise ValueError(f"crop must be a multiple of {CROP_MULTIPLE} pixels, not {cfg.crop}")
-    if not (math.isfinite(cfg.lr) and cfg.lr > 0):
-        raise ValueError(f"lr must be a positive number, not {cfg.lr!r}")
-    if any(not 0 < f < 1 for f in cfg.lr_decay_at):
-        raise ValueError(f"learning-rate drops are fractions of the run, not {cfg.lr_decay_at}")
-    if cfg.log_every < 1 or cfg.ckpt_every < 1:
-        raise ValueError("log_every and ckpt_every must be at least 1")
 
 
 #: What a run learns: a resumed run keeps these, and a different value is refused.
@@ -125,38 +102,10 @@ RUN_FIXED = ("lmbda", "N", "M", "stand_in", "seed", "init_from", "widen")
 #: The machine's, not the run's: a resumed run takes them from the command line (or the
 #: defaults), so a run begun on a GPU can go on on a CPU without ``--device``/``--amp``.
 MACHINE = ("device", "threads", "amp", "channels_last", "compile")
-#: The files a run writes into its folder (a run folder is recognised by them).
-RUN_FILES = ("config.json", "last.pt", "model.pt", "log.jsonl")
-
-
-class RunFolderError(QaftError):
-    """A run folder that does not fit the request (an existing run without ``--resume``,
-    an option that contradicts the run being resumed)."""
 
 
 def _option(name: str) -> str:
     return "--" + (name if name in ("N", "M") else name.replace("_", "-"))
-
-
-def check_fresh_run(out: str | Path) -> None:
-    """Refuses to start a run in a folder that holds one: it would overwrite its checkpoint
-    and model and mix two runs in one log.  An empty, unrelated or missing folder is fine."""
-    out = Path(out)
-    found = [f for f in RUN_FILES if os.path.lexists(out / f)]  # a dangling symlink counts
-    if found:
-        raise RunFolderError(
-            f"{out} holds a run already ({', '.join(found)}): continue it with --resume, "
-            "or choose another --out"
-        )
-
-
-def check_run_files(out: str | Path) -> None:
-    """Refuses a run folder whose files are symlinks or not regular files: the run writes
-    its config, log and checkpoints there, and must not write through them elsewhere."""
-    for f in RUN_FILES:
-        p = Path(out) / f
-        if os.path.lexists(p) and (p.is_symlink() or not p.is_file()):
-            raise RunFolderError(f"{p} is a symlink or not a regular file; the run will not use it")
 
 
 def resume_config(out: str | Path, given: dict[str, Any]) -> TrainConfig:
@@ -168,7 +117,7 @@ def resume_config(out: str | Path, given: dict[str, Any]) -> TrainConfig:
     come from ``given`` or the defaults, never from the run.
     """
     check_run_files(out)  # before anything of it is read
-    ckpt = Path(out) / "last.pt"
+    ckpt = Path(out) / CHECKPOINT
     stored = read_run_checkpoint(ckpt).get("config")
     if not isinstance(stored, dict):
         raise CheckpointError(f"{ckpt}: records no run configuration")
@@ -190,14 +139,6 @@ def _check_fixed(stored: dict[str, Any], given: dict[str, Any], ckpt: Path) -> N
                 f"{_option(k)} {given[k]} differs from the run's {stored.get(k)} "
                 f"({ckpt}): a resumed run keeps it (leave the option out)"
             )
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is available")
-    return torch.device(device)
 
 
 def native_bf16(device: torch.device) -> bool:
@@ -278,16 +219,99 @@ def train_step(
     return terms, aux
 
 
-def lr_at(cfg: TrainConfig, step: int, elapsed: float = 0.0) -> float:
-    """The learning rate at ``step`` (or at ``elapsed`` seconds with a time budget)."""
-    if cfg.time_budget > 0:
-        done = elapsed / cfg.time_budget
-    else:
-        done = step / cfg.steps
-    return cfg.lr * 0.1 ** sum(done >= f for f in cfg.lr_decay_at)
+def schedule_of(cfg: TrainConfig) -> loop.Schedule:
+    """The loop's schedule for a stage-1 run (learning-rate drops follow the time budget
+    where there is one)."""
+    return loop.Schedule(
+        iterations=cfg.steps,
+        lr=cfg.lr,
+        lr_decay_at=cfg.lr_decay_at,
+        time_budget=cfg.time_budget,
+        log_every=cfg.log_every,
+        ckpt_every=cfg.ckpt_every,
+        val_every=cfg.val_every,
+    )
 
 
 Validator = Callable[[MeanScaleHyperprior], dict]
+
+
+class Training(loop.Stage):
+    """Stage 1 for the shared loop: the whole model on crops, through a stand-in."""
+
+    name = "training"
+    progress_keys = ("loss", "bpp", "psnr")
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        model: MeanScaleHyperprior,
+        sampler: CropSampler,
+        device: torch.device,
+        validate: Validator | None = None,
+    ) -> None:
+        self.cfg, self.model, self.sampler, self.device = cfg, model, sampler, device
+        self.layout, self.forward = place(model, cfg, device)
+        self.optim = make_optimizers(model, cfg)
+        self.optimizer = self.optim.main  # the auxiliary loss keeps its own fixed rate
+        self.validator = validate
+        self.config = asdict(cfg)
+
+    def parts(self) -> dict[str, loop.Part]:
+        model, optim, sampler = self.model, self.optim, self.sampler
+        return {
+            "model": (model.state_dict, model.load_state_dict),
+            "opt": (optim.main.state_dict, optim.main.load_state_dict),
+            "aux_opt": (optim.aux.state_dict, optim.aux.load_state_dict),
+            "sampler": (sampler.state, sampler.set_state),
+            "torch_rng": (torch.get_rng_state, torch.set_rng_state),  # the stand-ins' noise
+        }
+
+    def begin(self) -> None:
+        self.model.train()
+
+    def train_step(self, iteration: int) -> dict[str, float] | None:
+        x = self.sampler.batch(self.cfg.batch)
+        x = x.to(self.device, non_blocking=True, memory_format=self.layout)
+        terms, aux = train_step(self.forward, self.model, x, self.cfg, self.optim)
+        if aux is None:
+            return None
+        metrics = {k: float(terms[k].detach()) for k in ("loss", "bpp", "mse")}
+        metrics["aux"] = float(aux.detach())
+        return metrics
+
+    def log_fields(self, mean: dict[str, float]) -> dict[str, float]:
+        return {
+            "loss": mean["loss"],
+            "bpp": mean["bpp"],
+            "psnr": loop.psnr(mean["mse"]),
+            "aux": mean["aux"],
+        }
+
+    def validate(self) -> dict | None:
+        if self.validator is None:
+            return None
+        self.model.eval()
+        val = self.validator(self.model)
+        self.model.train()
+        return val
+
+
+def _warm_start(model: MeanScaleHyperprior, cfg: TrainConfig) -> MeanScaleHyperprior:
+    """``model`` with the weights of the ``--init-from`` model (widened where asked)."""
+    warm = load_model(cfg.init_from)
+    if warm.model.config == model.config:
+        model.load_state_dict(warm.model.state_dict())
+        return model
+    if not cfg.widen:
+        raise CheckpointError(
+            f"{cfg.init_from}: architecture {warm.model.config} "
+            f"differs from N={cfg.N}, M={cfg.M} (--widen embeds a narrower model)"
+        )
+    try:
+        return widen(warm.model, model.config, seed=cfg.seed)
+    except ValueError as exc:
+        raise CheckpointError(f"{cfg.init_from}: {exc}") from None
 
 
 def train(
@@ -295,20 +319,15 @@ def train(
 ) -> Path:
     """Runs (or resumes) a stage-1 run; returns the path of the final model file.
 
-    A fresh run refuses a folder that holds a run (:func:`check_fresh_run`); a resumed one
-    refuses a ``cfg`` whose :data:`RUN_FIXED` settings differ from the run's.
+    A fresh run refuses a folder that holds a run
+    (:func:`~qaft.training.run.check_fresh_run`); a resumed one refuses a ``cfg`` whose
+    :data:`RUN_FIXED` settings differ from the run's.
     """
     out = Path(cfg.out)
-    state = None
-    check_run_files(out)
-    if resume:
-        # read before anything is written or built: a mismatch fails with nothing changed
-        state = read_run_checkpoint(out / "last.pt")
-        if isinstance(state.get("config"), dict):
-            _check_fixed(state["config"], asdict(cfg), out / "last.pt")
-    else:
-        check_fresh_run(out)
-    out.mkdir(parents=True, exist_ok=True)
+    # read before anything is written or built: a mismatch fails with nothing changed
+    state = open_run_folder(out, resume)
+    if state is not None and isinstance(state.get("config"), dict):
+        _check_fixed(state["config"], asdict(cfg), out / CHECKPOINT)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
@@ -320,129 +339,17 @@ def train(
         )
     torch.manual_seed(cfg.seed)
     sampler = CropSampler(cfg.data, cfg.crop, seed=cfg.seed)
-
     model = MeanScaleHyperprior(ModelConfig(cfg.N, cfg.M))
-    if cfg.init_from and not resume:
-        warm = load_model(cfg.init_from)
-        if warm.model.config == model.config:
-            model.load_state_dict(warm.model.state_dict())
-        elif cfg.widen:
-            try:
-                model = widen(warm.model, model.config, seed=cfg.seed)
-            except ValueError as exc:
-                raise CheckpointError(f"{cfg.init_from}: {exc}") from None
-        else:
-            raise CheckpointError(
-                f"{cfg.init_from}: architecture {warm.model.config} "
-                f"differs from N={cfg.N}, M={cfg.M} (--widen embeds a narrower model)"
-            )
-    layout, forward = place(model, cfg, device)
-    optim = make_optimizers(model, cfg)
-    opt, aux_opt = optim.main, optim.aux
-
-    step, elapsed, skipped = 0, 0.0, 0
-    ckpt_path = out / "last.pt"
-    if state is not None:
-        parts = {"model": model.load_state_dict, "opt": opt.load_state_dict}
-        parts |= {"aux_opt": aux_opt.load_state_dict, "sampler": sampler.set_state}
-        restore_run_state(ckpt_path, state, {**parts, "torch_rng": torch.set_rng_state})
-        step = state["step"]
-        elapsed = state.get("elapsed", 0.0)
-        skipped = state.get("skipped", 0)
-    write_file(out / "config.json", json.dumps(asdict(cfg), indent=2).encode(), replace=True)
-
-    def save_checkpoint() -> None:
-        atomic_save(
-            {
-                "model": model.state_dict(),
-                "opt": opt.state_dict(),
-                "aux_opt": aux_opt.state_dict(),
-                "sampler": sampler.state(),
-                "torch_rng": torch.get_rng_state(),
-                "step": step,
-                "elapsed": elapsed,
-                "skipped": skipped,
-                "config": asdict(cfg),
-            },
-            ckpt_path,
-        )
-
-    log = io.TextIOWrapper(open_append(out / "log.jsonl"), encoding="utf-8")
-    bar = tqdm(total=cfg.steps, initial=step, disable=not progress, dynamic_ncols=True)
-    # the bar and the log close however the loop ends
-    with StopRequests() as stop, bar, log:
-        acc = {"loss": 0.0, "bpp": 0.0, "mse": 0.0, "aux": 0.0}
-        n_acc, t0 = 0, time.time()
-        t_last = time.time()
-        model.train()
-        last = False
-        while step < cfg.steps and not (cfg.time_budget > 0 and elapsed >= cfg.time_budget):
-            if stop.requested:
-                save_checkpoint()
-                raise TrainingInterrupted("training", step, ckpt_path)
-            for g in opt.param_groups:
-                g["lr"] = lr_at(cfg, step, elapsed)
-            x = sampler.batch(cfg.batch).to(device, non_blocking=True, memory_format=layout)
-            terms, aux = train_step(forward, model, x, cfg, optim)
-            finite = aux is not None
-            step += 1
-            now = time.time()
-            elapsed, t_last = elapsed + now - t_last, now
-            last = step >= cfg.steps or (cfg.time_budget > 0 and elapsed >= cfg.time_budget)
-            if not finite:
-                skipped += 1
-                bar.update(1)
-                continue
-            for k in ("loss", "bpp", "mse"):
-                acc[k] += float(terms[k].detach())
-            acc["aux"] += float(aux.detach())
-            n_acc += 1
-            if n_acc and (step % cfg.log_every == 0 or last):
-                mean = {k: v / n_acc for k, v in acc.items()}
-                psnr = -10 * math.log10(max(mean["mse"], 1e-12))
-                rec = {
-                    "step": step,
-                    "loss": mean["loss"],
-                    "bpp": mean["bpp"],
-                    "psnr": psnr,
-                    "aux": mean["aux"],
-                    "lr": lr_at(cfg, step - 1, elapsed),
-                    "s_per_step": (time.time() - t0) / n_acc,
-                    "elapsed": round(elapsed, 1),
-                    "skipped": skipped,
-                }
-                log.write(json.dumps(rec) + "\n")
-                log.flush()
-                bar.set_postfix(
-                    loss=f"{mean['loss']:.3f}", bpp=f"{mean['bpp']:.3f}", psnr=f"{psnr:.2f}"
-                )
-                acc = dict.fromkeys(acc, 0.0)
-                n_acc, t0 = 0, time.time()
-            if step % cfg.ckpt_every == 0 or last:
-                save_checkpoint()
-            if validate and cfg.val_every and (step % cfg.val_every == 0 or last):
-                model.eval()
-                val = validate(model)
-                model.train()
-                log.write(json.dumps({"step": step, "val": val}) + "\n")
-                log.flush()
-                bar.write(f"step {step}: validation {json.dumps(val)}")
-            bar.update(1)
+    if cfg.init_from and not resume:  # a resumed run has its weights in its checkpoint
+        model = _warm_start(model, cfg)
+    stage = Training(cfg, model, sampler, device, validate)
+    iterations = loop.run(stage, schedule_of(cfg), out, state, progress)
     final = out / "model.pt"
     model.to(memory_format=torch.contiguous_format)  # model files keep the plain layout
     save_model(
         final,
         model,
-        {
-            "lmbda": cfg.lmbda,
-            "stage": 1,
-            "finetuned_for": None,
-            "stand_in": cfg.stand_in,
-            "steps": step,
-            "N": cfg.N,
-            "M": cfg.M,
-            "init_from": cfg.init_from,
-        },
+        ModelMeta.trained(cfg.lmbda, cfg.N, cfg.M, cfg.stand_in, iterations, cfg.init_from),
     )
     model.to(device)
     return final
@@ -451,7 +358,7 @@ def train(
 def snapshot(run_dir: str | Path, out: str | Path) -> Path:
     """Writes a model file from a run's latest training checkpoint (the run may go on)."""
     run_dir = Path(run_dir)
-    ckpt = run_dir / "last.pt"
+    ckpt = run_dir / CHECKPOINT
     if not ckpt.is_file():
         raise CheckpointError(f"{run_dir}: no training checkpoint (last.pt)")
     state = read_run_checkpoint(ckpt)
@@ -463,18 +370,8 @@ def snapshot(run_dir: str | Path, out: str | Path) -> Path:
         raise CheckpointError(
             f"{ckpt}: inconsistent training checkpoint ({str(exc).splitlines()[0]})"
         ) from None
-    save_model(
-        out,
-        model,
-        {
-            "lmbda": cfg["lmbda"],
-            "stage": 1,
-            "finetuned_for": None,
-            "stand_in": cfg["stand_in"],
-            "steps": state["step"],
-            "N": cfg["N"],
-            "M": cfg["M"],
-            "init_from": cfg.get("init_from"),
-        },
+    meta = ModelMeta.trained(
+        cfg["lmbda"], cfg["N"], cfg["M"], cfg["stand_in"], state["step"], cfg.get("init_from")
     )
+    save_model(out, model, meta)
     return Path(out)

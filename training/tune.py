@@ -8,7 +8,6 @@ tangent of its rate-distortion curve.  Tuning reads training images, never the t
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,20 +16,10 @@ import numpy as np
 from qaft.runtime import codec as C
 from qaft.runtime import container
 from qaft.runtime.codec import Codec
-from qaft.runtime.entropy import coder
 from qaft.runtime.image import load_rgb
-from qaft.runtime.quantizers import QUANTIZERS, QuantizerParams
+from qaft.runtime.quantizers import QUANTIZERS, Prior
 from qaft.runtime.quantizers.base import encode_latent
 from qaft.runtime.tiling import to_uint8
-
-# With distortion weights in bits per unit squared error, λ = 1 is the model's own trade-off;
-# the grid looks around it because the synthesis is only locally linear.
-GRIDS = {
-    "sq": {"step": [1.0], "lmbda": [0.0]},
-    "rdoq": {"step": [1.0], "lmbda": [0.0, 0.1, 0.2, 0.35, 0.5, 0.7, 1.0]},
-    "tcq": {"step": [0.5, 0.55, 0.6, 0.65, 0.7, 0.8], "lmbda": [0.1, 0.2, 0.35, 0.5, 0.7, 1.0]},
-}
-GRIDS["tcq8"] = GRIDS["tcq"]
 
 
 @dataclass
@@ -39,8 +28,7 @@ class Prepared:
 
     image: np.ndarray
     y: np.ndarray
-    means: np.ndarray
-    levels: np.ndarray
+    prior: Prior
     fixed_bytes: int  # header, section table, z sections and checksum
 
 
@@ -53,7 +41,7 @@ def synthesis_gain(
     rng = np.random.default_rng(seed)
     total = None
     for image in images:
-        y, _ = codec.networks.analysis(C._pad(image))
+        y, _ = codec.networks.analysis(C.network_input(image))
         base = codec.networks.synthesis(y)
         n_ch, n_pos = y.shape[1], y.shape[2] * y.shape[3]
         gains = np.empty(n_ch)
@@ -69,12 +57,10 @@ def synthesis_gain(
 def prepare(codec: Codec, image: np.ndarray) -> Prepared:
     """Runs the networks on ``image`` once; every quantizer setting then reuses the result."""
     lat = C.latents(codec, image)
-    z_idx = lat.z_indices
-    z_code = coder.encode(z_idx, C._z_table_ids(z_idx.shape), codec.tables.z_tables)
     # The file without its y sections: header, section table, z sections, checksum.
-    header = container.Header(0, codec.fingerprint, *image.shape[:2])
-    fixed = len(container.pack(header, [z_code.stream, z_code.escapes_bytes(), b"", b""]))
-    return Prepared(image, lat.y, lat.means, lat.levels, fixed)
+    header = container.Header(0, codec.model.fingerprint, *image.shape[:2])
+    fixed = len(container.pack(header, [*C.code_z(codec, lat), b"", b""]))
+    return Prepared(image, lat.y, lat.prior, fixed)
 
 
 def center_crop(image: np.ndarray, size: int) -> np.ndarray:
@@ -86,18 +72,15 @@ def center_crop(image: np.ndarray, size: int) -> np.ndarray:
 def tune(
     codec: Codec, model_lmbda: float, quantizer: str, images: list[Path], crop: int = 512
 ) -> dict:
-    """Grid search of (step, λ) for ``quantizer``; returns the best with its figures."""
+    """Search of (step, λ) over ``quantizer``'s tuning grid; returns the best with its
+    figures (under the keys ``step`` and ``lmbda``, as model files store them)."""
     quant = QUANTIZERS[quantizer]
-    grid = GRIDS[quantizer]
     prepared = [prepare(codec, center_crop(load_rgb(p), crop)) for p in images]
     results = []
-    for step, lam in itertools.product(grid["step"], grid["lmbda"]):
-        params = QuantizerParams(step, lam)
+    for params in quant.grid:
         bpp, mse = [], []
         for p in prepared:
-            lat = encode_latent(
-                quant, p.y, p.means, p.levels, codec.tables, params, codec.distortion_weights
-            )
+            lat = encode_latent(quant, p.y, p.prior, params)
             n_bytes = p.fixed_bytes + sum(len(s) for s in lat.sections)
             x_hat = to_uint8(codec.networks.synthesis(lat.y_hat), *p.image.shape[:2])
             h, w = p.image.shape[:2]
@@ -106,8 +89,8 @@ def tune(
         j = model_lmbda * float(np.mean(mse)) + float(np.mean(bpp))
         results.append(
             {
-                "step": step,
-                "lmbda": lam,
+                "step": params.delta,
+                "lmbda": params.rdo_lambda,
                 "bpp": float(np.mean(bpp)),
                 "mse": float(np.mean(mse)),
                 "J": j,

@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from qaft.runtime.errors import ConfigError
 from qaft.training.entropy_models import EntropyBottleneck
 from qaft.training.layers import GDN
 from qaft.training.models import MeanScaleHyperprior, ModelConfig
@@ -86,14 +87,14 @@ def widen(small: MeanScaleHyperprior, config: ModelConfig, seed: int = 0) -> Mea
     model, and a widened model is meant to be trained further.
     """
     if config.architecture != small.config.architecture:
-        raise ValueError(f"cannot widen {small.config.architecture} into {config.architecture}")
+        raise ConfigError(f"cannot widen {small.config.architecture} into {config.architecture}")
     if config.N < small.config.N or config.M < small.config.M:
-        raise ValueError(
+        raise ConfigError(
             f"cannot widen N={small.config.N}, M={small.config.M} into narrower "
             f"N={config.N}, M={config.M}"
         )
     if small.config.M % 2 or config.M % 2:
-        raise ValueError("widening needs even M (h_s has 3M/2 channels)")
+        raise ConfigError("widening needs even M (h_s has 3M/2 channels)")
     devices = {p.device for p in small.parameters()}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -2,19 +2,19 @@
 
 from qaft.runtime.entropy.coder import CodedArray, DecodeError, decode, encode
 from qaft.runtime.entropy.tables import (
-    SCALE_LEVELS,
+    SCALE_TABLE,
     TableSet,
     gaussian_tables,
-    scale_to_level,
+    scale_to_id,
 )
 
 __all__ = [
     "CodedArray",
     "DecodeError",
-    "SCALE_LEVELS",
+    "SCALE_TABLE",
     "TableSet",
     "decode",
     "encode",
     "gaussian_tables",
-    "scale_to_level",
+    "scale_to_id",
 ]

@@ -14,7 +14,9 @@ table: the scalar quantizers integrate it over unit bins and the trellis quantiz
 their own decision intervals, at any step.  ``a = 1, w = 0`` is the plain Gaussian, bit for
 bit.
 
-Only NumPy and ``math`` (libm) are used, so both sides of a channel compute identical tables.
+Tables stored with a model come from libm's ``erfc`` and ``exp`` (at export, once); tables a
+decoder derives use :mod:`~qaft.runtime.entropy.exact_math` (``exact=True``), whose bits do not
+depend on the machine's libm.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+
+from qaft.runtime.entropy import exact_math
+from qaft.runtime.errors import FormatError
 
 #: Scale factors and Laplace weights searched per level (a grid: the fit is a few hundred
 #: likelihood evaluations on histograms, no optimizer, no randomness).
@@ -34,8 +39,18 @@ SCALE_LIMITS = (0.1, 10.0)
 #: Levels with fewer training indices than this borrow the nearest well-observed level's fit.
 MIN_COUNT = 200
 
-_erfc = np.frompyfunc(math.erfc, 1, 1)
-_exp = np.frompyfunc(math.exp, 1, 1)
+
+def _libm(fn):
+    """``fn`` of ``math`` (looked up at each call) on every element of a float64 array."""
+
+    def apply(x: np.ndarray) -> np.ndarray:
+        return np.frompyfunc(getattr(math, fn), 1, 1)(x).astype(np.float64)
+
+    return apply
+
+
+_LIBM = (_libm("erfc"), _libm("exp"))
+_EXACT = (exact_math.erfc, exact_math.exp)
 
 
 @dataclass(frozen=True)
@@ -47,13 +62,13 @@ class Calibration:
 
     def __post_init__(self) -> None:
         if self.scale.shape != self.laplace.shape or self.scale.ndim != 1:
-            raise ValueError("calibration: scale and laplace must be two (L,) arrays")
+            raise FormatError("calibration: scale and laplace must be two (L,) arrays")
         lo, hi = SCALE_LIMITS
         if not (
             np.all((self.scale >= lo) & (self.scale <= hi))
             and np.all((self.laplace >= 0) & (self.laplace <= 1))
         ):
-            raise ValueError(
+            raise FormatError(
                 f"calibration: scale factors must lie in [{lo}, {hi}] and weights in [0, 1]"
             )
 
@@ -73,19 +88,25 @@ class Calibration:
     def from_array(cls, a: np.ndarray) -> Calibration:
         a = np.asarray(a, dtype=np.float64)
         if a.ndim != 2 or a.shape[1] != 2:
-            raise ValueError(f"calibration: expected an (L, 2) array, got {a.shape}")
+            raise FormatError(f"calibration: expected an (L, 2) array, got {a.shape}")
         return cls(a[:, 0].copy(), a[:, 1].copy())
 
 
-def level_cdf(x: np.ndarray, scale: float, a: float = 1.0, w: float = 0.0) -> np.ndarray:
+def level_cdf(
+    x: np.ndarray, scale: float, a: float = 1.0, w: float = 0.0, exact: bool = False
+) -> np.ndarray:
     """CDF at ``x`` of the residual density of a level of nominal ``scale`` (float64; ±inf
-    allowed).  With ``a = 1, w = 0`` exactly the standard Gaussian CDF of ``x / scale``."""
+    allowed).  With ``a = 1, w = 0`` exactly the standard Gaussian CDF of ``x / scale``.
+
+    ``exact``: ``erfc`` and ``exp`` of :mod:`~qaft.runtime.entropy.exact_math` (the same bits
+    on every machine) instead of libm's; the arithmetic around them is the same."""
+    erfc, exp = _EXACT if exact else _LIBM
     x = np.asarray(x, dtype=np.float64)
-    g = _erfc(-x / (a * scale) / math.sqrt(2.0)).astype(np.float64) / 2.0
+    g = erfc(-x / (a * scale) / exact_math.SQRT2) / 2.0
     if w == 0.0:
         return g
-    b = a * scale / math.sqrt(2.0)
-    tail = 0.5 * _exp(-np.abs(x) / b).astype(np.float64)
+    b = a * scale / exact_math.SQRT2
+    tail = 0.5 * exp(-np.abs(x) / b)
     lap = np.where(x < 0, tail, 1.0 - tail)
     return (1.0 - w) * g + w * lap
 
@@ -95,15 +116,15 @@ def _bin_bits(counts: np.ndarray, k: np.ndarray, scale: float, a: float, w: floa
     return float(-(counts * np.log2(np.maximum(p, 2.0**-30))).sum())
 
 
-def fit(histograms: list[dict[int, int]], levels: np.ndarray) -> Calibration:
+def fit(histograms: list[dict[int, int]], scale_table: np.ndarray) -> Calibration:
     """Maximum-likelihood (a, w) per level from unit-bin index counts.
 
     ``histograms[l]`` maps index ``round(y − μ)`` to how often it occurred at level ``l``.
     Levels seen fewer than :data:`MIN_COUNT` times take the parameters of the nearest level
     that was seen enough (or the identity if none was)."""
-    n = len(levels)
+    n = len(scale_table)
     if len(histograms) != n:
-        raise ValueError("one histogram per scale level expected")
+        raise FormatError("one histogram per scale level expected")
     scale, laplace = np.ones(n), np.zeros(n)
     fitted = []
     for lev, hist in enumerate(histograms):
@@ -113,7 +134,7 @@ def fit(histograms: list[dict[int, int]], levels: np.ndarray) -> Calibration:
         k = np.fromiter(hist.keys(), dtype=np.float64)
         c = np.fromiter(hist.values(), dtype=np.float64)
         _, a, w = min(
-            (_bin_bits(c, k, float(levels[lev]), a, w), a, w)
+            (_bin_bits(c, k, float(scale_table[lev]), a, w), a, w)
             for a in SCALE_GRID
             for w in WEIGHT_GRID
         )
@@ -127,17 +148,19 @@ def fit(histograms: list[dict[int, int]], levels: np.ndarray) -> Calibration:
     return Calibration(scale, laplace)
 
 
-def accumulate(histograms: list[dict[int, int]], indices: np.ndarray, levels: np.ndarray) -> None:
-    """Adds the unit-bin indices ``round(y − μ)`` of one image, grouped by level."""
+def accumulate(
+    histograms: list[dict[int, int]], indices: np.ndarray, scale_ids: np.ndarray
+) -> None:
+    """Adds the unit-bin indices ``round(y − μ)`` of one image, grouped by scale id."""
     k = np.asarray(indices, dtype=np.int64).reshape(-1)
-    lev = np.asarray(levels, dtype=np.int64).reshape(-1)
+    lev = np.asarray(scale_ids, dtype=np.int64).reshape(-1)
     pairs, counts = np.unique(np.stack([lev, k]), axis=1, return_counts=True)
     for (lv, kv), c in zip(pairs.T.tolist(), counts.tolist(), strict=True):
         histograms[lv][kv] = histograms[lv].get(kv, 0) + c
 
 
 def histogram_bits(
-    histograms: list[dict[int, int]], levels: np.ndarray, calibration: Calibration
+    histograms: list[dict[int, int]], scale_table: np.ndarray, calibration: Calibration
 ) -> float:
     """Code length in bits of the counted unit-bin indices under ``calibration`` (ideal
     code lengths; indices beyond a table's reach are not charged their escape)."""
@@ -147,5 +170,5 @@ def histogram_bits(
             k = np.fromiter(hist.keys(), dtype=np.float64)
             c = np.fromiter(hist.values(), dtype=np.float64)
             a, w = float(calibration.scale[lev]), float(calibration.laplace[lev])
-            total += _bin_bits(c, k, float(levels[lev]), a, w)
+            total += _bin_bits(c, k, float(scale_table[lev]), a, w)
     return total

@@ -18,7 +18,7 @@ import constriction
 import numpy as np
 
 from qaft.runtime.entropy.tables import TableSet
-from qaft.runtime.errors import QaftError
+from qaft.runtime.errors import FormatError, QaftError
 
 _Categorical = constriction.stream.model.Categorical
 _RangeEncoder = constriction.stream.queue.RangeEncoder
@@ -76,7 +76,7 @@ class Encoder:
         values = np.asarray(values, dtype=np.int64).ravel()
         table_ids = np.asarray(table_ids, dtype=np.int64).ravel()
         if values.shape != table_ids.shape:
-            raise ValueError("values and table_ids differ in size")
+            raise FormatError("values and table_ids differ in size")
         order, sorted_ids, groups = _groups(table_ids)
         values = values[order]
         escape_sym = self.tables.lengths[sorted_ids].astype(np.int64) - 1
@@ -150,9 +150,9 @@ def min_bits_per_table(tables: TableSet) -> np.ndarray:
     return -np.log2(np.clip(pmax, 1e-300, 1.0))
 
 
-def level_counts(levels: np.ndarray, n: int) -> np.ndarray:
-    """How many latents use each of ``n`` scale levels (no array the size of ``levels``)."""
-    return np.bincount(np.asarray(levels).ravel(), minlength=n)[:n]
+def scale_id_counts(scale_ids: np.ndarray, n: int) -> np.ndarray:
+    """How many latents use each of ``n`` scale ids (no array the size of ``scale_ids``)."""
+    return np.bincount(np.asarray(scale_ids).ravel(), minlength=n)[:n]
 
 
 def encode(values: np.ndarray, table_ids: np.ndarray, tables: TableSet) -> CodedArray:

@@ -27,18 +27,19 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
+
+from qaft.runtime.errors import FormatError
 
 #: Fractional bits of every activation: a = real * 2**ACT_BITS.  (12 bits left errors of
 #: up to 0.05 in the means of the zoo's models, 18 bits leave 1e-3: the weights' rounding.)
 ACT_BITS = 18
 #: Activations (and the input ẑ) are clipped to ±ACT_LIMIT (±1024 in real units; the zoo's
 #: largest on Kodak is 44) before each layer.
-ACT_LIMIT = 2.0**28
+ACT_LIMIT = float(1 << 28)
 #: Weights are int16 after per-channel power-of-two scaling.
 WEIGHT_LIMIT = 2**15 - 1
 #: Largest integer every partial sum must stay below (float64 holds integers exactly to 2**53).
-SUM_LIMIT = 2.0**53
+SUM_LIMIT = float(1 << 53)
 #: Negative slope of the leaky ReLUs (PyTorch's default, as the float model trains with).
 LEAKY_SLOPE = 0.01
 #: ẑ is processed in tiles (halo included) whose largest im2col buffer stays near this size:
@@ -51,7 +52,7 @@ HALO = 2
 SHIFT_LIMIT = 64
 
 
-class IntegerHyperError(ValueError):
+class IntegerHyperError(FormatError):
     """Weights that cannot be made exact within the bounds, or inconsistent stored arrays."""
 
 
@@ -72,9 +73,15 @@ class IntegerLayer:
     leaky: bool
 
     def __post_init__(self) -> None:
-        # The float64 copies the products run on, made once (a frozen dataclass's cache).
-        object.__setattr__(self, "_w64", self.weight.astype(np.float64))
-        object.__setattr__(self, "_b64", self.bias.astype(np.float64).reshape(1, -1, 1, 1))
+        # The float64 weight matrix of the product, made once (a frozen dataclass's cache).
+        w = self.weight.astype(np.float64)
+        mat = _deconv_matrix(w) if self.kind == "deconv" else _conv_matrix(w)
+        object.__setattr__(self, "_mat", mat)
+        object.__setattr__(self, "_b64", self.bias.astype(np.float64).reshape(-1, 1, 1))
+        # 2**-e_c by ldexp (exact; exp2 need not be): multiplying by it is an exact
+        # power-of-two rescaling, as ldexp is, and a plain broadcast product.
+        scale = np.ldexp(1.0, -self.shift.astype(np.int64)).reshape(-1, 1, 1)
+        object.__setattr__(self, "_scale", scale)
 
     @property
     def out_channels(self) -> int:
@@ -88,40 +95,93 @@ class IntegerLayer:
 
     def __call__(self, a: np.ndarray) -> np.ndarray:
         """(1, C, H, W) integer-valued float64 -> the next layer's activations."""
-        w = self._w64
-        acc = _deconv(a, w, self.padding) if self.kind == "deconv" else _conv(a, w, self.padding)
-        acc += self._b64
-        # ldexp: an exact power-of-two rescaling on any machine (exp2 need not be exact).
-        out = np.floor(np.ldexp(acc, -self.shift.reshape(1, -1, 1, 1)))
+        k = self.weight.shape[2]
+        if self.kind == "deconv":
+            out = _deconv_with(a[0], self._mat, k, self.padding)
+        else:
+            out = _conv_with(a[0], self._mat, k)
+        out = out + self._b64  # a new array: the products' views are not contiguous
+        out *= self._scale  # exact: a power of two, and no value comes near a denormal
+        np.floor(out, out=out)
         np.clip(out, -ACT_LIMIT, ACT_LIMIT, out=out)
         if self.leaky:
-            neg = out < 0
-            out[neg] = np.floor(out[neg] * LEAKY_SLOPE)
-        return out
+            # For an integer x: floor(0.01 x) <= x when x >= 0 and >= x when x < 0, so the
+            # maximum is the leaky ReLU's floor(0.01 x) on negative values, x elsewhere.
+            np.maximum(out, np.floor(out * LEAKY_SLOPE), out=out)
+        return out[None]
+
+
+# Each layer is one matrix product (one BLAS call: on a busy machine every multithreaded
+# call may wait for a core, so fewer, larger calls are faster), on float64 integers whose
+# sums stay below 2**53: exact in any order, so the regrouping below changes no bit.
+
+
+def _conv_matrix(w: np.ndarray) -> np.ndarray:
+    """(out, in, k, k) -> (out, k*k*in), the taps' order of :func:`_conv_with`."""
+    cout, cin, k, _ = w.shape
+    return np.ascontiguousarray(w.transpose(0, 2, 3, 1).reshape(cout, k * k * cin))
+
+
+def _conv_with(a: np.ndarray, mat: np.ndarray, k: int) -> np.ndarray:
+    """Stride-1 'same' convolution of (C, H, W) by :func:`_conv_matrix`'s ``mat``.
+
+    The input is zero-padded and flattened with rows of ``wp`` values: the pixel (y + i,
+    x + j) lies ``i * wp + j`` after (y, x), so each tap's operand is one contiguous slice
+    (an im2col of k*k block copies, no gather).  Outputs are computed on the padded width
+    and the extra columns dropped."""
+    cin, h, wd = a.shape
+    pad = k // 2
+    wp = wd + 2 * pad
+    n = h * wp
+    # 2 * pad more at the end: the dropped columns of the last row read past the frame.
+    flat = np.zeros((cin, (h + 2 * pad) * wp + 2 * pad))
+    framed = flat[:, : (h + 2 * pad) * wp].reshape(cin, h + 2 * pad, wp)
+    framed[:, pad : pad + h, pad : pad + wd] = a
+    cols = np.empty((k * k, cin, n))
+    for i in range(k):
+        for j in range(k):
+            cols[i * k + j] = flat[:, i * wp + j : i * wp + j + n]
+    out = mat @ cols.reshape(k * k * cin, n)
+    return out.reshape(-1, h, wp)[:, :, :wd]
+
+
+def _deconv_matrix(w: np.ndarray) -> np.ndarray:
+    """(in, out, k, k) -> (k*k*out, in), the rows' order of :func:`_deconv_with`."""
+    cin, cout, k, _ = w.shape
+    return np.ascontiguousarray(w.transpose(2, 3, 1, 0).reshape(k * k * cout, cin))
+
+
+def _deconv_with(a: np.ndarray, mat: np.ndarray, k: int, pad: int) -> np.ndarray:
+    """Stride-2 transposed convolution with output padding 1 ((C, H, W) -> (cout, 2H, 2W))
+    by :func:`_deconv_matrix`'s ``mat``: every input pixel's k x k contributions in one
+    product, then added up per output phase (row and column parity), where the adds run
+    over contiguous rows, and the four phases interleaved once."""
+    cin, h, wd = a.shape
+    cout = mat.shape[0] // (k * k)
+    contrib = (mat @ a.reshape(cin, h * wd)).reshape(k, k, cout, h, wd)
+    half = (k - 1) // 2
+    phases = np.zeros((2, 2, cout, h + half, wd + half))
+    for i in range(k):
+        for j in range(k):
+            phases[i % 2, j % 2, :, i // 2 : i // 2 + h, j // 2 : j // 2 + wd] += contrib[i, j]
+    full = np.empty((cout, 2 * h + k - 1, 2 * wd + k - 1))
+    for qy in (0, 1):
+        for qx in (0, 1):
+            full[:, qy::2, qx::2] = phases[qy, qx]
+    return full[:, pad : pad + 2 * h, pad : pad + 2 * wd]
 
 
 def _conv(a: np.ndarray, w: np.ndarray, pad: int) -> np.ndarray:
-    """Stride-1 convolution, 'same' padding, as one matrix product (im2col)."""
-    cout, cin, k, _ = w.shape
-    _, _, h, wd = a.shape
-    ap = np.pad(a[0], ((0, 0), (pad, pad), (pad, pad)))
-    cols = sliding_window_view(ap, (k, k), axis=(1, 2))  # (cin, h, w, k, k)
-    cols = cols.transpose(0, 3, 4, 1, 2).reshape(cin * k * k, h * wd)
-    return (w.reshape(cout, -1) @ cols).reshape(1, cout, h, wd)
+    """Stride-1 convolution, 'same' padding ((1, C, H, W) -> (1, cout, H, W), no bias)."""
+    if w.shape[2] != 2 * pad + 1:
+        raise ValueError("only 'same' convolutions (k = 2 pad + 1)")
+    return _conv_with(a[0], _conv_matrix(w), w.shape[2])[None]
 
 
 def _deconv(a: np.ndarray, w: np.ndarray, pad: int) -> np.ndarray:
-    """Stride-2 transposed convolution with output padding 1 (output 2H x 2W): one matrix
-    product per input pixel's k x k contributions, then k² strided adds."""
-    cin, cout, k, _ = w.shape
-    _, _, h, wd = a.shape
-    contrib = w.reshape(cin, cout * k * k).T @ a[0].reshape(cin, h * wd)
-    contrib = contrib.reshape(cout, k, k, h, wd)
-    full = np.zeros((cout, 2 * h + k - 1, 2 * wd + k - 1))
-    for i in range(k):
-        for j in range(k):
-            full[:, i : i + 2 * h : 2, j : j + 2 * wd : 2] += contrib[:, i, j]
-    return full[None, :, pad : pad + 2 * h, pad : pad + 2 * wd]
+    """Stride-2 transposed convolution with output padding 1: (1, C, H, W) -> (1, cout,
+    2H, 2W), no bias."""
+    return _deconv_with(a[0], _deconv_matrix(w), w.shape[2], pad)[None]
 
 
 @dataclass(frozen=True)
@@ -155,7 +215,7 @@ class IntegerHyperSynthesis:
         the fixed per-channel medians, so nothing of it is lost in practice.  The outputs
         are rounded once from exact values to float32 (IEEE: the same everywhere)."""
         if z_hat.ndim != 4:
-            raise ValueError(f"expected ẑ of shape (B, N, h, w), got {z_hat.shape}")
+            raise FormatError(f"expected ẑ of shape (B, N, h, w), got {z_hat.shape}")
         nb, _, h, w = z_hat.shape
         up = 2 ** sum(L.kind == "deconv" for L in self.layers)
         m = self.layers[-1].out_channels // 2
@@ -170,12 +230,12 @@ class IntegerHyperSynthesis:
                     c1 = min(w, c0 + tw)
                     t0, t1 = max(0, c0 - HALO), min(w, c1 + HALO)
                     z = np.asarray(z_hat[b : b + 1, :, s0:s1, t0:t1], np.float64)
-                    a = np.rint(z * 2.0**ACT_BITS)
+                    a = np.rint(z * float(1 << ACT_BITS))
                     np.clip(a, -ACT_LIMIT, ACT_LIMIT, out=a)
                     for layer in self.layers:
                         a = layer(a)
                     a = a[0, :, up * (r0 - s0) : up * (r1 - s0), up * (c0 - t0) : up * (c1 - t0)]
-                    a *= 2.0**-ACT_BITS
+                    a *= 1.0 / (1 << ACT_BITS)
                     rows, cols = slice(up * r0, up * r1), slice(up * c0, up * c1)
                     scales[b, :, rows, cols] = a[:m]
                     means[b, :, rows, cols] = a[m:]
@@ -304,7 +364,7 @@ def integerize(layers: list[FloatLayer]) -> IntegerHyperSynthesis:
             w_int = np.rint(np.ldexp(w, e.reshape(shape)))
             b_int = np.rint(np.ldexp(b, e + ACT_BITS))
             worst = np.abs(w_int).sum(axis=axes) * ACT_LIMIT + np.abs(b_int)
-            over = (np.abs(w_int).max(axis=axes) > WEIGHT_LIMIT) | (worst >= 2.0**52)
+            over = (np.abs(w_int).max(axis=axes) > WEIGHT_LIMIT) | (worst >= float(1 << 52))
             if not over.any():
                 break
             e[over] -= 1

@@ -14,14 +14,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from qaft.runtime.entropy.calibration import Calibration, level_cdf
+from qaft.runtime.errors import FormatError
 
-#: Scale levels of the Gaussian conditional, as in CompressAI (64 levels, 0.11 … 256).
+#: The scale table of the Gaussian conditional, as in CompressAI (64 scales, 0.11 … 256):
+#: each latent's predicted scale is rounded up to one of them, its scale id.
 SCALE_BOUND = 0.11
-SCALE_LEVELS = np.exp(np.linspace(math.log(SCALE_BOUND), math.log(256.0), 64))
+SCALE_TABLE = np.exp(np.linspace(math.log(SCALE_BOUND), math.log(256.0), 64))
 
 #: Tables cover ±TAIL_SIGMAS·scale; beyond that an index is escaped (tail mass ~1e-9).
 TAIL_SIGMAS = 6.1
-ESCAPE_MIN_PROB = 2.0**-20
+# (powers of two built without ``**``, which calls the C library's pow on floats)
+ESCAPE_MIN_PROB = 1.0 / (1 << 20)
 
 
 @dataclass(frozen=True)
@@ -45,18 +48,18 @@ class TableSet:
             and self.offsets.ndim == 1
             and len(self.lengths) == len(self.pmfs) == len(self.offsets)
         ):
-            raise ValueError("inconsistent table shapes")
+            raise FormatError("inconsistent table shapes")
         if len(self.pmfs) and not (
             np.all((self.lengths >= 1) & (self.lengths <= self.pmfs.shape[1]))
             and np.all(np.isfinite(self.pmfs))
             and np.all(self.pmfs >= 0)
         ):
-            raise ValueError("table lengths outside their rows, or probabilities not finite >= 0")
+            raise FormatError("table lengths outside their rows, or probabilities not finite >= 0")
         valid = np.arange(self.pmfs.shape[1]) < self.lengths[:, None]
         sums = np.where(valid, self.pmfs, 0.0).sum(axis=1)
         # every row is a distribution (escape included) over at least one value and escape
         if len(self.pmfs) and not (np.all(self.lengths >= 2) and np.all(np.abs(sums - 1) < 1e-2)):
-            raise ValueError(
+            raise FormatError(
                 "a table is not a probability distribution (its row does not sum to 1)"
             )
 
@@ -85,11 +88,13 @@ class TableSet:
         )
 
     @classmethod
-    def from_rows(cls, rows: list[np.ndarray], offsets: list[int]) -> TableSet:
+    def from_rows(cls, rows: list[np.ndarray], offsets: list[int], exact: bool = False) -> TableSet:
         """Builds a set from per-table probabilities over the in-range values.
 
         The escape probability of each row is what the row leaves below one, floored at
-        ``ESCAPE_MIN_PROB`` so that a rare outlier costs bits, never correctness.
+        ``ESCAPE_MIN_PROB`` so that a rare outlier costs bits, never correctness.  With
+        ``exact`` the row's sum is ``math.fsum`` (correctly rounded, so independent of the
+        order a NumPy version sums in) rather than ``np.sum``.
         """
         width = max(len(r) for r in rows) + 1
         pmfs = np.zeros((len(rows), width), dtype=np.float64)
@@ -97,7 +102,8 @@ class TableSet:
         for t, r in enumerate(rows):
             r = np.clip(np.asarray(r, dtype=np.float64), 0.0, None)
             pmfs[t, : len(r)] = r
-            pmfs[t, len(r)] = max(1.0 - r.sum(), ESCAPE_MIN_PROB)
+            total = math.fsum(r.tolist()) if exact else r.sum()
+            pmfs[t, len(r)] = max(1.0 - total, ESCAPE_MIN_PROB)
             lengths[t] = len(r) + 1
         return cls(pmfs, lengths, np.asarray(offsets, dtype=np.int32))
 
@@ -109,13 +115,13 @@ def tail_reach(scale: float, a: float = 1.0, w: float = 0.0) -> float:
 
 
 def gaussian_tables(
-    levels: np.ndarray = SCALE_LEVELS, calibration: Calibration | None = None
+    scale_table: np.ndarray = SCALE_TABLE, calibration: Calibration | None = None
 ) -> TableSet:
-    """Tables for the residual density of each scale level integrated over unit bins: a
-    zero-mean Gaussian of the level's scale, or the level's calibrated density."""
-    cal = calibration or Calibration.identity(len(levels))
+    """Tables for the residual density of each scale of ``scale_table`` integrated over unit
+    bins: a zero-mean Gaussian of that scale, or its calibrated density."""
+    cal = calibration or Calibration.identity(len(scale_table))
     rows, offsets = [], []
-    for s, a, w in zip(levels, cal.scale, cal.laplace, strict=True):
+    for s, a, w in zip(scale_table, cal.scale, cal.laplace, strict=True):
         r = int(math.ceil(tail_reach(s, a, w)))
         k = np.arange(-r, r + 1, dtype=np.float64)
         rows.append(level_cdf(k + 0.5, s, a, w) - level_cdf(k - 0.5, s, a, w))
@@ -123,6 +129,7 @@ def gaussian_tables(
     return TableSet.from_rows(rows, offsets)
 
 
-def scale_to_level(scales: np.ndarray, levels: np.ndarray = SCALE_LEVELS) -> np.ndarray:
-    """Index of the smallest level >= scale (the last level for anything larger)."""
-    return np.searchsorted(levels[:-1], scales, side="left").astype(np.int32)
+def scale_to_id(scales: np.ndarray, scale_table: np.ndarray = SCALE_TABLE) -> np.ndarray:
+    """Scale id of each scale: the index of the smallest entry of ``scale_table`` >= it (the
+    last one for anything larger), int32."""
+    return np.searchsorted(scale_table[:-1], scales, side="left").astype(np.int32)

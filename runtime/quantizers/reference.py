@@ -27,11 +27,11 @@ def _rec(k, q):
 
 
 def viterbi_reference(
-    u, lev, dist_scale, lam, nxt, quant, offsets, lengths, pmfs, n_levels, escape_bits
+    u, scale_ids, dist_scale, lam, nxt, quant, offsets, lengths, pmfs, n_scales, escape_bits
 ):
     """Indices (B, T) minimizing sum (s(u − rec))² + λ·bits along each trellis.
 
-    ``u``: residuals in units of Δ, (B, T); ``lev``: scale levels (B, T); ``dist_scale``
+    ``u``: residuals in units of Δ, (B, T); ``scale_ids``: scale ids (B, T); ``dist_scale``
     (B, T): s, Δ times the root of each latent's distortion weight; ``nxt`` (S, 2) and
     ``quant`` (S,): the state machine; ``offsets``, ``lengths``, ``pmfs``: the tables.
     """
@@ -59,7 +59,7 @@ def viterbi_reference(
                     ka = sgn * mag
                     kb = sgn * (mag + 1.0)
                 cands = (int(ka), int(kb), 0)
-                tab = q * n_levels + lev[b, t]
+                tab = q * n_scales + scale_ids[b, t]
                 for p in range(2):
                     best_j = np.inf
                     best_k = 0
@@ -86,7 +86,7 @@ def viterbi_reference(
 
 
 def path_cost(
-    k, u, lev, dist_scale, lam, nxt, quant, offsets, lengths, pmfs, n_levels, escape_bits
+    k, u, scale_ids, dist_scale, lam, nxt, quant, offsets, lengths, pmfs, n_scales, escape_bits
 ):
     """Total cost of given index paths (B, T), walking the state machine from state 0."""
     total = np.zeros(k.shape[0])
@@ -95,7 +95,7 @@ def path_cost(
         for t in range(k.shape[1]):
             q = quant[s]
             kk = int(k[b, t])
-            tab = q * n_levels + lev[b, t]
+            tab = q * n_scales + scale_ids[b, t]
             r = _bits(kk, tab, offsets, lengths, pmfs, escape_bits)
             total[b] += ((u[b, t] - _rec(kk, q)) * dist_scale[b, t]) ** 2 + lam * r
             s = nxt[s, kk & 1]

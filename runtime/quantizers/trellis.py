@@ -4,7 +4,7 @@ Two scalar quantizers share a step Δ: ``Q0`` reconstructs index k as 2kΔ, ``Q1
 (2k − sgn k)Δ.  A state machine, advanced by the parity of each index, picks the quantizer
 of the next latent.  The encoder chooses all indices of a trellis jointly by a Viterbi
 search minimizing D + λ·R, with R the code length under exactly the tables the entropy
-coder uses (the state's quantizer, the latent's scale level).
+coder uses (the state's quantizer, the latent's scale id).
 
 The search runs over *many* trellises at once: all per-latent candidate costs are computed
 up front with whole-array operations, and the only Python loop runs over trellis steps,
@@ -20,6 +20,7 @@ import numpy as np
 
 from qaft.runtime.entropy.calibration import Calibration, level_cdf
 from qaft.runtime.entropy.tables import TableSet, tail_reach
+from qaft.runtime.errors import ConfigError
 
 #: Extra bits charged for an escaped index (its int32 in the escape section).
 ESCAPE_EXTRA_BITS = 32.0
@@ -46,7 +47,7 @@ class StateMachine:
         dst = self.next[src, par]
         inc = np.stack([np.flatnonzero(dst == d) for d in range(s)])
         if inc.shape != (s, 2):
-            raise ValueError(f"{self.name}: every state needs exactly two incoming edges")
+            raise ConfigError(f"{self.name}: every state needs exactly two incoming edges")
         return src, par, inc
 
 
@@ -64,8 +65,6 @@ VVC8 = StateMachine(
     np.array([s >> 2 for s in range(8)]),
 )
 
-MACHINES = {"tcq": VVC4, "tcq8": VVC8}
-
 
 def reconstruction(k: np.ndarray, q: np.ndarray | int) -> np.ndarray:
     """Reconstruction in units of Δ: 2k for Q0, 2k − sgn(k) for Q1."""
@@ -73,25 +72,34 @@ def reconstruction(k: np.ndarray, q: np.ndarray | int) -> np.ndarray:
     return 2 * k - np.asarray(q) * np.sign(k)
 
 
-def tcq_tables(levels: np.ndarray, step: float, calibration: Calibration | None = None) -> TableSet:
-    """Tables for indices of both quantizers at each scale level.
+def tcq_tables(
+    scale_table: np.ndarray,
+    delta: float,
+    calibration: Calibration | None = None,
+    exact: bool = True,
+) -> TableSet:
+    """Tables for indices of both quantizers at each scale of ``scale_table``.
 
-    Row ``q * L + l`` holds quantizer q at level l: each index's probability is the mass of
-    level l's residual density (a zero-mean Gaussian of scale ``levels[l]``, or the level's
+    Row ``q * L + l`` holds quantizer q at scale id l: each index's probability is the mass
+    of scale l's residual density (a zero-mean Gaussian of scale ``scale_table[l]``, or its
     calibrated density) on its decision interval (between the midpoints to the neighbouring
     reconstructions of the same quantizer).
+
+    ``exact`` (files of container version 3): built without any libm call, the same bits on
+    every machine (``docs/exact.md``); ``exact=False``: with libm's ``erfc`` and ``exp``,
+    the tables of version-2 files.
     """
-    cal = calibration or Calibration.identity(len(levels))
+    cal = calibration or Calibration.identity(len(scale_table))
     rows, offsets = [], []
     for q in (0, 1):
-        for s, a, w in zip(levels, cal.scale, cal.laplace, strict=True):
-            kmax = int(math.ceil(tail_reach(s, a, w) / (2 * step))) + 1
+        for s, a, w in zip(scale_table, cal.scale, cal.laplace, strict=True):
+            kmax = int(math.ceil(tail_reach(s, a, w) / (2 * delta))) + 1
             k = np.arange(-kmax, kmax + 1)
             rec = reconstruction(k, q).astype(np.float64)
-            edges = np.concatenate([[-np.inf], (rec[1:] + rec[:-1]) / 2, [np.inf]]) * step
-            rows.append(np.diff(level_cdf(edges, s, a, w)))
+            edges = np.concatenate([[-np.inf], (rec[1:] + rec[:-1]) / 2, [np.inf]]) * delta
+            rows.append(np.diff(level_cdf(edges, s, a, w, exact=exact)))
             offsets.append(-kmax)
-    return TableSet.from_rows(rows, offsets)
+    return TableSet.from_rows(rows, offsets, exact=exact)
 
 
 @dataclass(frozen=True)
@@ -152,12 +160,12 @@ def candidates(u: np.ndarray, q: int) -> np.ndarray:
 
 def parity_costs(
     u: np.ndarray,
-    level: np.ndarray,
+    scale_ids: np.ndarray,
     dist_scale: np.ndarray | float,
     lam: float,
     tables: TableSet,
     bits: BitsLookup,
-    num_levels: int,
+    num_scales: int,
 ):
     """Best cost and index for every (quantizer, parity) at every latent of (B, T) trellises.
 
@@ -172,7 +180,7 @@ def parity_costs(
     tie-breaking as trying the candidates in the order (bracket low, bracket high, zero).
     """
     u = np.ascontiguousarray(np.asarray(u, dtype=np.float64).T)
-    level = np.ascontiguousarray(np.asarray(level).T)
+    scale_ids = np.ascontiguousarray(np.asarray(scale_ids).T)
     ds = np.ascontiguousarray(np.broadcast_to(dist_scale, u.T.shape).T)
     t_len, b = u.shape
     cost = np.empty((t_len, 2, 2, b))
@@ -182,9 +190,9 @@ def parity_costs(
     au = np.abs(u)
     neg = u < 0
     j0 = np.square(u * ds)
-    zero_col = level * bits.width + centre  # where index 0 of each latent's Q0 table is
+    zero_col = scale_ids * bits.width + centre  # where index 0 of each latent's Q0 table is
     for q in (0, 1):
-        row = zero_col + q * num_levels * bits.width
+        row = zero_col + q * num_scales * bits.width
         if q == 0:
             kf = np.floor(u / 2)
             da = u - 2 * kf

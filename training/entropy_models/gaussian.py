@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from qaft.runtime.entropy.calibration import Calibration
-from qaft.runtime.entropy.tables import SCALE_BOUND, SCALE_LEVELS, TableSet, gaussian_tables
+from qaft.runtime.entropy.tables import SCALE_BOUND, SCALE_TABLE, TableSet, gaussian_tables
 from qaft.training.layers import LowerBound
 
 
@@ -20,9 +20,9 @@ class GaussianConditional(nn.Module):
 
     scale_table: torch.Tensor
 
-    def __init__(self, scale_levels: np.ndarray = SCALE_LEVELS):
+    def __init__(self, scale_table: np.ndarray = SCALE_TABLE):
         super().__init__()
-        self.register_buffer("scale_table", torch.tensor(scale_levels, dtype=torch.float32))
+        self.register_buffer("scale_table", torch.tensor(scale_table, dtype=torch.float32))
         self.register_buffer("scale_bound", torch.tensor([SCALE_BOUND]))
         self.likelihood_lower_bound = LowerBound(1e-9)
         self.lower_bound_scale = LowerBound(SCALE_BOUND)

@@ -154,7 +154,7 @@ class MeanScaleHyperprior(nn.Module):
             z_tables=z_tables,
             z_medians=z_medians,
             y_tables=self.gaussian_conditional.build_tables(),
-            scale_levels=self.gaussian_conditional.scale_table.double().cpu().numpy().copy(),
+            scale_table=self.gaussian_conditional.scale_table.double().cpu().numpy().copy(),
             calibration=self.gaussian_conditional.calibration,
         )
 

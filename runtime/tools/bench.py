@@ -33,10 +33,10 @@ def graph_stats(model: ModelDir) -> dict:
         params = int(sum(np.prod(t.dims) for t in g.initializer))
         out[name] = {"operators": dict(sorted(ops.items())), "parameters": params}
     ops = defaultdict(int)
-    for layer in model.hyper.layers:
+    for layer in model.model.hyper.layers:
         ops[f"integer {layer.kind}"] += 1
         ops["leaky relu"] += int(layer.leaky)
-    params = sum(layer.weight.size + layer.bias.size for layer in model.hyper.layers)
+    params = sum(layer.weight.size + layer.bias.size for layer in model.model.hyper.layers)
     out["hyper_synthesis"] = {"operators": dict(sorted(ops.items())), "parameters": params}
     return {k: out[k] for k in ("analysis", "hyper_synthesis", "synthesis")}
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -26,16 +27,20 @@ from qaft.runtime.metrics import psnr
 from qaft.runtime.quantizers import QuantizerParams
 
 Measure = Callable[[np.ndarray, np.ndarray], float]
-_HERE = Path(__file__).resolve().parent
+#: The environment variable naming a default folder of test images.
+DATA_ENV = "QAFT_DATA"
 
 
-def default_kodak() -> str | None:
-    """``../shared/data/kodak`` beside the working directory or the repository, if there."""
-    for base in (Path.cwd(), _HERE.parent):
-        cand = base.parent / "shared" / "data" / "kodak"
-        if cand.is_dir():
-            return str(cand)
-    return None
+def default_images() -> str | None:
+    """The folder of test images named by the environment variable ``QAFT_DATA``, if set:
+    the default of the commands that evaluate or time a model (the library assumes no
+    folder of its own).  A variable naming no folder is a :class:`QaftError` that says so
+    (a bare path in a message would not tell where it came from)."""
+    folder = os.environ.get(DATA_ENV) or None
+    if folder is not None and not os.path.isdir(folder):
+        what = "not a folder" if os.path.exists(folder) else "no such folder"
+        raise QaftError(f"${DATA_ENV}={folder}: {what} (set it to a folder of images)")
+    return folder
 
 
 @dataclass
@@ -151,7 +156,12 @@ def curve_point(
     return {
         "summary": summarize(results),
         "images": results,
-        "model": {**model, "quantizer": quantizer, "step": params.step, "q_lmbda": params.lmbda},
+        "model": {
+            **model,
+            "quantizer": quantizer,
+            "step": params.delta,
+            "q_lmbda": params.rdo_lambda,
+        },
     }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -16,6 +17,7 @@ from qaft.cli.common import (
     quantizer_choice,
     quantizer_options,
 )
+from qaft.runtime.errors import ConfigError
 
 
 def _resume_option(fixed: str):
@@ -107,7 +109,7 @@ def main() -> None:
 @click.option(
     "--val-data",
     type=click.Path(file_okay=False),
-    help="Validation images, coded to real files (default: ../shared/data/kodak if present).",
+    help="Validation images, coded to real files (default: $QAFT_DATA if set).",
 )
 @click.option(
     "--val-every", default=2000, show_default=True, help="Steps between validations (0: never)."
@@ -125,7 +127,7 @@ def train(ctx: click.Context, resume: str | None, lr_decay_at: str, **kw) -> Non
     """Stage 1: train a mean-scale hyperprior end to end."""
     from click.core import ParameterSource
 
-    from qaft.training.evaluate import default_kodak, make_validator
+    from qaft.training.evaluate import default_images, make_validator
     from qaft.training.train import TrainConfig, resume_config
     from qaft.training.train import train as run_training
 
@@ -147,7 +149,7 @@ def train(ctx: click.Context, resume: str | None, lr_decay_at: str, **kw) -> Non
                 f"{' and '.join(missing)} {verb} required (except with --resume)"
             )
         if kw["val_data"] is None:
-            kw["val_data"] = default_kodak()
+            kw["val_data"] = default_images()
         cfg = TrainConfig(**kw)
     validator = (
         make_validator(cfg.val_data, cfg.val_images) if cfg.val_data and cfg.val_every else None
@@ -170,9 +172,9 @@ def _run_folder(out: str | None, resume: str | None) -> tuple[str, bool]:
 def _model_file(spec: str) -> Path:
     """A model file by path, or a bundled model's file by name (``--ckpt q3`` works as
     ``--model q3`` does)."""
-    from qaft.runtime.zoo import resolve
+    from qaft.training.zoo import resolve
 
-    path = resolve(spec, "checkpoint")
+    path = resolve(spec)
     if path.is_dir():
         hint = (
             "a run folder: `qaft snapshot --run DIR --out model.pt` writes its model file"
@@ -196,13 +198,11 @@ def _load_codec(model: str | None, ckpt: str | None, device: str = "cpu"):
 
 def _images_or_fail(data: str | None):
     from qaft.training.data import list_images
-    from qaft.training.evaluate import default_kodak
+    from qaft.training.evaluate import default_images
 
-    folder = data or default_kodak()
+    folder = data or default_images()
     if folder is None:
-        raise FileNotFoundError(
-            "no images given: pass a folder (../shared/data/kodak is used when present)"
-        )
+        raise FileNotFoundError("no images given: pass --data FOLDER (or set QAFT_DATA)")
     return list_images(folder)
 
 
@@ -234,7 +234,12 @@ def eval_cmd(
     models, ckpts, data, quantizer, step, q_lmbda, json_out, name, max_images, update
 ) -> None:
     """Rate-distortion of models on a folder, coding real files (one point per model)."""
-    from qaft.runtime.evaluation import curve_point, is_results, read_points, results_text
+    from qaft.runtime.tools.rate_distortion import (
+        curve_point,
+        is_results,
+        read_points,
+        results_text,
+    )
     from qaft.training.evaluate import evaluate_codec
 
     if not models and not ckpts:
@@ -252,10 +257,10 @@ def eval_cmd(
     points = []
     for m, c in [(m, None) for m in models] + [(None, c) for c in ckpts]:
         codec, loaded, label = _load_codec(m, c)
-        q = model_quantizer(label, loaded.meta.get("finetuned_for"), quantizer)
-        params = codec.params(q, step, q_lmbda)
+        q = model_quantizer(label, loaded.meta.finetuned_for, quantizer)
+        params = codec.model.params(q, step, q_lmbda)
         res = evaluate_codec(codec, images, q, params, progress=sys.stderr.isatty())
-        about = {k: loaded.meta.get(k) for k in ("lmbda", "stage", "finetuned_for", "steps")}
+        about = {k: getattr(loaded.meta, k) for k in ("lmbda", "stage", "finetuned_for", "steps")}
         points.append(curve_point(res, {"label": label, **about}, q, params))
         s = points[-1]["summary"]
         click.echo(
@@ -346,9 +351,9 @@ def bdrate(anchor, test, as_json, anchor_models, per_point, sensitivity) -> None
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
 def models(as_json) -> None:
     """List the bundled models."""
-    from qaft.training.zoo import list_models
+    from qaft.training.zoo import CHECKPOINTS, list_models
 
-    print_models(list_models(), as_json)
+    print_models(list_models(), as_json, CHECKPOINTS.install)
 
 
 @main.command()
@@ -364,7 +369,7 @@ def models(as_json) -> None:
 @fail_cleanly
 def snapshot(run_dir, out, force) -> None:
     """Write a model file from a run's latest checkpoint (the run may still be going)."""
-    from qaft.training.train import RUN_FILES
+    from qaft.training.run import RUN_FILES
     from qaft.training.train import snapshot as take
 
     outputs.check_new_file(Path(out), force, [Path(run_dir) / f for f in RUN_FILES])
@@ -412,7 +417,7 @@ def plot(files, out, title, force) -> None:
     "quantizers",
     multiple=True,
     required=True,
-    type=click.Choice(["rdoq", "tcq", "tcq8"]),
+    type=quantizer_choice(tunable=True),
     help="Quantizer(s) to tune.",
 )
 @click.option(
@@ -427,6 +432,7 @@ def plot(files, out, title, force) -> None:
 @fail_cleanly
 def tune_quantizer(model, ckpt, quantizers, data, n_images, crop, write) -> None:
     """Measure a model's quantizer step and search λ (minimum λ·255²·MSE + bpp)."""
+    from qaft.runtime.model import quantizers_to_dict
     from qaft.training.checkpoint import update_meta
     from qaft.training.data import list_images
     from qaft.training.tune import tune
@@ -436,19 +442,19 @@ def tune_quantizer(model, ckpt, quantizers, data, n_images, crop, write) -> None
         raise click.UsageError("give exactly one of --model and --ckpt")
     path = model_path(model) if model else _model_file(ckpt)
     codec, loaded, label = _load_codec(None, str(path))
-    lmbda = loaded.meta.get("lmbda")
+    lmbda = loaded.meta.lmbda
     if not lmbda:
-        raise ValueError(f"{label}: the model file records no training λ")
+        raise ConfigError(f"{label}: the model file records no training λ")
     images = list_images(data)[:n_images]
-    gain = loaded.meta.get("synthesis_gain")
+    gain = loaded.meta.synthesis_gain
     if gain is None:
         from qaft.runtime.image import load_rgb
-        from qaft.runtime.quantizers.base import distortion_weights
         from qaft.training.tune import center_crop, synthesis_gain
 
         gain = synthesis_gain(codec, [center_crop(load_rgb(p), 256) for p in images[:2]])
-        codec.distortion_weights = distortion_weights(lmbda, gain)
         gain = [float(g) for g in gain]
+        # the search weighs the channels by the gain just measured
+        codec.model.meta = replace(codec.model.meta, synthesis_gain=gain)
         click.echo(f"{label}: synthesis gain per channel {min(gain):.0f} … {max(gain):.0f}")
     found = {}
     for q in quantizers:
@@ -461,7 +467,10 @@ def tune_quantizer(model, ckpt, quantizers, data, n_images, crop, write) -> None
     if write:
         update_meta(
             path,
-            {"synthesis_gain": gain, "quantizers": {**loaded.meta.get("quantizers", {}), **found}},
+            {
+                "synthesis_gain": gain,
+                "quantizers": {**quantizers_to_dict(loaded.meta.quantizers), **found},
+            },
         )
         click.echo(f"stored in {path}")
 
@@ -603,13 +612,10 @@ def export(ckpt, out, check_image, tensorrt, fp16, force) -> None:
         fp16=fp16,
         force=force,
     )
-    errs = ", ".join(f"{k} {v:.1e}" for k, v in manifest["check"]["max_relative_error"].items())
+    errs = ", ".join(f"{k} {v:.1e}" for k, v in manifest.check["max_relative_error"].items())
     if tensorrt:
         from qaft.export.tensorrt_engine import build_engines
 
-        arch = manifest["architecture"]
-        engines = build_engines(out, {"analysis": 3, "synthesis": arch["M"]})
+        engines = build_engines(out, {"analysis": 3, "synthesis": manifest.meta.M})
         click.echo(f"TensorRT engines: {', '.join(p.name for p in engines)}")
-    click.echo(
-        f"wrote {out} (fingerprint {manifest['fingerprint']}; ONNX Runtime vs PyTorch: {errs})"
-    )
+    click.echo(f"wrote {out} (fingerprint {manifest.fingerprint}; ONNX Runtime vs PyTorch: {errs})")

@@ -69,8 +69,8 @@ class _Worker:
         if self.codec is None:
             import ray
 
+            from qaft.runtime.backends.onnx import onnx_codec
             from qaft.runtime.model_dir import model_dir_from_files
-            from qaft.runtime.onnx_backend import onnx_codec
 
             # Built from the bytes the driver verified and sent, checked again here, with no
             # copy on disk: a folder in a shared temporary directory could have been
@@ -81,12 +81,12 @@ class _Worker:
         return self.codec
 
     def compress(
-        self, model_ref: list, paths: list[str], quantizer: str, step: float, lmbda: float
+        self, model_ref: list, paths: list[str], quantizer: str, delta: float, rdo_lambda: float
     ) -> list[tuple[bool, bytes | str]]:
         from qaft.runtime.codec import encode_file
 
         codec = self._codec(model_ref)
-        params = QuantizerParams(step, lmbda)
+        params = QuantizerParams(delta, rdo_lambda)
         out: list[tuple[bool, bytes | str]] = []
         for p in paths:
             try:
@@ -243,7 +243,7 @@ def _run(ray, model, items, quantizer, params, config):
         batch, attempt = queue.popleft()
         paths = [str(src) for src, _ in batch]
         # [files]: a nested reference, which Ray hands over as is for the worker to resolve
-        ref = actors[i].compress.remote([files], paths, quantizer, params.step, params.lmbda)
+        ref = actors[i].compress.remote([files], paths, quantizer, params.delta, params.rdo_lambda)
         pending[ref] = (i, batch, attempt)
 
     def fill(prefer_not: int | None = None) -> None:

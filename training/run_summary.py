@@ -1,6 +1,6 @@
 """Steps, wall time and last figures of training runs, from their ``log.jsonl``.
 
-python benchmarks/run_summary.py RUN_DIR [RUN_DIR ...]
+python -m qaft.training.run_summary RUN_DIR [RUN_DIR ...]
 """
 
 from __future__ import annotations

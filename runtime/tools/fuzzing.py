@@ -1,6 +1,6 @@
 """Fuzzing the decoder with mutated ``.qaft`` files: zero crashes, zero hangs.
 
-    python benchmarks/fuzz_bitstreams.py --model q3 --count 10000 [--seed 0] [--json OUT]
+    python -m qaft.runtime.tools.fuzzing --model q3 --count 10000 [--seed 0] [--json OUT]
 
 Seeds are real files the model writes (small images, every quantizer).  Each mutant gets
 one to three mutations: bit flips, byte overwrites, truncation, appended bytes, a chunk
@@ -30,8 +30,9 @@ from collections import Counter
 import numpy as np
 
 from qaft.runtime import codec as C
-from qaft.runtime.container import _HEAD
+from qaft.runtime.container import HEADER_STRUCT
 from qaft.runtime.errors import QaftError
+from qaft.runtime.quantizers import QUANTIZERS
 
 _FIELDS = {  # header field -> (offset, struct format)
     "version": (4, "<B"),
@@ -73,7 +74,7 @@ def mutate(data: bytes, rng: np.random.Generator, donor: bytes) -> bytes:
             chunk = donor[a : a + int(rng.integers(1, 65))]
             i = int(rng.integers(0, len(buf) + 1))
             buf[i : i + len(chunk)] = chunk
-        elif kind == 5 and len(buf) >= _HEAD.size:  # header field at an edge value
+        elif kind == 5 and len(buf) >= HEADER_STRUCT.size:  # header field at an edge value
             name = list(_FIELDS)[int(rng.integers(0, len(_FIELDS)))]
             off, fmt = _FIELDS[name]
             values = _EDGE[name]
@@ -84,8 +85,8 @@ def mutate(data: bytes, rng: np.random.Generator, donor: bytes) -> bytes:
 def mutate_body(data: bytes, rng: np.random.Generator) -> bytes:
     """Bit flips inside the sections only, sizes kept, checksum recomputed: a mutant that
     passes every structural check and reaches the entropy decoder."""
-    n = data[_HEAD.size - 1] if len(data) >= _HEAD.size else 0
-    start = _HEAD.size + 4 * n
+    n = data[HEADER_STRUCT.size - 1] if len(data) >= HEADER_STRUCT.size else 0
+    start = HEADER_STRUCT.size + 4 * n
     if len(data) - 4 <= start:
         return data
     buf = bytearray(data)
@@ -152,7 +153,7 @@ def crafted(seeds: list[bytes]) -> dict[str, bytes]:
     out = {}
     for h, w in CRAFTED_SIZES:
         for qid in (0, 2):
-            head = _HEAD.pack(b"QAFT", FORMAT_VERSION, qid, 0, fp, h, w, 1.0, 4)
+            head = HEADER_STRUCT.pack(b"QAFT", FORMAT_VERSION, qid, 0, fp, h, w, 1.0, 4)
             out[f"empty sections, q{qid}, {w}x{h}"] = fix_checksum(head + bytes(4 * 4) + bytes(4))
         for i, seed in enumerate(seeds):
             if h * w > 128 * 128:  # larger than every seed
@@ -160,12 +161,14 @@ def crafted(seeds: list[bytes]) -> dict[str, bytes]:
                 struct.pack_into("<II", buf, 16, h, w)
                 out[f"seed {i} declared {w}x{h}"] = fix_checksum(bytes(buf))
     for i, seed in enumerate(seeds):  # the y sections dropped, the z sections kept
-        n = seed[_HEAD.size - 1]
-        lengths = list(struct.unpack_from(f"<{n}I", seed, _HEAD.size))
-        body = seed[_HEAD.size + 4 * n : _HEAD.size + 4 * n + lengths[0] + lengths[1]]
+        n = seed[HEADER_STRUCT.size - 1]
+        lengths = list(struct.unpack_from(f"<{n}I", seed, HEADER_STRUCT.size))
+        body = seed[
+            HEADER_STRUCT.size + 4 * n : HEADER_STRUCT.size + 4 * n + lengths[0] + lengths[1]
+        ]
         table = struct.pack("<4I", lengths[0], lengths[1], 0, 0)
         out[f"seed {i}, y sections empty"] = fix_checksum(
-            seed[: _HEAD.size] + table + body + bytes(4)
+            seed[: HEADER_STRUCT.size] + table + body + bytes(4)
         )
     return out
 
@@ -188,12 +191,12 @@ def run_crafted(codec: C.Codec, files: dict[str, bytes]) -> dict[str, tuple[str,
 
 def seed_files(codec: C.Codec, images: list[np.ndarray]) -> list[bytes]:
     """Valid files of ``images`` with every quantizer."""
-    return [C.encode(codec, img, q).data for img in images for q in ("sq", "rdoq", "tcq", "tcq8")]
+    return [C.encode(codec, img, q).data for img in images for q in QUANTIZERS]
 
 
 def main() -> None:
+    from qaft.runtime.backends.onnx import onnx_codec
     from qaft.runtime.model_dir import open_model_dir
-    from qaft.runtime.onnx_backend import onnx_codec
     from qaft.runtime.zoo import model_path
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -1,0 +1,133 @@
+"""The OpenVINO backend of :class:`qaft.runtime.codec.Networks` (CPU).
+
+The same exported ONNX graphs as ONNX Runtime's backend, run by OpenVINO's CPU plugin: on
+the AVX-512 CPUs the project measures on it runs the synthesis about twice as fast
+(``docs/performance.md``).  Optional: ``pip install qaft[openvino]``.
+
+Precisions: ``fp32`` (the fp32 graphs at f32), ``bf16`` (the fp32 graphs with OpenVINO's
+bf16 inference-precision hint, only where the CPU has bf16), ``fp16`` (the fp16 graphs),
+``auto``: bf16 where the CPU has it, else fp32 (bf16 changes the Kodak PSNR of q3 by
++0.001 dB on average, at most 0.01 dB on an image: ``docs/performance.md``).
+The entropy parameters never come from these networks (they are exact:
+:mod:`qaft.runtime.entropy.integer_hyper`), so a file written by any backend at any
+precision decodes with any other.
+"""
+
+from __future__ import annotations
+
+import io
+import queue
+from types import SimpleNamespace
+
+import numpy as np
+
+from qaft.runtime.backends.onnx import BackendError, open_graphs
+from qaft.runtime.errors import QaftError
+from qaft.runtime.limits import check_threads
+from qaft.runtime.model_dir import ModelDir
+
+#: What ``--precision`` names -> OpenVINO's inference precision hint.
+PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f32"}
+
+
+def openvino_installed() -> bool:
+    """Whether the ``openvino`` package can be imported here (without importing it)."""
+    import importlib.util
+
+    return importlib.util.find_spec("openvino") is not None
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+
+
+def _signature(compiled) -> SimpleNamespace:
+    """A compiled model's inputs and outputs as ``open_graphs`` checks them
+    (ONNX Runtime's ``get_inputs``/``get_outputs``: ``.shape`` with ints where static)."""
+
+    def args(ports):
+        return [
+            SimpleNamespace(
+                shape=[d.get_length() if d.is_static else "?" for d in p.get_partial_shape()]
+            )
+            for p in ports
+        ]
+
+    ins, outs = args(compiled.inputs), args(compiled.outputs)
+    return SimpleNamespace(get_inputs=lambda: ins, get_outputs=lambda: outs)
+
+
+class OpenVinoNetworks:
+    """The float graphs (analysis, synthesis) compiled once each for OpenVINO's CPU plugin,
+    at ``precision`` with ``threads`` inference threads (0: OpenVINO's default)."""
+
+    backend = "openvino"
+
+    def __init__(self, model: ModelDir, threads: int = 0, precision: str = "fp32"):
+        threads = check_threads(threads)
+        if precision not in (*PRECISION_HINTS, "auto"):
+            raise BackendError(
+                f"precision {precision!r} is not one of auto, {', '.join(PRECISION_HINTS)}"
+            )
+        try:
+            import openvino as ov
+            from openvino.frontend import FrontEndManager
+        except ImportError:
+            raise BackendError(
+                "backend 'openvino' needs the openvino package: "
+                'pip install ".[openvino]" from a qaft checkout'
+            ) from None
+        core = ov.Core()
+        has_bf16 = "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        if precision == "auto":
+            precision = "bf16" if has_bf16 else "fp32"
+        if precision == "bf16" and not has_bf16:
+            raise BackendError("this CPU has no bf16 arithmetic: use --precision fp32")
+        self.precision = precision
+        config = {
+            "PERFORMANCE_HINT": "LATENCY",
+            "NUM_STREAMS": 1,
+            "INFERENCE_PRECISION_HINT": PRECISION_HINTS[precision],
+        }
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        # The ONNX frontend only: the bytes are never sniffed as another format (OpenVINO's
+        # own IR could name weight files beside it).
+        onnx = FrontEndManager().load_by_framework("onnx")
+        graph_precision = "fp16" if precision == "fp16" else "fp32"
+
+        def compile_graph(graph: bytes):
+            return core.compile_model(onnx.convert(onnx.load(io.BytesIO(graph))), "CPU", config)
+
+        #: Graphs this model lacks (an absent parent's analysis graph: it still decodes).
+        self.missing: dict[str, QaftError]
+        self.compiled, self.missing = open_graphs(model, graph_precision, compile_graph, _signature)
+        #: Idle infer requests per graph: a request is not safe to share between threads
+        #: (the CLI codes several images at once), creating one per call costs time.
+        self._idle = {name: queue.SimpleQueue() for name in self.compiled}
+
+    def _run(self, name: str, x: np.ndarray) -> list[np.ndarray]:
+        if name in self.missing:
+            raise self.missing[name]
+        idle = self._idle[name]
+        try:
+            request = idle.get_nowait()
+        except queue.Empty:
+            request = self.compiled[name].create_infer_request()
+        try:
+            out = request.infer({0: np.ascontiguousarray(x, np.float32)})
+            # Copies: the request's output buffers are reused by its next call.
+            return [np.array(out[port], np.float32) for port in self.compiled[name].outputs]
+        except Exception as exc:  # a graph that fits its signature may still not run
+            raise QaftError(
+                f"the {name} graph failed on a {x.shape} input ({_first_line(exc)})"
+            ) from None
+        finally:
+            idle.put(request)
+
+    def analysis(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        y, z = self._run("analysis", x)
+        return y, z
+
+    def synthesis(self, y_hat: np.ndarray) -> np.ndarray:
+        return self._run("synthesis", y_hat)[0]

@@ -1,0 +1,133 @@
+"""The OpenVINO backend (runtime/backends/openvino.py): an optional extra, so every test
+that runs it skips where the openvino package is not installed."""
+
+import shutil
+
+import numpy as np
+import pytest
+from conftest import run_cli, synthetic_image
+
+from qaft.runtime import codec as C
+from qaft.runtime.backends import openvino as OV
+from qaft.runtime.backends.onnx import BackendError, onnx_codec, resolve_backend
+from qaft.runtime.model_dir import open_model_dir
+
+needs_openvino = pytest.mark.skipif(
+    not OV.openvino_installed(), reason="the openvino package is not installed (qaft[openvino])"
+)
+
+
+def _has_bf16() -> bool:
+    import openvino as ov
+
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def test_a_missing_openvino_is_one_clear_error(monkeypatch):
+    monkeypatch.setattr(OV, "openvino_installed", lambda: False)
+    assert resolve_backend("auto") != "openvino"
+    with pytest.raises(BackendError, match=r'pip install "\.\[openvino\]"'):
+        resolve_backend("openvino")
+
+
+def test_bf16_is_refused_on_onnx_runtime(model_dir):
+    with pytest.raises(BackendError, match="openvino"):
+        onnx_codec(open_model_dir(model_dir), "cpu", 1, "bf16")
+
+
+@needs_openvino
+def test_auto_does_not_take_openvino_until_it_is_named():
+    assert resolve_backend("auto") != "openvino"
+
+
+@needs_openvino
+@pytest.mark.parametrize("quantizer", ["sq", "tcq"])
+def test_files_cross_between_openvino_and_onnx_runtime(model_dir, quantizer):
+    md = open_model_dir(model_dir)
+    codecs = {
+        "ort": onnx_codec(md, "cpu", 1),
+        "ov-fp32": onnx_codec(md, "openvino", 1, "fp32"),
+        "ov-auto": onnx_codec(md, "openvino", 2, "auto"),
+    }
+    img = synthetic_image(70, 90, 3)
+    for enc_name, enc_codec in codecs.items():
+        enc = C.encode(enc_codec, img, quantizer, reconstruct=True)
+        for dec_name, dec_codec in codecs.items():
+            dec = C.decode(dec_codec, enc.data)
+            assert np.array_equal(dec.y_indices, enc.y_indices), (enc_name, dec_name)
+            assert np.array_equal(dec.z_indices, enc.z_indices), (enc_name, dec_name)
+            if dec_name == enc_name:
+                np.testing.assert_array_equal(dec.image, enc.reconstruction)
+
+
+@needs_openvino
+def test_openvino_fp32_agrees_with_onnx_runtime(model_dir):
+    md = open_model_dir(model_dir)
+    ort, ov = onnx_codec(md, "cpu", 1).networks, onnx_codec(md, "openvino", 1, "fp32").networks
+    assert ov.backend == "openvino" and ov.precision == "fp32"
+    x = C.network_input(synthetic_image(64, 96, 5))
+    for a, b in zip(ov.analysis(x), ort.analysis(x)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    y = ort.analysis(x)[0]
+    np.testing.assert_allclose(ov.synthesis(y), ort.synthesis(y), rtol=1e-4, atol=1e-4)
+
+
+@needs_openvino
+def test_threads_and_precision_reach_openvino(model_dir):
+    import openvino
+
+    ov = onnx_codec(open_model_dir(model_dir), "openvino", 1, "fp32").networks
+    for compiled in ov.compiled.values():
+        assert int(compiled.get_property("INFERENCE_NUM_THREADS")) == 1
+        assert compiled.get_property("INFERENCE_PRECISION_HINT") == openvino.Type.f32
+    auto = onnx_codec(open_model_dir(model_dir), "openvino", 2, "auto").networks
+    assert auto.precision == ("bf16" if _has_bf16() else "fp32")
+    want = openvino.Type.bf16 if _has_bf16() else openvino.Type.f32
+    for compiled in auto.compiled.values():
+        assert int(compiled.get_property("INFERENCE_NUM_THREADS")) == 2
+        assert compiled.get_property("INFERENCE_PRECISION_HINT") == want
+    if not _has_bf16():
+        with pytest.raises(BackendError, match="no bf16"):
+            onnx_codec(open_model_dir(model_dir), "openvino", 1, "bf16")
+
+
+@needs_openvino
+def test_openvino_is_given_the_verified_bytes_not_the_path(model_dir, tmp_path):
+    folder = tmp_path / "m"
+    shutil.copytree(model_dir, folder)
+    md = open_model_dir(folder)  # verified and held in memory here
+    for name in ("analysis.onnx", "synthesis.onnx"):
+        (folder / name).write_bytes(b"not a graph")
+    codec = onnx_codec(md, "openvino", 1, "fp32")
+    enc = C.encode(codec, synthetic_image(64, 64, 1), "sq")
+    assert C.decode(codec, enc.data).image.shape == (64, 64, 3)
+
+
+@needs_openvino
+def test_a_graph_of_the_wrong_role_is_refused(model_dir, tmp_path):
+    folder = tmp_path / "swapped"
+    shutil.copytree(model_dir, folder)
+    md = open_model_dir(folder)
+    md.blobs["analysis.onnx"], md.blobs["synthesis.onnx"] = (
+        md.blobs["synthesis.onnx"],
+        md.blobs["analysis.onnx"],
+    )
+    with pytest.raises(Exception, match="not those of a analysis graph"):
+        onnx_codec(md, "openvino", 1, "fp32")
+
+
+@needs_openvino
+def test_cli_compresses_with_openvino_and_decodes_with_onnx_runtime(model_dir, tmp_path):
+    from PIL import Image
+
+    src = tmp_path / "a.png"
+    Image.fromarray(synthetic_image(48, 80, 7)).save(src)
+    packed, restored = tmp_path / "a.qaft", tmp_path / "b.png"
+    r = run_cli("qaft-run", "compress", str(src), "-o", str(packed), "--model", str(model_dir),
+                "--backend", "openvino", "--threads", "1")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "backend openvino" in r.stderr + r.stdout
+    r = run_cli("qaft-run", "decompress", str(packed), "-o", str(restored), "--model",
+                str(model_dir), "--backend", "cpu", "--precision", "fp32")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert np.asarray(Image.open(restored)).shape == (48, 80, 3)
