@@ -121,10 +121,6 @@ def band_prior(codec: Codec, z_hat: np.ndarray, start: int, stop: int) -> Prior:
     return codec.model.prior(means[:, :, rows], scale_ids[:, :, rows])
 
 
-def _rows_of(prior: Prior, rows: slice) -> Prior:
-    return Prior(prior.means[:, :, rows], prior.scale_ids[:, :, rows], prior.tables, prior.weights)
-
-
 def latents(
     codec: Codec, image: np.ndarray, timings: dict | None = None, prior: bool = True
 ) -> Latents:
@@ -190,7 +186,7 @@ def encode_latents(
             prior = band_prior(codec, lat.z_hat, start, stop)
             t["hyper_synthesis"] = t.get("hyper_synthesis", 0.0) + time.perf_counter() - t0
         else:
-            prior = _rows_of(lat.prior, rows)
+            prior = lat.prior.rows(rows)
         t0 = time.perf_counter()
         y_idx[:, :, rows], band_hat = quant.quantize(lat.y[:, :, rows], prior, params)
         if y_hat is not None:

@@ -65,6 +65,10 @@ class Prior:
     tables: ModelTables
     weights: np.ndarray | None = None
 
+    def rows(self, rows: slice) -> Prior:
+        """The prior of the y rows ``rows`` (a band); the weights are per channel."""
+        return Prior(self.means[:, :, rows], self.scale_ids[:, :, rows], self.tables, self.weights)
+
 
 @dataclass
 class QuantizedLatent:
