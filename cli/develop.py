@@ -54,6 +54,13 @@ def main() -> None:
 @click.option("--N", "N", default=128, show_default=True, help="Channels of the transforms.")
 @click.option("--M", "M", default=192, show_default=True, help="Channels of the latent y.")
 @click.option(
+    "--architecture",
+    type=click.Choice(["mean-scale-hyperprior", "scale-hyperprior"]),
+    default="mean-scale-hyperprior",
+    show_default=True,
+    help="Hyperprior with predicted means (Minnen 2018) or scales only (Ballé 2018).",
+)
+@click.option(
     "--stand-in",
     type=click.Choice(["noise", "ste", "mixed"]),
     default="mixed",
@@ -124,7 +131,7 @@ def main() -> None:
 @click.pass_context
 @fail_cleanly
 def train(ctx: click.Context, resume: str | None, lr_decay_at: str, **kw) -> None:
-    """Stage 1: train a mean-scale hyperprior end to end."""
+    """Stage 1: train a hyperprior codec end to end."""
     from click.core import ParameterSource
 
     from qaft.training.evaluate import default_images, make_validator
@@ -383,7 +390,8 @@ def snapshot(run_dir, out, force) -> None:
 @click.option("--force", is_flag=True, help="Replace an existing file.")
 @fail_cleanly
 def import_compressai_cmd(ckpt, out, lmbda, force) -> None:
-    """Convert a CompressAI MeanScaleHyperprior checkpoint into a qaft model file."""
+    """Convert a CompressAI MeanScaleHyperprior or ScaleHyperprior checkpoint into a qaft
+    model file."""
     from qaft.training.compressai_import import import_compressai
 
     if not Path(ckpt).is_file():

@@ -15,7 +15,9 @@ plugins are the modules it lists itself), so the import is what registers it, as
 Reading: :meth:`Image.open` verifies the stream's header and checksum (reading the file's
 bytes, bounded like ``qaft-run``'s) and gives its size and mode (``RGB``);
 ``im.info["qaft"]`` holds what ``qaft-run info`` says of it.  Decoding happens at
-``load()``, by :func:`qaft.runtime.decompress` (the model loaded for that image).
+``load()``, by the bundled model the header names, as :func:`qaft.runtime.decompress`
+decodes.  Bundled models, once loaded, stay loaded for the process (the last
+:data:`CACHED_MODELS` of them): a folder of images pays for the model once, not per image.
 
 Writing: ``im.save(path_or_file, format="QAFT", **options)`` (the format follows from a
 ``.qaft`` suffix) takes the options of :func:`qaft.runtime.compress`: ``model``,
@@ -31,6 +33,7 @@ one-line message) that is also an ``OSError``, what Pillow's callers catch.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,6 +44,8 @@ from PIL import Image, ImageFile
 from qaft.runtime.container import MAGIC, MAX_STREAM_BYTES
 from qaft.runtime.errors import QaftError
 
+#: Bundled models kept loaded (a zoo has 17; an application uses one or two).
+CACHED_MODELS = 4
 FORMAT = "QAFT"
 EXTENSION = ".qaft"
 MIME = "image/x-qaft"
@@ -90,6 +95,15 @@ def _read(fp: IO[bytes]) -> bytes:
     return data
 
 
+@functools.lru_cache(maxsize=CACHED_MODELS)
+def _bundled(name: str, backend: str, threads: int, precision: str):
+    """A bundled model, loaded once per process and settings.  Only bundled models: a model
+    folder given by path may change on disk between two saves."""
+    from qaft.runtime.api import load
+
+    return load(name, backend=backend, threads=threads, precision=precision)
+
+
 def _accept(prefix: bytes) -> bool:
     return prefix[: len(MAGIC)] == MAGIC
 
@@ -118,23 +132,47 @@ class QaftDecoder(ImageFile.PyDecoder):
 
     def decode(self, buffer: bytes | Image.SupportsArrayInterface) -> tuple[int, int]:
         """Reads the stream and sets the decoded pixels; (-1, 0): done, no error."""
-        from qaft.runtime.api import decompress
+        from qaft.runtime.api import not_bundled
+        from qaft.runtime.codec import read_header
+        from qaft.runtime.zoo import bundled_name, model_path
 
         assert self.fd is not None
         with _file_errors():
-            rgb = decompress(_read(self.fd))
+            data = _read(self.fd)
+            fingerprint = read_header(data).fingerprint
+            name = bundled_name(fingerprint)
+            if name is None:
+                raise not_bundled(fingerprint)
+            model_path(name)  # a bundled model that is not installed: the line that says so
+            rgb = _bundled(name, "auto", 0, "auto").decompress(data)
         self.set_as_raw(rgb.tobytes())
         return -1, 0
 
 
 def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
-    from qaft.runtime.api import compress
+    from qaft.runtime.api import choose_model, compress
     from qaft.runtime.image import rgb_array
+    from qaft.runtime.zoo import is_bundled_name
 
     options = {k: im.encoderinfo[k] for k in SAVE_OPTIONS if k in im.encoderinfo}
     label = filename.decode() if isinstance(filename, bytes) else filename
     with _file_errors():
-        data = compress(rgb_array(im, label or "image"), **options)
+        image = rgb_array(im, label or "image")
+        choice = {k: options.get(k) for k in ("model", "quality", "target_bpp", "target_psnr")}
+        spec = choose_model(**choice, quantizer=options.get("quantizer"))
+        running = (
+            options.get("backend", "auto"),
+            options.get("threads", 0),
+            options.get("precision", "auto"),
+        )
+        # only plain settings are cache keys; anything else gets load()'s own error
+        plain = all(isinstance(v, str | int) and not isinstance(v, bool) for v in running)
+        if isinstance(spec, str) and is_bundled_name(spec) and plain:
+            loaded = _bundled(spec, *running)
+            coding = {k: options.get(k) for k in ("quantizer", "step", "q_lmbda")}
+            data = loaded.compress(image, **coding)
+        else:  # a model folder, or a target that chooses per image
+            data = compress(image, **options)
     fp.write(data)
 
 

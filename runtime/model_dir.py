@@ -483,6 +483,8 @@ def _load_tables(data: bytes) -> ModelTables:
 def _load_hyper(data: bytes) -> IntegerHyperSynthesis:
     npz = _Npz(data)
     arrays = {"act_bits": npz.array("act_bits", "iu", 0)}
+    if "scale_only" in npz:
+        arrays["scale_only"] = npz.array("scale_only", "iu", 0)
     i = 0
     while f"{i}.weight" in npz:
         if i >= MAX_HYPER_LAYERS:
@@ -540,7 +542,7 @@ def _check_shapes(
         problems.append(
             f"{tables.y_tables.num_tables} y tables for {len(tables.scale_table)} scale levels"
         )
-    if cin != n or last.out_channels != 2 * m:
+    if cin != n or hyper.y_channels != m:
         problems.append(f"hyper-synthesis {cin} -> {last.out_channels} channels, N = {n}, M = {m}")
     if problems:
         raise ModelDirError(f"{where}: parts of different models ({'; '.join(problems)})")

@@ -258,3 +258,20 @@ def test_readme_python_blocks_run_as_written(photo):
     )
     assert r.returncode == 0, r.stderr
     assert (photo.parent / "photo.qaft").read_bytes()[:4] == b"QAFT"
+
+
+def test_pillow_loads_a_bundled_model_once_for_many_images(q0, tmp_path, monkeypatch):
+    import qaft.pillow as plugin
+
+    plugin._bundled.cache_clear()
+    calls = []
+    real = api.load
+    monkeypatch.setattr(api, "load", lambda *a, **k: calls.append(a) or real(*a, **k))
+    data = q0.compress(RGB)
+    for i in range(3):
+        with Image.open(io.BytesIO(data)) as im:
+            assert np.array_equal(np.asarray(im), q0.decompress(data))
+        Image.fromarray(RGB).save(tmp_path / f"{i}.qaft", model="q0")
+        assert (tmp_path / f"{i}.qaft").read_bytes() == data
+    assert calls == [("q0",)]
+    plugin._bundled.cache_clear()

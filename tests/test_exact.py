@@ -91,7 +91,9 @@ def _reference(hyper: IntegerHyperSynthesis, z: np.ndarray) -> np.ndarray:
             e = int(L.shift[c])
             out[c] = acc[c] >> e if e >= 0 else acc[c] << -e
         out = np.clip(out, -lim, lim)
-        if L.leaky:
+        if L.activation == "relu":
+            out = np.maximum(out, 0)
+        elif L.activation == "leaky":
             neg = out < 0
             out[neg] = np.floor(out[neg].astype(np.float64) * 0.01).astype(np.int64)
         a = out

@@ -25,7 +25,7 @@ class TorchNetworks:
     def analysis(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         y = self._run(self.model.g_a, x)
         with torch.no_grad():
-            z = self.model.h_a(y)
+            z = self.model.hyper_analysis(y)
         return y.cpu().numpy(), z.cpu().numpy()
 
     def synthesis(self, y_hat: np.ndarray) -> np.ndarray:

@@ -20,7 +20,7 @@ from qaft.runtime.errors import QaftError
 from qaft.runtime.files import write_file
 from qaft.runtime.model import MetadataError, Model, ModelMeta
 from qaft.runtime.model_tables import ModelTables, fingerprint
-from qaft.training.models import MeanScaleHyperprior, ModelConfig
+from qaft.training.models import MeanScaleHyperprior, ModelConfig, build_model
 
 MODEL_FORMAT = "qaft-model"
 MODEL_VERSION = 1
@@ -273,7 +273,7 @@ def load_model(path: str | Path, device: str = "cpu") -> LoadedModel:
     blob = _read_blob(path)
     try:
         config = ModelConfig(**blob["config"])
-        model = MeanScaleHyperprior(config)
+        model = build_model(config)
         model.load_state_dict(blob["state_dict"])
         tables = ModelTables.from_arrays({k: np.asarray(v) for k, v in blob["tables"].items()})
         model.gaussian_conditional.calibration = tables.calibration

@@ -92,7 +92,7 @@ class _LatentSource:
         """(x, ŷ as a tensor, ẑ, indices, y) for a batch of crops."""
         m = self.model
         y = m.g_a(x)
-        z = m.h_a(y)
+        z = m.hyper_analysis(y)
         hyper = m.integer_hyper_synthesis() if self.live_hyper else None
         lat = self.codec.model.latents(y.float().cpu().numpy(), z.float().cpu().numpy(), hyper)
         idx, y_hat = self.quant.quantize(lat.y, lat.prior, self.params)

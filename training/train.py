@@ -21,7 +21,7 @@ from qaft.training.checkpoint import (
     save_model,
 )
 from qaft.training.data import CropSampler
-from qaft.training.models import MeanScaleHyperprior, ModelConfig
+from qaft.training.models import ARCHITECTURES, MeanScaleHyperprior, ModelConfig, build_model
 from qaft.training.models.hyperprior import STAND_INS
 from qaft.training.run import (
     CHECKPOINT,
@@ -45,6 +45,7 @@ class TrainConfig:
     lmbda: float
     N: int = 128
     M: int = 192
+    architecture: str = ARCHITECTURES[0]
     stand_in: str = "mixed"
     steps: int = 100_000
     batch: int = 16
@@ -81,6 +82,10 @@ class TrainConfig:
     compile: bool = False
 
     def __post_init__(self) -> None:
+        if self.architecture not in ARCHITECTURES:
+            raise ConfigError(
+                f"unknown architecture {self.architecture!r}; choose from {ARCHITECTURES}"
+            )
         if self.stand_in not in STAND_INS:
             raise ConfigError(f"unknown stand-in {self.stand_in!r}; choose from {STAND_INS}")
         if (
@@ -98,7 +103,7 @@ class TrainConfig:
 
 
 #: What a run learns: a resumed run keeps these, and a different value is refused.
-RUN_FIXED = ("lmbda", "N", "M", "stand_in", "seed", "init_from", "widen")
+RUN_FIXED = ("lmbda", "N", "M", "architecture", "stand_in", "seed", "init_from", "widen")
 #: The machine's, not the run's: a resumed run takes them from the command line (or the
 #: defaults), so a run begun on a GPU can go on on a CPU without ``--device``/``--amp``.
 MACHINE = ("device", "threads", "amp", "channels_last", "compile")
@@ -133,8 +138,10 @@ def resume_config(out: str | Path, given: dict[str, Any]) -> TrainConfig:
 
 
 def _check_fixed(stored: dict[str, Any], given: dict[str, Any], ckpt: Path) -> None:
+    # a run begun before a setting existed ran with its default
+    defaults = {f.name: f.default for f in fields(TrainConfig)}
     for k in RUN_FIXED:
-        if k in given and given[k] != stored.get(k):
+        if k in given and given[k] != stored.get(k, defaults.get(k)):
             raise RunFolderError(
                 f"{_option(k)} {given[k]} differs from the run's {stored.get(k)} "
                 f"({ckpt}): a resumed run keeps it (leave the option out)"
@@ -339,7 +346,7 @@ def train(
         )
     torch.manual_seed(cfg.seed)
     sampler = CropSampler(cfg.data, cfg.crop, seed=cfg.seed)
-    model = MeanScaleHyperprior(ModelConfig(cfg.N, cfg.M))
+    model = build_model(ModelConfig(cfg.N, cfg.M, cfg.architecture))
     if cfg.init_from and not resume:  # a resumed run has its weights in its checkpoint
         model = _warm_start(model, cfg)
     stage = Training(cfg, model, sampler, device, validate)
@@ -364,7 +371,8 @@ def snapshot(run_dir: str | Path, out: str | Path) -> Path:
     state = read_run_checkpoint(ckpt)
     cfg = state.get("config")
     try:
-        model = MeanScaleHyperprior(ModelConfig(cfg["N"], cfg["M"]))
+        arch = cfg.get("architecture", ARCHITECTURES[0])
+        model = build_model(ModelConfig(cfg["N"], cfg["M"], arch))
         model.load_state_dict(state["model"])
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(

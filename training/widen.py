@@ -86,6 +86,8 @@ def widen(small: MeanScaleHyperprior, config: ModelConfig, seed: int = 0) -> Mea
     weights out of the new channels. Calibration is not carried over: it fits the trained
     model, and a widened model is meant to be trained further.
     """
+    if small.config.architecture != "mean-scale-hyperprior":
+        raise ConfigError(f"--widen takes a mean-scale hyperprior, not {small.config.architecture}")
     if config.architecture != small.config.architecture:
         raise ConfigError(f"cannot widen {small.config.architecture} into {config.architecture}")
     if config.N < small.config.N or config.M < small.config.M:
@@ -98,7 +100,7 @@ def widen(small: MeanScaleHyperprior, config: ModelConfig, seed: int = 0) -> Mea
     devices = {p.device for p in small.parameters()}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        big = MeanScaleHyperprior(config)
+        big = MeanScaleHyperprior(config)  # the only architecture widened (checked above)
     big.to(next(iter(devices)))
     pairs = dict(small.named_modules())
     last_hs = len(big.h_s) - 1

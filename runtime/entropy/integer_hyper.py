@@ -8,7 +8,8 @@ machine does not (the determinism hazard: ``docs/exact.md``).  Here ``h_s`` runs
   ``|w_int| <= 2**15 - 1`` (int16), biases to ``rint(b * 2**(e_c + A))``;
 * activations are integers ``a = real * 2**A`` (``A = ACT_BITS``), clipped to ``±2**28``;
 * each layer accumulates ``sum(w_int * a) + b_int`` and rescales by ``floor(acc * 2**-e_c)``
-  (a power of two: exact); leaky ReLU is ``floor(a * 0.01)`` on negative values.
+  (a power of two: exact); leaky ReLU is ``floor(a * 0.01)`` on negative values, ReLU
+  ``max(a, 0)``.
 
 Every value is an integer held in float64, and every partial sum is bounded by
 ``sum|w_int| * 2**28 + |b_int| < 2**53`` (enforced when the weights are converted), so each
@@ -42,6 +43,9 @@ WEIGHT_LIMIT = 2**15 - 1
 SUM_LIMIT = float(1 << 53)
 #: Negative slope of the leaky ReLUs (PyTorch's default, as the float model trains with).
 LEAKY_SLOPE = 0.01
+#: What may follow a layer, by the number stored for it (``spec[3]``): nothing, a leaky ReLU
+#: (the mean-scale hyperprior) or a ReLU (the scale-only hyperprior, whose last layer too).
+ACTIVATIONS = ("none", "leaky", "relu")
 #: ẑ is processed in tiles (halo included) whose largest im2col buffer stays near this size:
 #: the memory is bounded for any image size and shape.
 TILE_BYTES = 768 << 20
@@ -70,7 +74,7 @@ class IntegerLayer:
     bias: np.ndarray
     stride: int
     padding: int
-    leaky: bool
+    activation: str  # one of ACTIVATIONS
 
     def __post_init__(self) -> None:
         # The float64 weight matrix of the product, made once (a frozen dataclass's cache).
@@ -104,7 +108,9 @@ class IntegerLayer:
         out *= self._scale  # exact: a power of two, and no value comes near a denormal
         np.floor(out, out=out)
         np.clip(out, -ACT_LIMIT, ACT_LIMIT, out=out)
-        if self.leaky:
+        if self.activation == "relu":
+            np.maximum(out, 0.0, out=out)
+        elif self.activation == "leaky":
             # For an integer x: floor(0.01 x) <= x when x >= 0 and >= x when x < 0, so the
             # maximum is the leaky ReLU's floor(0.01 x) on negative values, x elsewhere.
             np.maximum(out, np.floor(out * LEAKY_SLOPE), out=out)
@@ -186,9 +192,13 @@ def _deconv(a: np.ndarray, w: np.ndarray, pad: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class IntegerHyperSynthesis:
-    """``ẑ`` -> (scales, means) of ``y``, bit-identical on every machine."""
+    """``ẑ`` -> (scales, means) of ``y``, bit-identical on every machine.
+
+    ``with_means``: the last layer gives scales then means (2M channels); a scale-only
+    hyperprior's gives M scales, and its means are zero."""
 
     layers: tuple[IntegerLayer, ...]
+    with_means: bool = True
 
     def tile_shape(self, h: int, w: int) -> tuple[int, int]:
         """ẑ rows and columns per tile (halo not counted) for a ẑ of h x w."""
@@ -205,8 +215,8 @@ class IntegerHyperSynthesis:
 
     @property
     def y_channels(self) -> int:
-        """M: the channels of y it gives scales and means for."""
-        return self.layers[-1].out_channels // 2
+        """M: the channels of y it gives scales (and means) for."""
+        return self.layers[-1].out_channels // (2 if self.with_means else 1)
 
     def __call__(self, z_hat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(B, N, h, w) float32 ẑ -> (scales, means) float32, each (B, M, 4h, 4w).
@@ -218,9 +228,9 @@ class IntegerHyperSynthesis:
             raise FormatError(f"expected ẑ of shape (B, N, h, w), got {z_hat.shape}")
         nb, _, h, w = z_hat.shape
         up = 2 ** sum(L.kind == "deconv" for L in self.layers)
-        m = self.layers[-1].out_channels // 2
+        m = self.y_channels
         scales = np.empty((nb, m, up * h, up * w), np.float32)
-        means = np.empty((nb, m, up * h, up * w), np.float32)
+        means = (np.empty if self.with_means else np.zeros)((nb, m, up * h, up * w), np.float32)
         th, tw = self.tile_shape(h, w)
         for b in range(nb):
             for r0 in range(0, h, th):
@@ -238,18 +248,22 @@ class IntegerHyperSynthesis:
                     a *= 1.0 / (1 << ACT_BITS)
                     rows, cols = slice(up * r0, up * r1), slice(up * c0, up * c1)
                     scales[b, :, rows, cols] = a[:m]
-                    means[b, :, rows, cols] = a[m:]
+                    if self.with_means:
+                        means[b, :, rows, cols] = a[m:]
         return scales, means
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Arrays for an ``.npz`` (no pickles)."""
         out: dict[str, np.ndarray] = {"act_bits": np.array(ACT_BITS)}
+        if not self.with_means:  # absent for mean-scale models: their arrays stay as they were
+            out["scale_only"] = np.array(1)
         for i, L in enumerate(self.layers):
             out[f"{i}.weight"] = L.weight.astype(np.int16)
             out[f"{i}.shift"] = L.shift.astype(np.int32)
             out[f"{i}.bias"] = L.bias.astype(np.int64)
+            act = ACTIVATIONS.index(L.activation)
             out[f"{i}.spec"] = np.array(
-                [1 if L.kind == "deconv" else 0, L.stride, L.padding, int(L.leaky)], np.int32
+                [1 if L.kind == "deconv" else 0, L.stride, L.padding, act], np.int32
             )
         return out
 
@@ -262,7 +276,9 @@ class IntegerHyperSynthesis:
             layers = []
             i = 0
             while f"{i}.weight" in arrays:
-                deconv, stride, pad, leaky = (int(v) for v in arrays[f"{i}.spec"])
+                deconv, stride, pad, act = (int(v) for v in arrays[f"{i}.spec"])
+                if not 0 <= act < len(ACTIVATIONS):
+                    raise IntegerHyperError(f"layer {i}: unknown activation {act}")
                 # Read wide and range-checked, never wrapped by a cast.
                 weight = np.asarray(arrays[f"{i}.weight"])
                 shift = np.asarray(arrays[f"{i}.shift"])
@@ -282,15 +298,16 @@ class IntegerHyperSynthesis:
                         bias.astype(np.int64),
                         stride,
                         pad,
-                        bool(leaky),
+                        ACTIVATIONS[act],
                     )
                 )
                 i += 1
+            scale_only = "scale_only" in arrays and int(arrays["scale_only"]) == 1
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, IntegerHyperError):
                 raise
             raise IntegerHyperError(f"unreadable arrays ({exc})") from None
-        hyper = cls(tuple(layers))
+        hyper = cls(tuple(layers), with_means=not scale_only)
         hyper.check()
         return hyper
 
@@ -321,6 +338,8 @@ class IntegerHyperSynthesis:
             worst = L.worst_sum()
             if not worst < SUM_LIMIT:
                 raise IntegerHyperError(f"layer {i}: partial sums up to {worst:.3g} >= 2**53")
+        if self.with_means and channels % 2:
+            raise IntegerHyperError(f"{channels} output channels cannot be scales and means")
 
 
 @dataclass(frozen=True)
@@ -332,10 +351,10 @@ class FloatLayer:
     bias: np.ndarray
     stride: int
     padding: int
-    leaky: bool
+    activation: str  # one of ACTIVATIONS
 
 
-def integerize(layers: list[FloatLayer]) -> IntegerHyperSynthesis:
+def integerize(layers: list[FloatLayer], with_means: bool = True) -> IntegerHyperSynthesis:
     """Converts float weights to the integer path: deterministic (float64 arithmetic on
     float32 values), so the PyTorch side and ``qaft export`` produce identical integers."""
     out = []
@@ -378,9 +397,9 @@ def integerize(layers: list[FloatLayer]) -> IntegerHyperSynthesis:
                 b_int.astype(np.int64),
                 L.stride,
                 L.padding,
-                L.leaky,
+                L.activation,
             )
         )
-    hyper = IntegerHyperSynthesis(tuple(out))
+    hyper = IntegerHyperSynthesis(tuple(out), with_means)
     hyper.check()
     return hyper

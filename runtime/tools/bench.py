@@ -35,7 +35,8 @@ def graph_stats(model: ModelDir) -> dict:
     ops = defaultdict(int)
     for layer in model.model.hyper.layers:
         ops[f"integer {layer.kind}"] += 1
-        ops["leaky relu"] += int(layer.leaky)
+        if layer.activation != "none":
+            ops[f"{layer.activation} relu" if layer.activation == "leaky" else "relu"] += 1
     params = sum(layer.weight.size + layer.bias.size for layer in model.model.hyper.layers)
     out["hyper_synthesis"] = {"operators": dict(sorted(ops.items())), "parameters": params}
     return {k: out[k] for k in ("analysis", "hyper_synthesis", "synthesis")}

@@ -101,14 +101,18 @@ def model_path(name: str, shelf: Shelf = EXPORTED) -> Path:
     raise UnknownModelError(f"unknown model {name!r} (available: {names})")
 
 
+def is_bundled_name(spec: str) -> bool:
+    """Whether ``spec`` names a bundled model (as :func:`resolve` reads it), not a path."""
+    return spec in {e["name"] for e in _entries()} and "/" not in spec and os.sep not in spec
+
+
 def resolve(spec: str, shelf: Shelf = EXPORTED) -> Path:
     """The model ``spec`` names (its exported folder, or on another shelf, such as
     ``qaft.training.zoo``'s, that form of it): a bundled model's name always means that
     model (a file or folder of the same name in the working directory does not replace
     it, not even as the default); a path with a separator (``./q3``, ``models/q3``) or any
     other existing name means that path."""
-    names = {e["name"] for e in _entries()}
-    if spec in names and "/" not in spec and os.sep not in spec:
+    if is_bundled_name(spec):
         return model_path(spec, shelf)
     if Path(spec).exists() or "/" in spec or os.sep in spec:
         return Path(spec)

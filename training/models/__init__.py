@@ -1,5 +1,11 @@
 """Codec architectures."""
 
-from qaft.training.models.hyperprior import MeanScaleHyperprior, ModelConfig
+from qaft.training.models.hyperprior import (
+    ARCHITECTURES,
+    MeanScaleHyperprior,
+    ModelConfig,
+    ScaleHyperprior,
+    build_model,
+)
 
-__all__ = ["MeanScaleHyperprior", "ModelConfig"]
+__all__ = ["ARCHITECTURES", "MeanScaleHyperprior", "ModelConfig", "ScaleHyperprior", "build_model"]

@@ -1,7 +1,9 @@
-"""Mean-scale hyperprior (Minnen, Ballé, Toderici 2018) without a context model.
+"""The hyperprior codecs: mean-scale (Minnen, Ballé, Toderici 2018) without a context model,
+and scale-only (Ballé et al. 2018).
 
-Module and parameter names follow CompressAI's ``MeanScaleHyperprior`` so checkpoints move
-between the two (see :mod:`qaft.training.compressai_import`).
+Module and parameter names follow CompressAI's ``MeanScaleHyperprior`` and
+``ScaleHyperprior`` so checkpoints move between them (see
+:mod:`qaft.training.compressai_import`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from qaft.training.layers import GDN
 STAND_INS = ("noise", "ste", "mixed")
 
 
+#: The architectures a model file may name, by :attr:`ModelConfig.architecture`.
+ARCHITECTURES = ("mean-scale-hyperprior", "scale-hyperprior")
+
 #: Widest N or M accepted (CompressAI's largest published models use 320): 1024 already
 #: means over 300 M parameters.
 MAX_CHANNELS = 1024
@@ -26,7 +31,7 @@ MAX_CHANNELS = 1024
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Architecture of a :class:`MeanScaleHyperprior`."""
+    """Architecture of a hyperprior model (:func:`build_model` makes it)."""
 
     N: int = 128
     M: int = 192
@@ -38,6 +43,10 @@ class ModelConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= MAX_CHANNELS:
                 raise ValueError(f"{name} must be an integer from 1 to {MAX_CHANNELS}, not {v!r}")
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(
+                f"architecture must be one of {', '.join(ARCHITECTURES)}, not {self.architecture!r}"
+            )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -49,6 +58,17 @@ def _conv(cin: int, cout: int, k: int = 5, s: int = 2) -> nn.Conv2d:
 
 def _deconv(cin: int, cout: int, k: int = 5, s: int = 2) -> nn.ConvTranspose2d:
     return nn.ConvTranspose2d(cin, cout, k, stride=s, padding=k // 2, output_padding=s - 1)
+
+
+def _hyper_analysis(M: int, N: int, activation: type[nn.Module]) -> nn.Sequential:
+    """``h_a``: 3x3 from y's M channels, then two 5x5 stride-2 convolutions (CompressAI's)."""
+    return nn.Sequential(
+        _conv(M, N, 3, 1),
+        activation(inplace=True),
+        _conv(N, N),
+        activation(inplace=True),
+        _conv(N, N),
+    )
 
 
 class MeanScaleHyperprior(nn.Module):
@@ -73,13 +93,7 @@ class MeanScaleHyperprior(nn.Module):
             GDN(N, inverse=True),
             _deconv(N, 3),
         )
-        self.h_a = nn.Sequential(
-            _conv(M, N, 3, 1),
-            nn.LeakyReLU(inplace=True),
-            _conv(N, N),
-            nn.LeakyReLU(inplace=True),
-            _conv(N, N),
-        )
+        self.h_a = _hyper_analysis(M, N, nn.LeakyReLU)
         self.h_s = nn.Sequential(
             _deconv(N, M),
             nn.LeakyReLU(inplace=True),
@@ -89,6 +103,13 @@ class MeanScaleHyperprior(nn.Module):
         )
         self.entropy_bottleneck = EntropyBottleneck(N)
         self.gaussian_conditional = GaussianConditional()
+
+    #: Whether ``h_s`` predicts means besides scales (the runtime's integer path must know).
+    with_means = True
+
+    def hyper_analysis(self, y: torch.Tensor) -> torch.Tensor:
+        """The hyper-latent ``z`` of ``y``."""
+        return self.h_a(y)
 
     def hyper_synthesis(self, z_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(scales, means) of ``y`` from the decoded hyper-latent."""
@@ -100,9 +121,14 @@ class MeanScaleHyperprior(nn.Module):
         layers, mods = [], list(self.h_s)
         for i, mod in enumerate(mods):
             if isinstance(mod, (nn.Conv2d, nn.ConvTranspose2d)):
-                leaky = i + 1 < len(mods) and isinstance(mods[i + 1], nn.LeakyReLU)
-                if leaky and mods[i + 1].negative_slope != 0.01:
-                    raise ValueError("the integer path implements a leaky-ReLU slope of 0.01")
+                after = mods[i + 1] if i + 1 < len(mods) else None
+                activation = "none"
+                if isinstance(after, nn.LeakyReLU):
+                    if after.negative_slope != 0.01:
+                        raise ValueError("the integer path implements a leaky-ReLU slope of 0.01")
+                    activation = "leaky"
+                elif isinstance(after, nn.ReLU):
+                    activation = "relu"
                 layers.append(
                     FloatLayer(
                         "deconv" if isinstance(mod, nn.ConvTranspose2d) else "conv",
@@ -110,10 +136,10 @@ class MeanScaleHyperprior(nn.Module):
                         mod.bias.detach().float().cpu().numpy(),
                         mod.stride[0],
                         mod.padding[0],
-                        leaky,
+                        activation,
                     )
                 )
-        return integerize(layers)
+        return integerize(layers, self.with_means)
 
     def forward(self, x: torch.Tensor, stand_in: str = "mixed") -> dict[str, torch.Tensor]:
         """Training pass with a differentiable stand-in for quantization.
@@ -125,7 +151,7 @@ class MeanScaleHyperprior(nn.Module):
         if stand_in not in STAND_INS:
             raise ValueError(f"unknown stand-in {stand_in!r}; choose from {STAND_INS}")
         y = self.g_a(x)
-        z = self.h_a(y)
+        z = self.hyper_analysis(y)
         eb, gc = self.entropy_bottleneck, self.gaussian_conditional
         z = z.float()
         z_hat = eb.quantize(z, "noise" if stand_in == "noise" else "ste")
@@ -163,3 +189,37 @@ class MeanScaleHyperprior(nn.Module):
         aux = [self.entropy_bottleneck.quantiles]
         main = [p for n, p in self.named_parameters() if not n.endswith("quantiles")]
         return main, aux
+
+
+class ScaleHyperprior(MeanScaleHyperprior):
+    """The scale-only hyperprior: ``h_a`` reads ``|y|``, ``h_s`` (ReLU throughout, its output
+    too) predicts only scales; the means are zero (a mean-scale model whose means vanish)."""
+
+    with_means = False
+
+    def __init__(self, config: ModelConfig = ModelConfig(architecture="scale-hyperprior")):
+        super().__init__(config)
+        N, M = config.N, config.M
+        self.h_a = _hyper_analysis(M, N, nn.ReLU)
+        self.h_s = nn.Sequential(
+            _deconv(N, N),
+            nn.ReLU(inplace=True),
+            _deconv(N, N),
+            nn.ReLU(inplace=True),
+            _conv(N, M, 3, 1),
+            nn.ReLU(inplace=True),
+        )
+
+    def hyper_analysis(self, y: torch.Tensor) -> torch.Tensor:
+        return self.h_a(torch.abs(y))
+
+    def hyper_synthesis(self, z_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        scales = self.h_s(z_hat)
+        return scales, torch.zeros_like(scales)
+
+
+def build_model(config: ModelConfig) -> MeanScaleHyperprior:
+    """The untrained model of an architecture."""
+    if config.architecture == "scale-hyperprior":
+        return ScaleHyperprior(config)
+    return MeanScaleHyperprior(config)

@@ -1,0 +1,170 @@
+"""The table of issue 30 from the results files of ``benchmarks/ablation.sh``.
+
+    python benchmarks/ablation_table.py results/kodak/ablation [--runs RUNS_DIR]
+
+Prints Markdown (the tables of ``docs/experiments/ablation.md``) and writes ``summary.json``
+beside the results files: every BD-rate (PSNR and MS-SSIM, Bjøntegaard with Akima
+interpolation, as ``qaft bdrate``) and the per-rate figures.  With ``--runs``, the cost of
+each stage-2 run as a share of its stage-1 run (steps and logged step time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from qaft.training.bdrate import bd_rate, load_curve
+from qaft.training.run_summary import summarize
+
+STAND_INS = ("noise", "mixed")
+QUANTIZERS = ("sq", "tcq")
+PARTS = {"decoder": "decoder", "hd": "decoder + hyper-decoder"}
+METRICS = {"psnr-rgb": "PSNR", "ms-ssim": "MS-SSIM"}
+#: The stage-1 rates (benchmarks/ablation.sh): CompressAI's λ of its qualities 1, 3, 4, 5.
+RATES = ("λ 0.0018 (q1)", "λ 0.0067 (q3)", "λ 0.013 (q4)", "λ 0.025 (q5)")
+
+
+def _bd(curves: dict, anchor: str, test: str) -> dict[str, float] | None:
+    if anchor not in curves or test not in curves:
+        return None
+    return {m: bd_rate(curves[anchor], curves[test], m) for m in METRICS}
+
+
+def _cell(v: dict[str, float] | None) -> str:
+    if v is None:
+        return "not run"
+    return " / ".join(f"{v[m]:+.2f}%" for m in METRICS)
+
+
+def comparisons(curves: dict) -> dict[str, dict]:
+    """Every BD-rate the table shows, by a readable key (test against anchor)."""
+    out: dict[str, dict] = {}
+    for q in QUANTIZERS:
+        out[f"noise-stage1-{q} vs mixed-stage1-{q}"] = _bd(
+            curves, f"mixed-stage1-{q}", f"noise-stage1-{q}"
+        )
+        for s in STAND_INS:
+            for p in PARTS:
+                out[f"{s}-stage2-{q}-{p} vs {s}-stage1-{q}"] = _bd(
+                    curves, f"{s}-stage1-{q}", f"{s}-stage2-{q}-{p}"
+                )
+        for p in PARTS:
+            out[f"noise-stage2-{q}-{p} vs mixed-stage1-{q}"] = _bd(
+                curves, f"mixed-stage1-{q}", f"noise-stage2-{q}-{p}"
+            )
+            out[f"noise-stage2-{q}-{p} vs mixed-stage2-{q}-{p}"] = _bd(
+                curves, f"mixed-stage2-{q}-{p}", f"noise-stage2-{q}-{p}"
+            )
+    for s in STAND_INS:
+        out[f"{s}-stage1-tcq vs {s}-stage1-sq"] = _bd(curves, f"{s}-stage1-sq", f"{s}-stage1-tcq")
+        for p in PARTS:
+            out[f"{s}-stage2-tcq-{p} vs {s}-stage2-sq-{p}"] = _bd(
+                curves, f"{s}-stage2-sq-{p}", f"{s}-stage2-tcq-{p}"
+            )
+            out[f"{s}-stage2-tcq-{p} vs {s}-stage1-sq"] = _bd(
+                curves, f"{s}-stage1-sq", f"{s}-stage2-tcq-{p}"
+            )
+    crop = "noise-stage2-sq-decoder-crop256"
+    out[f"{crop} vs noise-stage1-sq"] = _bd(curves, "noise-stage1-sq", crop)
+    out[f"{crop} vs noise-stage2-sq-decoder"] = _bd(curves, "noise-stage2-sq-decoder", crop)
+    return out
+
+
+def markdown(curves: dict, bd: dict, costs: dict | None) -> str:
+    lines = ["BD-rates on Kodak: PSNR / MS-SSIM (negative: fewer bits for the same quality).", ""]
+    lines += ["**Stage 1: the paper's stand-in (noise) against the zoo's (mixed)**", ""]
+    lines += ["| quantizer | noise vs mixed |", "| --- | --- |"]
+    for q in QUANTIZERS:
+        lines.append(f"| {q} | {_cell(bd[f'noise-stage1-{q} vs mixed-stage1-{q}'])} |")
+    lines += ["", "**Stage 2's gain over its own stage 1**", ""]
+    lines += ["| quantizer | retrained | on noise stage 1 | on mixed stage 1 |"]
+    lines += ["| --- | --- | --- | --- |"]
+    for q in QUANTIZERS:
+        for p, name in PARTS.items():
+            cells = [_cell(bd[f"{s}-stage2-{q}-{p} vs {s}-stage1-{q}"]) for s in STAND_INS]
+            lines.append(f"| {q} | {name} | {' | '.join(cells)} |")
+    lines += ["", "**Does noise + stage 2 catch up with mixed?** (noise stage 2 against mixed)", ""]
+    lines += ["| quantizer | retrained | vs mixed stage 1 | vs mixed stage 2 (same parts) |"]
+    lines += ["| --- | --- | --- | --- |"]
+    for q in QUANTIZERS:
+        for p, name in PARTS.items():
+            a = _cell(bd[f"noise-stage2-{q}-{p} vs mixed-stage1-{q}"])
+            b = _cell(bd[f"noise-stage2-{q}-{p} vs mixed-stage2-{q}-{p}"])
+            lines.append(f"| {q} | {name} | {a} | {b} |")
+    lines += ["", "**tcq against sq**", ""]
+    lines += ["| stand-in | stage 1 | stage 2, decoder | stage 2, decoder + hyper-decoder |"]
+    lines += ["| --- | --- | --- | --- |"]
+    for s in STAND_INS:
+        cells = [_cell(bd[f"{s}-stage1-tcq vs {s}-stage1-sq"])]
+        cells += [_cell(bd[f"{s}-stage2-tcq-{p} vs {s}-stage2-sq-{p}"]) for p in PARTS]
+        lines.append(f"| {s} | {' | '.join(cells)} |")
+    crop = "noise-stage2-sq-decoder-crop256"
+    lines += [
+        "",
+        "**Crop size alone** (noise stage 1, sq, decoder, 256² crops instead of 128²)",
+        "",
+    ]
+    lines.append(f"- against noise stage 1: {_cell(bd[f'{crop} vs noise-stage1-sq'])}")
+    lines.append(
+        f"- against the same run on 128² crops: {_cell(bd[f'{crop} vs noise-stage2-sq-decoder'])}"
+    )
+    lines += ["", "**Per rate** (Kodak means: bpp, PSNR dB, MS-SSIM)", ""]
+    lines += [f"| curve | {' | '.join(RATES)} |", "| --- |" + " --- |" * len(RATES)]
+    for n in sorted(curves):
+        c = curves[n]
+        # by rate: the runs' λ rise with their rate
+        points = sorted(zip(c["bpp"], c["psnr-rgb"], c["ms-ssim"], strict=True))
+        cells = [f"{b:.3f} / {p:.2f} / {m:.4f}" for b, p, m in points]
+        lines.append(f"| {n} | {' | '.join(cells)} |")
+    if costs:
+        lines += ["", "**Cost of stage 2** (share of its stage-1 run: steps, logged step time)", ""]
+        lines += ["| run | steps | time |", "| --- | --- | --- |"]
+        for run, c in sorted(costs.items()):
+            lines.append(f"| {run} | {c['steps_share']:.1%} | {c['time_share']:.1%} |")
+    return "\n".join(lines)
+
+
+def run_costs(runs: Path) -> dict:
+    """Each stage-2 run's steps and logged step time as shares of its stage-1 run's."""
+    out = {}
+    for run in sorted(runs.glob("s2_*")):
+        if not (run / "log.jsonl").is_file():
+            continue
+        stand_in, rate = run.name.split("_")[1:3]
+        parent = runs / f"s1_{stand_in}_{rate}"
+        s1, s2 = summarize(parent), summarize(run)
+        out[run.name] = {
+            "steps": s2["steps"],
+            "wall_min": s2["wall_min"],
+            "steps_share": s2["steps"] / s1["steps"],
+            "time_share": s2["wall_min"] / s1["wall_min"],
+        }
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("results", type=Path)
+    ap.add_argument("--runs", type=Path, help="the runs folder, for the cost of stage 2")
+    args = ap.parse_args()
+    curves = {
+        p.stem: load_curve(p) for p in sorted(args.results.glob("*.json")) if p.stem != "summary"
+    }
+    bd = comparisons(curves)
+    costs = run_costs(args.runs) if args.runs else None
+    print(markdown(curves, bd, costs))
+    summary = {
+        "bd_rate_percent": bd,
+        "curves": {
+            n: {k: c[k] for k in ("bpp", "psnr-rgb", "ms-ssim", "labels") if k in c}
+            for n, c in curves.items()
+        },
+    }
+    if costs is not None:
+        summary["stage2_cost"] = costs
+    (args.results / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
