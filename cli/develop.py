@@ -55,10 +55,12 @@ def main() -> None:
 @click.option("--M", "M", default=192, show_default=True, help="Channels of the latent y.")
 @click.option(
     "--architecture",
-    type=click.Choice(["mean-scale-hyperprior", "scale-hyperprior"]),
+    # qaft.training.models.ARCHITECTURES (not imported here: --help must not load torch)
+    type=click.Choice(["mean-scale-hyperprior", "scale-hyperprior", "factorized-prior"]),
     default="mean-scale-hyperprior",
     show_default=True,
-    help="Hyperprior with predicted means (Minnen 2018) or scales only (Ballé 2018).",
+    help="Hyperprior with predicted means (Minnen 2018), with scales only, or no "
+    "hyperprior, one density per channel (Ballé 2018).",
 )
 @click.option(
     "--stand-in",
@@ -390,8 +392,8 @@ def snapshot(run_dir, out, force) -> None:
 @click.option("--force", is_flag=True, help="Replace an existing file.")
 @fail_cleanly
 def import_compressai_cmd(ckpt, out, lmbda, force) -> None:
-    """Convert a CompressAI MeanScaleHyperprior or ScaleHyperprior checkpoint into a qaft
-    model file."""
+    """Convert a CompressAI MeanScaleHyperprior, ScaleHyperprior or FactorizedPrior checkpoint
+    into a qaft model file."""
     from qaft.training.compressai_import import import_compressai
 
     if not Path(ckpt).is_file():

@@ -25,6 +25,7 @@ from qaft.runtime.quantizers import (
     QUANTIZERS,
     Prior,
     QuantizerParams,
+    check_codable,
     quantizer_for_file,
 )
 from qaft.runtime.quantizers.base import DELTA_RANGE
@@ -145,6 +146,8 @@ def code_z(codec: Codec, lat: Latents) -> list[bytes]:
     """The file's two z sections (stream, escapes) for ``lat``: no quantizer setting changes
     them, so a search over settings codes them once."""
     z = lat.z_indices
+    if not z.shape[1]:  # a model without a hyper-latent: two empty sections
+        return [b"", b""]
     z_code = coder.encode(z, z_table_ids(z.shape), codec.model.tables.z_tables)
     return [z_code.stream, z_code.escapes_bytes()]
 
@@ -168,6 +171,7 @@ def encode_latents(
     if quantizer not in QUANTIZERS:
         raise QaftError(f"unknown quantizer {quantizer!r}; choose from {sorted(QUANTIZERS)}")
     quant = QUANTIZERS[quantizer]
+    check_codable(quantizer, codec.model.tables)
     params = params or codec.model.params(quantizer)
     t = timings if timings is not None else {}
     delta = header_delta(quant, params)
@@ -298,10 +302,14 @@ def decode(codec: Codec, data: bytes, synthesize: bool = True) -> Decoded:
     z_stream, z_esc = sections[:2]
     if len(z_esc) % 4:
         raise container.ContainerError("escape section is not a whole number of values")
-    z_bits = model.tables.cached(
-        "z_min_bits", lambda: coder.min_bits_per_table(model.tables.z_tables)
-    )
-    _check_carries([z_stream], float(z_bits[:n_z].sum()) * z_shape[2] * z_shape[3], "z", header)
+    if n_z:
+        z_bits = model.tables.cached(
+            "z_min_bits", lambda: coder.min_bits_per_table(model.tables.z_tables)
+        )
+        needed = float(z_bits[:n_z].sum()) * z_shape[2] * z_shape[3]
+        _check_carries([z_stream], needed, "z", header)
+    elif z_stream or z_esc:
+        raise container.ContainerError("z sections in a file of a model without a hyper-latent")
     y_streams = sections[2::2]
     # before the hyper-synthesis runs over the declared size: the y sections must hold at
     # least the cheapest latent's bits for every latent (each scale id's check comes after)
@@ -309,8 +317,12 @@ def decode(codec: Codec, data: bytes, synthesize: bool = True) -> Decoded:
     n_y = m * (ph // 16) * (pw // 16)
     _check_carries(y_streams, n_y * quant.floor_bits(model.tables, header.step), "y", header)
     check_memory(header.height, header.width, "decode" if header.band_rows else "decode-whole")
-    z_idx = coder.decode(
-        z_stream, np.frombuffer(z_esc, "<i4"), z_table_ids(z_shape), model.tables.z_tables
+    z_idx = (
+        coder.decode(
+            z_stream, np.frombuffer(z_esc, "<i4"), z_table_ids(z_shape), model.tables.z_tables
+        )
+        if n_z
+        else np.zeros(z_shape, np.int32)
     )
     z_hat = model.z_hat(z_idx)
     t["entropy_decode"] = time.perf_counter() - t0

@@ -309,6 +309,52 @@ class Latents:
         return self.prior.scale_ids
 
 
+def no_hyper_latent(y: np.ndarray) -> np.ndarray:
+    """The hyper-latent of a model without one (CompressAI's ``FactorizedPrior``): zero
+    channels, but the geometry of a hyper-latent (a quarter of y's rows and columns), which
+    the bands of a file are counted in."""
+    n, _, h, w = y.shape
+    return np.zeros((n, 0, -(-h // 4), -(-w // 4)), np.float32)
+
+
+@dataclass(frozen=True)
+class ChannelPrior:
+    """The prior of a model without a hyperprior (CompressAI's ``FactorizedPrior``): every
+    channel of y has one learned density, the same at every position.  It stands where a
+    hyperprior's :class:`HyperSynthesis` stands: from ẑ (of no channels: only its geometry
+    counts) it gives each latent its table, channel c's (the model's "scale levels" are
+    1 … M, labels of its M channel tables, :class:`ModelTables` ``channel_tables``), and
+    its mean, the channel's median, around which y is rounded."""
+
+    medians: np.ndarray  # (M,) float32
+
+    def __post_init__(self) -> None:
+        m = np.asarray(self.medians)
+        if not (m.ndim == 1 and len(m) and np.all(np.isfinite(m)) and np.all(np.abs(m) < 1e4)):
+            raise MetadataError("channel medians must be a non-empty list of finite numbers")
+
+    @property
+    def y_channels(self) -> int:
+        """M: the channels of y."""
+        return len(self.medians)
+
+    def __call__(self, z_hat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(levels, means), each (B, M, 4h, 4w) float32, for a ẑ of (B, 0, h, w)."""
+        nb, _, h, w = z_hat.shape
+        shape = (nb, self.y_channels, 4 * h, 4 * w)
+        levels = np.arange(1, self.y_channels + 1, dtype=np.float32).reshape(1, -1, 1, 1)
+        means = np.asarray(self.medians, np.float32).reshape(1, -1, 1, 1)
+        return np.broadcast_to(levels, shape).copy(), np.broadcast_to(means, shape).copy()
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Arrays for an ``.npz`` (no pickles)."""
+        return {"channel_medians": np.asarray(self.medians, np.float32)}
+
+    @classmethod
+    def from_arrays(cls, arrays) -> ChannelPrior:
+        return cls(np.asarray(arrays["channel_medians"], np.float32))
+
+
 class HyperSynthesis(Protocol):
     """ẑ -> (scales, means) of y; :class:`IntegerHyperSynthesis` is the one that codes (its
     ``y_channels``, M, lets the decoder refuse a y section too short for the declared size

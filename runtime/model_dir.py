@@ -28,6 +28,7 @@ from qaft.runtime.entropy.integer_hyper import IntegerHyperError, IntegerHyperSy
 from qaft.runtime.errors import FormatError, QaftError
 from qaft.runtime.model import (
     MAX_CHANNELS,
+    ChannelPrior,
     MetadataError,
     Model,
     ModelMeta,
@@ -46,7 +47,11 @@ MODEL_DIR_VERSION = 3
 MODEL_DIR_OLDEST = 2
 MANIFEST = "manifest.json"
 TABLES = "tables.npz"
+#: The prior's file: a hyperprior's integer hyper-synthesis, or a factorized prior's
+#: channel medians (:class:`ChannelPrior`).
 HYPER = "hyper_synthesis.npz"
+#: The architecture name of a model without a hyperprior (CompressAI's ``FactorizedPrior``).
+FACTORIZED = "factorized-prior"
 #: The float graphs, per precision; fp32 is always there, fp16 where export wrote it.
 GRAPHS = {"analysis": "analysis.onnx", "synthesis": "synthesis.onnx"}
 GRAPHS_FP16 = {"analysis": "analysis_fp16.onnx", "synthesis": "synthesis_fp16.onnx"}
@@ -477,11 +482,15 @@ def _load_tables(data: bytes) -> ModelTables:
     }
     if "y_calibration" in npz:
         arrays["y_calibration"] = npz.array("y_calibration", "f", 2)
+    if "y_channel_tables" in npz:
+        arrays["y_channel_tables"] = npz.array("y_channel_tables", "iu", 0)
     return ModelTables.from_arrays(arrays)
 
 
-def _load_hyper(data: bytes) -> IntegerHyperSynthesis:
+def _load_hyper(data: bytes) -> IntegerHyperSynthesis | ChannelPrior:
     npz = _Npz(data)
+    if "channel_medians" in npz:  # a model without a hyperprior
+        return ChannelPrior.from_arrays({"channel_medians": npz.array("channel_medians", "f", 1)})
     arrays = {"act_bits": npz.array("act_bits", "iu", 0)}
     if "scale_only" in npz:
         arrays["scale_only"] = npz.array("scale_only", "iu", 0)
@@ -528,22 +537,38 @@ def _check_identity(manifest: Manifest, hashes: dict[str, str], where: Path) -> 
 
 
 def _check_shapes(
-    manifest: Manifest, tables: ModelTables, hyper: IntegerHyperSynthesis, where: Path
+    manifest: Manifest,
+    tables: ModelTables,
+    hyper: IntegerHyperSynthesis | ChannelPrior,
+    where: Path,
 ) -> None:
     """The architecture, the tables and the hyper-synthesis must describe one model: a folder
     put together from several is refused here rather than failing mid-image."""
     n, m = manifest.meta.N, manifest.meta.M
-    first, last = hyper.layers[0], hyper.layers[-1]
-    cin = first.weight.shape[0] if first.kind == "deconv" else first.weight.shape[1]
+    factorized = isinstance(hyper, ChannelPrior)
+    n_z = 0 if factorized else n  # a factorized prior has no hyper-latent
     problems = []
-    if len(tables.z_medians) != n or tables.z_tables.num_tables != n:
-        problems.append(f"z tables for {len(tables.z_medians)} channels, N = {n}")
+    if factorized != (manifest.architecture == FACTORIZED) or factorized != tables.channel_tables:
+        problems.append(f"a {manifest.architecture} with the tables or prior of another kind")
+    if len(tables.z_medians) != n_z or tables.z_tables.num_tables != n_z:
+        problems.append(f"z tables for {len(tables.z_medians)} channels, {n_z} expected")
     if tables.y_tables.num_tables != len(tables.scale_table):
         problems.append(
             f"{tables.y_tables.num_tables} y tables for {len(tables.scale_table)} scale levels"
         )
-    if cin != n or hyper.y_channels != m:
-        problems.append(f"hyper-synthesis {cin} -> {last.out_channels} channels, N = {n}, M = {m}")
+    if factorized:
+        if hyper.y_channels != m or tables.y_tables.num_tables != m:
+            problems.append(
+                f"a prior of {hyper.y_channels} channels, {tables.y_tables.num_tables} "
+                f"tables, M = {m}"
+            )
+    else:
+        first, last = hyper.layers[0], hyper.layers[-1]
+        cin = first.weight.shape[0] if first.kind == "deconv" else first.weight.shape[1]
+        if cin != n or hyper.y_channels != m:
+            problems.append(
+                f"hyper-synthesis {cin} -> {last.out_channels} channels, N = {n}, M = {m}"
+            )
     if problems:
         raise ModelDirError(f"{where}: parts of different models ({'; '.join(problems)})")
 

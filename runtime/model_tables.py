@@ -32,6 +32,10 @@ class ModelTables:
     #: The residual density of each level, when fitted after training (``y_tables`` are then
     #: built from it, and so are the trellis quantizers' tables); None: plain Gaussians.
     calibration: Calibration | None = None
+    #: y's tables are one per channel (a model without a hyperprior, :class:`ChannelPrior`),
+    #: not Gaussians of the scales in ``scale_table``: the trellis quantizers, whose tables
+    #: are Gaussians of those scales at their step, cannot code it.
+    channel_tables: bool = False
     # Derived tables (per quantizer step, code lengths), built on first use per model.
     _derived: dict = field(default_factory=dict, repr=False, compare=False)
     # One model is coded from several threads (qaft-run --jobs, the Python API): each
@@ -50,6 +54,8 @@ class ModelTables:
             and np.all(np.diff(lv) > 0)
         ):
             raise FormatError("scale levels must be increasing, positive and at most 1e4")
+        if self.channel_tables and self.calibration is not None:
+            raise FormatError("channel tables cannot be calibrated (they are not Gaussians)")
         if self.calibration is not None and len(self.calibration.scale) != len(self.scale_table):
             raise FormatError(
                 f"calibration has {len(self.calibration.scale)} levels, "
@@ -80,6 +86,8 @@ class ModelTables:
         # they had before calibration existed
         if self.calibration is not None:
             arrays["y_calibration"] = self.calibration.to_array()
+        if self.channel_tables:  # absent otherwise: hyperprior models keep their fingerprints
+            arrays["y_channel_tables"] = np.array(1)
         return arrays
 
     @classmethod
@@ -99,6 +107,7 @@ class ModelTables:
                 if "y_calibration" in arrays
                 else None
             ),
+            channel_tables="y_channel_tables" in arrays and int(arrays["y_channel_tables"]) == 1,
         )
 
 

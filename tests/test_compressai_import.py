@@ -158,9 +158,16 @@ def test_scale_hyperprior_matches_compressai(sh_model, sh_ref):
     assert np.array_equal(np.rint(lat.y - lat.means) + lat.means, ref["y_hat"])
 
 
-def test_scale_hyperprior_import_finetune_export_run(tmp_path):
-    """The whole path for a checkpoint CompressAI wrote: import, stage 2 for sq and tcq
-    (a few steps, decoder and hyper-decoder), export, and qaft-run's round trip."""
+@pytest.mark.parametrize(
+    "ckpt, architecture, quantizers, parts",
+    [
+        (SH_CKPT, "scale-hyperprior", ("sq", "tcq"), "decoder,hyper-decoder"),
+        (FP_CKPT, "factorized-prior", ("sq", "rdoq"), "decoder"),
+    ],
+)
+def test_import_finetune_export_run(tmp_path, ckpt, architecture, quantizers, parts):
+    """The whole path for a checkpoint CompressAI wrote: import, stage 2 (a few steps) for
+    each quantizer the model codes with, export, and qaft-run's round trip."""
     from conftest import synthetic_image
     from PIL import Image
 
@@ -174,16 +181,14 @@ def test_scale_hyperprior_import_finetune_export_run(tmp_path):
         Image.fromarray(synthetic_image(96, 96, 20 + i)).save(train / f"{i}.png")
     image = tmp_path / "img.png"
     Image.fromarray(synthetic_image(80, 72, 3)).save(image)
-    imported = tmp_path / "sh.pt"
-    r = run_cli(
-        "qaft", "import-compressai", str(SH_CKPT), "--out", str(imported), "--lmbda", "0.0067"
-    )
+    imported = tmp_path / "imported.pt"
+    r = run_cli("qaft", "import-compressai", str(ckpt), "--out", str(imported), "--lmbda", "0.0067")
     assert r.returncode == 0, r.stderr
-    for q in ("sq", "tcq"):
+    for q in quantizers:
         run = tmp_path / f"ft-{q}"
         r = run_cli(
             "qaft", "finetune", "--ckpt", str(imported), "--data", str(train), "--quantizer", q,
-            "--parts", "decoder,hyper-decoder", "--out", str(run), "--steps", "3", "--batch", "2",
+            "--parts", parts, "--out", str(run), "--steps", "3", "--batch", "2",
             "--crop", "64", "--threads", "1",
         )  # fmt: skip
         assert r.returncode == 0, r.stderr
@@ -192,7 +197,7 @@ def test_scale_hyperprior_import_finetune_export_run(tmp_path):
             "qaft", "export", "--ckpt", str(run / "model.pt"), "--out", str(folder), "--no-fp16"
         )
         assert r.returncode == 0, r.stderr
-        assert '"scale-hyperprior"' in (folder / "manifest.json").read_text()
+        assert f'"{architecture}"' in (folder / "manifest.json").read_text()
         coded, back = tmp_path / f"{q}.qaft", tmp_path / f"{q}.png"
         for args in (
             ("compress", str(image), "-o", str(coded)),
@@ -208,7 +213,60 @@ def test_scale_hyperprior_import_finetune_export_run(tmp_path):
         assert np.abs(ours.astype(int) - dec.image.astype(int)).max() <= 1
 
 
-def test_factorized_prior_is_refused_in_one_line(tmp_path):
-    r = run_cli("qaft", "import-compressai", str(FP_CKPT), "--out", str(tmp_path / "o.pt"))
-    assert r.returncode == 1 and "FactorizedPrior" in r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "o.pt").exists()
+# --- CompressAI's FactorizedPrior (bmshj2018-factorized) -------------------------------------
+
+
+def test_factorized_prior_matches_compressai():
+    ref = dict(np.load(FIX / "compressai_fp_n8_m12_ref.npz"))
+    m = convert(read_compressai_state_dict(FP_CKPT))
+    assert m.config.architecture == "factorized-prior"
+    with torch.no_grad():
+        y = m.g_a(torch.from_numpy(ref["x"]))
+        np.testing.assert_allclose(y.numpy(), ref["y"], atol=1e-5)
+        eb = m.entropy_bottleneck
+        np.testing.assert_allclose(eb.medians().numpy(), ref["medians"], atol=0)
+        y_hat = torch.from_numpy(ref["y_hat"])
+        np.testing.assert_allclose(eb.likelihood(y_hat).numpy(), ref["y_likelihood"], rtol=1e-4)
+        np.testing.assert_allclose(m.g_s(y_hat).numpy(), ref["x_hat"], atol=1e-5)
+        assert float(m.aux_loss()) == pytest.approx(float(ref["aux_loss"]), rel=1e-5)
+    from qaft.training.backend import codec_from_model
+
+    # the runtime rounds y around the channel medians, as CompressAI's bottleneck does
+    codec = codec_from_model(m)
+    lat = codec.model.latents(ref["y"], m.hyper_analysis(torch.from_numpy(ref["y"])).numpy())
+    assert lat.z_indices.shape == (1, 0, 1, 1)
+    assert np.array_equal(np.rint(lat.y - lat.means) + lat.means, ref["y_hat"])
+
+
+def test_factorized_prior_refuses_what_it_cannot_do(tmp_path):
+    """tcq (its tables are Gaussians of scale levels), a hyper-decoder and calibration: one
+    line each, before any work."""
+    model = tmp_path / "fp.pt"
+    r = run_cli("qaft", "import-compressai", str(FP_CKPT), "--out", str(model), "--lmbda", "0.01")
+    assert r.returncode == 0, r.stderr
+    data = tmp_path / "train"
+    data.mkdir()
+    from conftest import synthetic_image
+    from PIL import Image
+
+    Image.fromarray(synthetic_image(96, 96, 1)).save(data / "a.png")
+    common = ("--data", str(data), "--steps", "1", "--batch", "1", "--crop", "64")
+    ft = ("finetune", "--ckpt", str(model), *common)
+    cases = [
+        ((*ft, "--quantizer", "tcq", "--out", str(tmp_path / "a")), "code it with sq or rdoq"),
+        ((*ft, "--parts", "decoder,hyper-decoder", "--out", str(tmp_path / "b")), "no hyper-dec"),
+        (("calibrate", "--ckpt", str(model), "--data", str(data)), "nothing to calibrate"),
+        (("tune-quantizer", "--ckpt", str(model), "--quantizer", "tcq8", *common[:2]), "or rdoq"),
+    ]  # fmt: skip
+    for args, message in cases:
+        r = run_cli("qaft", *args)
+        assert r.returncode == 1 and message in r.stderr, r.stderr
+        assert r.stderr.strip().splitlines()[-1].startswith("error:")
+
+
+def test_the_cli_offers_every_architecture():
+    from qaft.cli.develop import train
+    from qaft.training.models import ARCHITECTURES
+
+    option = next(p for p in train.params if p.name == "architecture")
+    assert tuple(option.type.choices) == ARCHITECTURES

@@ -253,6 +253,23 @@ def test_parts_of_different_architectures_are_refused(tmp_path):
         open_model_dir(bad)
 
 
+@pytest.mark.parametrize("forge", ["prior", "name"])
+def test_a_hyperprior_folder_cannot_pass_for_a_factorized_one(tmp_path, forge):
+    """A factorized prior's medians in a hyperprior's folder, or its architecture's name on
+    a hyperprior: either way the parts disagree (the runtime would code y with z's tables)."""
+    bad = _copy(Q1, tmp_path / "bad")
+    m = _manifest(bad)
+    m["fingerprint"] = "00" * 8
+    if forge == "prior":
+        np.savez(bad / HYPER, channel_medians=np.zeros(m["architecture"]["M"], np.float32))
+        m["files"][HYPER] = hashlib.sha256((bad / HYPER).read_bytes()).hexdigest()
+    else:
+        m["architecture"]["name"] = "factorized-prior"
+    _write_manifest(bad, m)
+    with pytest.raises(ModelDirError, match="parts of different models"):
+        open_model_dir(bad)
+
+
 def test_residual_limit_an_unknown_fingerprint_is_taken_as_claimed(tmp_path):
     """Documented limit (ModelDir): a fingerprint that no bundled model has cannot be
     checked, since it digests PyTorch weights the folder does not hold."""

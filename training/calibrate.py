@@ -49,6 +49,10 @@ def fit_model(path: str | Path, images: list[str | Path]) -> CalibrationReport:
     if not images:
         raise ConfigError("calibration needs at least one image")
     loaded = load_model(path)
+    if loaded.tables.channel_tables:
+        raise ConfigError(
+            f"{path}: a factorized prior's tables are its learned densities: nothing to calibrate"
+        )
     codec = codec_from_loaded(loaded)
     scale_table = loaded.tables.scale_table
     hist: list[dict[int, int]] = [{} for _ in scale_table]

@@ -276,7 +276,8 @@ def load_model(path: str | Path, device: str = "cpu") -> LoadedModel:
         model = build_model(config)
         model.load_state_dict(blob["state_dict"])
         tables = ModelTables.from_arrays({k: np.asarray(v) for k, v in blob["tables"].items()})
-        model.gaussian_conditional.calibration = tables.calibration
+        if tables.calibration is not None:
+            model.gaussian_conditional.calibration = tables.calibration
     except (KeyError, TypeError, RuntimeError, ValueError) as exc:
         raise CheckpointError(
             f"{path}: inconsistent model file ({str(exc).splitlines()[0]})"

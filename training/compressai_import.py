@@ -1,5 +1,6 @@
-"""Converting checkpoints written by CompressAI's ``MeanScaleHyperprior`` (``mbt2018-mean``)
-and ``ScaleHyperprior`` (``bmshj2018-hyperprior``).
+"""Converting checkpoints written by CompressAI's ``MeanScaleHyperprior`` (``mbt2018-mean``),
+``ScaleHyperprior`` (``bmshj2018-hyperprior``) and ``FactorizedPrior``
+(``bmshj2018-factorized``).
 
 Weights and the learned densities carry over unchanged (the names are CompressAI's).
 CompressAI's own coder tables (``_quantized_cdf``, ``_offset``, ``_cdf_length``) are read
@@ -15,7 +16,7 @@ import torch
 
 from qaft.runtime.model import ModelMeta
 from qaft.training.checkpoint import CheckpointError, load_blob, save_model
-from qaft.training.models import MeanScaleHyperprior, ModelConfig, build_model
+from qaft.training.models import AnyModel, ModelConfig, build_model
 
 #: CompressAI buffers that hold its own integer CDFs; qaft rebuilds its tables instead.
 COMPRESSAI_CODER_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length")
@@ -31,22 +32,19 @@ def read_compressai_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         or not all(isinstance(k, str) for k in blob)
         or "g_a.0.weight" not in {k.removeprefix("module.") for k in blob}
     ):
-        raise CheckpointError(f"{path}: not a CompressAI hyperprior checkpoint")
+        raise CheckpointError(f"{path}: not a CompressAI checkpoint of a model qaft knows")
     return {k.removeprefix("module."): v for k, v in blob.items()}
 
 
 def architecture_of(state_dict: dict[str, torch.Tensor]) -> str:
-    """Which of CompressAI's hyperpriors wrote ``state_dict``, by the shape of ``h_s``'s last
-    convolution: 2M outputs (scales and means, ``MeanScaleHyperprior``) or M (scales,
-    ``ScaleHyperprior``)."""
+    """Which of CompressAI's models wrote ``state_dict``: no ``h_s`` (``FactorizedPrior``),
+    or by the shape of ``h_s``'s last convolution, 2M outputs (scales and means,
+    ``MeanScaleHyperprior``) or M (scales, ``ScaleHyperprior``)."""
     if "g_a.6.weight" not in state_dict:
-        raise CheckpointError("not a CompressAI hyperprior (no g_a.6.weight)")
-    if "h_s.0.weight" not in state_dict:
-        raise CheckpointError(
-            "a model without a hyperprior (CompressAI's FactorizedPrior?): qaft codes "
-            "MeanScaleHyperprior and ScaleHyperprior models"
-        )
+        raise CheckpointError("not a CompressAI model qaft knows (no g_a.6.weight)")
     M = state_dict["g_a.6.weight"].shape[0]
+    if not any(k.startswith(("h_a.", "h_s.")) for k in state_dict):
+        return "factorized-prior"
     last = state_dict.get("h_s.4.weight", torch.empty(0)).shape[:1]
     if last == (2 * M,):
         return "mean-scale-hyperprior"
@@ -55,7 +53,7 @@ def architecture_of(state_dict: dict[str, torch.Tensor]) -> str:
     raise CheckpointError(f"not a hyperprior qaft knows (h_s gives {tuple(last)} channels, M={M})")
 
 
-def convert(state_dict: dict[str, torch.Tensor]) -> MeanScaleHyperprior:
+def convert(state_dict: dict[str, torch.Tensor]) -> AnyModel:
     """A qaft model holding exactly the weights of a CompressAI state dict."""
     if not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
         raise CheckpointError("not a CompressAI checkpoint (a value is not a tensor)")

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from qaft.runtime.errors import ConfigError
-from qaft.runtime.quantizers import QUANTIZERS
+from qaft.runtime.quantizers import QUANTIZERS, check_codable
 from qaft.runtime.quantizers.base import QuantizerParams
 from qaft.training import loop
 from qaft.training.backend import codec_from_loaded
@@ -295,6 +295,9 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, progress: bool = True) -
     if parent.meta.stage != 1:
         raise CheckpointError(f"{cfg.ckpt}: finetune a stage-1 model, not a stage-2 one")
     model = parent.model.to(device)
+    if "hyper-decoder" in cfg.parts and not hasattr(model, "h_s"):
+        raise ConfigError(f"{cfg.ckpt}: a factorized prior has no hyper-decoder: --parts decoder")
+    check_codable(cfg.quantizer, parent.tables)
     codec = codec_from_loaded(parent, str(device))
     params = codec.model.params(cfg.quantizer, cfg.step, cfg.q_lmbda)
     sampler = CropSampler(cfg.data, cfg.crop, seed=cfg.seed)

@@ -17,7 +17,8 @@ import onnxruntime as ort
 from qaft.runtime.codec import Codec, Networks
 from qaft.runtime.errors import QaftError
 from qaft.runtime.limits import check_threads
-from qaft.runtime.model_dir import ModelDir, ParentMissingError
+from qaft.runtime.model import no_hyper_latent
+from qaft.runtime.model_dir import FACTORIZED, ModelDir, ParentMissingError
 
 PROVIDERS = {
     "tensorrt": "TensorrtExecutionProvider",
@@ -73,7 +74,7 @@ def _check_signature(path, name: str, sess, arch: dict) -> None:
     first image.  Channels are checked where the graph states them."""
     n, m = arch.get("N"), arch.get("M")
     want = {
-        "analysis": ([3], [m, n]),  # image -> y, z
+        "analysis": ([3], [m, n] if arch.get("z", True) else [m]),  # image -> y, z (or y)
         "synthesis": ([m], [3]),  # ŷ -> image
     }[name]
     got_in, got_out = sess.get_inputs(), sess.get_outputs()
@@ -117,7 +118,8 @@ def open_graphs(
         except Exception as exc:  # backends raise their own types for bad graphs
             first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
             raise QaftError(f"{path}: not a loadable ONNX graph ({first})") from None
-        _check_signature(path, name, signature(sessions[name]), {"N": meta.N, "M": meta.M})
+        arch = {"N": meta.N, "M": meta.M, "z": model.manifest.architecture != FACTORIZED}
+        _check_signature(path, name, signature(sessions[name]), arch)
     return sessions, missing
 
 
@@ -174,8 +176,9 @@ class OnnxNetworks:
             raise QaftError(f"the {name} graph failed on a {x.shape} input ({first})") from None
 
     def analysis(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        y, z = self._run("analysis", x)
-        return y, z
+        outputs = self._run("analysis", x)
+        # a factorized prior's analysis graph gives y alone
+        return outputs[0], outputs[1] if len(outputs) > 1 else no_hyper_latent(outputs[0])
 
     def synthesis(self, y_hat: np.ndarray) -> np.ndarray:
         return self._run("synthesis", y_hat)[0]

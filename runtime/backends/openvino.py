@@ -24,6 +24,7 @@ import numpy as np
 from qaft.runtime.backends.onnx import BackendError, open_graphs
 from qaft.runtime.errors import QaftError
 from qaft.runtime.limits import check_threads
+from qaft.runtime.model import no_hyper_latent
 from qaft.runtime.model_dir import ModelDir
 
 #: What ``--precision`` names -> OpenVINO's inference precision hint.
@@ -126,8 +127,9 @@ class OpenVinoNetworks:
             idle.put(request)
 
     def analysis(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        y, z = self._run("analysis", x)
-        return y, z
+        outputs = self._run("analysis", x)
+        # a factorized prior's analysis graph gives y alone
+        return outputs[0], outputs[1] if len(outputs) > 1 else no_hyper_latent(outputs[0])
 
     def synthesis(self, y_hat: np.ndarray) -> np.ndarray:
         return self._run("synthesis", y_hat)[0]

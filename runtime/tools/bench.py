@@ -33,11 +33,12 @@ def graph_stats(model: ModelDir) -> dict:
         params = int(sum(np.prod(t.dims) for t in g.initializer))
         out[name] = {"operators": dict(sorted(ops.items())), "parameters": params}
     ops = defaultdict(int)
-    for layer in model.model.hyper.layers:
+    layers = getattr(model.model.hyper, "layers", ())  # a factorized prior has none
+    for layer in layers:
         ops[f"integer {layer.kind}"] += 1
         if layer.activation != "none":
             ops[f"{layer.activation} relu" if layer.activation == "leaky" else "relu"] += 1
-    params = sum(layer.weight.size + layer.bias.size for layer in model.model.hyper.layers)
+    params = sum(layer.weight.size + layer.bias.size for layer in layers)
     out["hyper_synthesis"] = {"operators": dict(sorted(ops.items())), "parameters": params}
     return {k: out[k] for k in ("analysis", "hyper_synthesis", "synthesis")}
 

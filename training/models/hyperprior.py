@@ -1,5 +1,5 @@
 """The hyperprior codecs: mean-scale (Minnen, Ballé, Toderici 2018) without a context model,
-and scale-only (Ballé et al. 2018).
+and scale-only (Ballé et al. 2018); the transforms every model here shares.
 
 Module and parameter names follow CompressAI's ``MeanScaleHyperprior`` and
 ``ScaleHyperprior`` so checkpoints move between them (see
@@ -22,7 +22,7 @@ STAND_INS = ("noise", "ste", "mixed")
 
 
 #: The architectures a model file may name, by :attr:`ModelConfig.architecture`.
-ARCHITECTURES = ("mean-scale-hyperprior", "scale-hyperprior")
+ARCHITECTURES = ("mean-scale-hyperprior", "scale-hyperprior", "factorized-prior")
 
 #: Widest N or M accepted (CompressAI's largest published models use 320): 1024 already
 #: means over 300 M parameters.
@@ -60,6 +60,21 @@ def _deconv(cin: int, cout: int, k: int = 5, s: int = 2) -> nn.ConvTranspose2d:
     return nn.ConvTranspose2d(cin, cout, k, stride=s, padding=k // 2, output_padding=s - 1)
 
 
+def transforms(N: int, M: int) -> tuple[nn.Sequential, nn.Sequential]:
+    """``g_a`` and ``g_s``: four 5x5 stride-2 (transposed) convolutions with GDN between."""
+    g_a = nn.Sequential(_conv(3, N), GDN(N), _conv(N, N), GDN(N), _conv(N, N), GDN(N), _conv(N, M))
+    g_s = nn.Sequential(
+        _deconv(M, N),
+        GDN(N, inverse=True),
+        _deconv(N, N),
+        GDN(N, inverse=True),
+        _deconv(N, N),
+        GDN(N, inverse=True),
+        _deconv(N, 3),
+    )
+    return g_a, g_s
+
+
 def _hyper_analysis(M: int, N: int, activation: type[nn.Module]) -> nn.Sequential:
     """``h_a``: 3x3 from y's M channels, then two 5x5 stride-2 convolutions (CompressAI's)."""
     return nn.Sequential(
@@ -81,18 +96,7 @@ class MeanScaleHyperprior(nn.Module):
         super().__init__()
         self.config = config
         N, M = config.N, config.M
-        self.g_a = nn.Sequential(
-            _conv(3, N), GDN(N), _conv(N, N), GDN(N), _conv(N, N), GDN(N), _conv(N, M)
-        )
-        self.g_s = nn.Sequential(
-            _deconv(M, N),
-            GDN(N, inverse=True),
-            _deconv(N, N),
-            GDN(N, inverse=True),
-            _deconv(N, N),
-            GDN(N, inverse=True),
-            _deconv(N, 3),
-        )
+        self.g_a, self.g_s = transforms(N, M)
         self.h_a = _hyper_analysis(M, N, nn.LeakyReLU)
         self.h_s = nn.Sequential(
             _deconv(N, M),
@@ -216,10 +220,3 @@ class ScaleHyperprior(MeanScaleHyperprior):
     def hyper_synthesis(self, z_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         scales = self.h_s(z_hat)
         return scales, torch.zeros_like(scales)
-
-
-def build_model(config: ModelConfig) -> MeanScaleHyperprior:
-    """The untrained model of an architecture."""
-    if config.architecture == "scale-hyperprior":
-        return ScaleHyperprior(config)
-    return MeanScaleHyperprior(config)
