@@ -10,6 +10,7 @@ import threading
 
 import click
 
+from qaft.cli.entry import stop_signals
 from qaft.runtime.errors import QaftError
 
 
@@ -105,11 +106,13 @@ def fail_cleanly(fn=None, *, threaded=False):
     def wrapper(*args, **kwargs):
         previous = None
         main = threading.current_thread() is threading.main_thread()
-        if main:  # the console script ended the process on either (cli/entry.py) until now
-            previous = (
-                signal.signal(signal.SIGTERM, _terminate),
-                signal.signal(signal.SIGINT, signal.default_int_handler),
-            )
+        if main:  # the console script ended the process on any (cli/entry.py) until now
+            previous = {
+                sig: signal.signal(
+                    sig, signal.default_int_handler if sig == signal.SIGINT else _terminate
+                )
+                for sig in stop_signals()
+            }
         in_thread = main and (threaded(kwargs) if callable(threaded) else threaded)
         try:
             if in_thread:
@@ -134,9 +137,8 @@ def fail_cleanly(fn=None, *, threaded=False):
         except KeyboardInterrupt as exc:
             _interrupted(exc, hard=in_thread)
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous[0])
-                signal.signal(signal.SIGINT, previous[1])
+            for sig, handler in (previous or {}).items():
+                signal.signal(sig, handler)
 
     return wrapper
 

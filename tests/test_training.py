@@ -69,7 +69,7 @@ def test_run_writes_log_checkpoint_model_and_resumes(train_dir, tmp_path):
     assert [r["step"] for r in lines][-1] == 8
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_a_signal_stops_between_steps_with_a_checkpoint_that_resumes(train_dir, tmp_path, signum):
     from qaft.training.stopping import TrainingInterrupted
 
@@ -172,3 +172,18 @@ def test_run_config_records_the_resolved_amp(train_dir, tmp_path):
     train(cfg, progress=False)
     ran = json.loads((tmp_path / "run" / "config.json").read_text())["amp"]
     assert ran == ("bf16" if native_bf16(torch.device("cpu")) else "none")
+
+
+def test_sighup_stays_ignored_under_nohup():
+    """``nohup qaft train …``: the terminal closing must not stop the run."""
+    from qaft.cli.entry import stop_signals
+    from qaft.training.stopping import StopRequests
+
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        assert signal.SIGHUP not in stop_signals()
+        with StopRequests():
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+    assert signal.SIGHUP in stop_signals()

@@ -334,13 +334,13 @@ def test_decoding_many_foreign_files_keeps_one_codec(model_dir, ort_codec, tmp_p
 
 
 @pytest.mark.parametrize("jobs", ["1", "2"])
-def test_sigint_and_sigterm_end_a_busy_batch_at_once(model_dir, tmp_path, jobs):
+def test_sigint_sigterm_and_sighup_end_a_busy_batch_at_once(model_dir, tmp_path, jobs):
     src = tmp_path / "in"
     src.mkdir()
     Image.fromarray(synthetic_image(1024, 1536, 0)).save(src / "0.png")
     for i in range(1, 60):  # one picture under many names: a long batch, cheaply made
         (src / f"{i}.png").symlink_to(src / "0.png")
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         out = tmp_path / f"out-{sig}"
         proc = start_cli("qaft-run", "compress", src, "--model", model_dir, "--out", out,
                          "--jobs", jobs, "--threads", "1", "--force",

@@ -27,13 +27,14 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 
 class StopRequests:
-    """Context manager: while inside, SIGINT and SIGTERM set :attr:`requested`.
+    """Context manager: while inside, SIGINT, SIGTERM and SIGHUP (unless ignored: ``nohup``)
+    set :attr:`requested`.
 
     Outside the main thread signals cannot be caught; there it does nothing and a signal
     behaves as usual.
     """
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
     def __init__(self) -> None:
         self.requested = False
@@ -47,6 +48,8 @@ class StopRequests:
     def __enter__(self) -> StopRequests:
         if threading.current_thread() is threading.main_thread():
             for s in self.SIGNALS:
+                if s == signal.SIGHUP and signal.getsignal(s) is signal.SIG_IGN:
+                    continue  # run under nohup: the terminal closing must not stop it
                 self._previous[s] = signal.signal(s, self._handle)
         return self
 
