@@ -74,6 +74,8 @@ def open_model(spec: str | os.PathLike) -> Any:
         raise QaftError(
             f"a model is a bundled model's name or a folder's path, not {type(spec).__name__}"
         )
+    if not os.fspath(spec):  # Path("") is the current folder: never meant
+        raise QaftError("a model is a bundled model's name or a folder's path, not ''")
     return open_model_dir(resolve(os.fspath(spec)))
 
 

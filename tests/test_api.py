@@ -115,6 +115,7 @@ RGB = synthetic_image(32, 40, 1)
         (lambda: qr.compress(RGB, model="q0", step="big"), "step must be a number"),
         (lambda: qr.load("q99"), "unknown model 'q99'"),
         (lambda: qr.load(3), "a model is a bundled model's name or a folder's path, not int"),
+        (lambda: qr.load(""), "a model is a bundled model's name or a folder's path, not ''"),
         (lambda: qr.load("q0", backend="gpu"), "unknown backend 'gpu'"),
         (lambda: qr.load("q0", precision="fp8"), "unknown precision 'fp8'"),
         (lambda: qr.decompress(5), "expected the bytes of a .qaft file, not int"),
