@@ -25,7 +25,6 @@ from qaft.runtime.quantizers import (
     QUANTIZERS,
     Prior,
     QuantizerParams,
-    check_codable,
     quantizer_for_file,
 )
 from qaft.runtime.quantizers.base import DELTA_RANGE
@@ -171,7 +170,6 @@ def encode_latents(
     if quantizer not in QUANTIZERS:
         raise QaftError(f"unknown quantizer {quantizer!r}; choose from {sorted(QUANTIZERS)}")
     quant = QUANTIZERS[quantizer]
-    check_codable(quantizer, codec.model.tables)
     params = params or codec.model.params(quantizer)
     t = timings if timings is not None else {}
     delta = header_delta(quant, params)

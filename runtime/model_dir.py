@@ -482,8 +482,9 @@ def _load_tables(data: bytes) -> ModelTables:
     }
     if "y_calibration" in npz:
         arrays["y_calibration"] = npz.array("y_calibration", "f", 2)
-    if "y_channel_tables" in npz:
-        arrays["y_channel_tables"] = npz.array("y_channel_tables", "iu", 0)
+    if "y_channel_cdf" in npz:
+        arrays["y_channel_cdf"] = npz.array("y_channel_cdf", "f", 2)
+        arrays["y_channel_cdf_grid"] = npz.array("y_channel_cdf_grid", "f", 1)
     return ModelTables.from_arrays(arrays)
 
 

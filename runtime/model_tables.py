@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from qaft.runtime.entropy.calibration import Calibration
+from qaft.runtime.entropy.channel_cdf import ChannelCdf
 from qaft.runtime.entropy.tables import TableSet
 from qaft.runtime.errors import FormatError
 
@@ -32,10 +33,10 @@ class ModelTables:
     #: The residual density of each level, when fitted after training (``y_tables`` are then
     #: built from it, and so are the trellis quantizers' tables); None: plain Gaussians.
     calibration: Calibration | None = None
-    #: y's tables are one per channel (a model without a hyperprior, :class:`ChannelPrior`),
-    #: not Gaussians of the scales in ``scale_table``: the trellis quantizers, whose tables
-    #: are Gaussians of those scales at their step, cannot code it.
-    channel_tables: bool = False
+    #: A factorized prior's (:class:`~qaft.runtime.model.ChannelPrior`): y's tables are one
+    #: per channel, not Gaussians of the scales in ``scale_table`` (which then number the
+    #: channels), and the trellis quantizers' tables integrate these sampled CDFs.
+    channel_cdf: ChannelCdf | None = None
     # Derived tables (per quantizer step, code lengths), built on first use per model.
     _derived: dict = field(default_factory=dict, repr=False, compare=False)
     # One model is coded from several threads (qaft-run --jobs, the Python API): each
@@ -56,11 +57,18 @@ class ModelTables:
             raise FormatError("scale levels must be increasing, positive and at most 1e4")
         if self.channel_tables and self.calibration is not None:
             raise FormatError("channel tables cannot be calibrated (they are not Gaussians)")
+        if self.channel_tables and self.channel_cdf.channels != self.y_tables.num_tables:
+            raise FormatError("a channel CDF for each channel table")
         if self.calibration is not None and len(self.calibration.scale) != len(self.scale_table):
             raise FormatError(
                 f"calibration has {len(self.calibration.scale)} levels, "
                 f"the model {len(self.scale_table)}"
             )
+
+    @property
+    def channel_tables(self) -> bool:
+        """Whether y's tables are a factorized prior's, one per channel."""
+        return self.channel_cdf is not None
 
     def cached(self, key: Any, build: Callable[[], Any]) -> Any:
         """``build()``, computed once for this model and ``key`` while it stays among the
@@ -86,8 +94,8 @@ class ModelTables:
         # they had before calibration existed
         if self.calibration is not None:
             arrays["y_calibration"] = self.calibration.to_array()
-        if self.channel_tables:  # absent otherwise: hyperprior models keep their fingerprints
-            arrays["y_channel_tables"] = np.array(1)
+        if self.channel_cdf is not None:  # absent otherwise: hyperprior models keep their
+            arrays.update(self.channel_cdf.to_arrays())  # fingerprints
         return arrays
 
     @classmethod
@@ -107,7 +115,7 @@ class ModelTables:
                 if "y_calibration" in arrays
                 else None
             ),
-            channel_tables="y_channel_tables" in arrays and int(arrays["y_channel_tables"]) == 1,
+            channel_cdf=ChannelCdf.from_arrays(arrays) if "y_channel_cdf" in arrays else None,
         )
 
 

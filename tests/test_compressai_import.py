@@ -162,7 +162,7 @@ def test_scale_hyperprior_matches_compressai(sh_model, sh_ref):
     "ckpt, architecture, quantizers, parts",
     [
         (SH_CKPT, "scale-hyperprior", ("sq", "tcq"), "decoder,hyper-decoder"),
-        (FP_CKPT, "factorized-prior", ("sq", "rdoq"), "decoder"),
+        (FP_CKPT, "factorized-prior", ("sq", "tcq"), "decoder"),
     ],
 )
 def test_import_finetune_export_run(tmp_path, ckpt, architecture, quantizers, parts):
@@ -239,8 +239,7 @@ def test_factorized_prior_matches_compressai():
 
 
 def test_factorized_prior_refuses_what_it_cannot_do(tmp_path):
-    """tcq (its tables are Gaussians of scale levels), a hyper-decoder and calibration: one
-    line each, before any work."""
+    """A hyper-decoder and calibration: one line each, before any work."""
     model = tmp_path / "fp.pt"
     r = run_cli("qaft", "import-compressai", str(FP_CKPT), "--out", str(model), "--lmbda", "0.01")
     assert r.returncode == 0, r.stderr
@@ -253,10 +252,8 @@ def test_factorized_prior_refuses_what_it_cannot_do(tmp_path):
     common = ("--data", str(data), "--steps", "1", "--batch", "1", "--crop", "64")
     ft = ("finetune", "--ckpt", str(model), *common)
     cases = [
-        ((*ft, "--quantizer", "tcq", "--out", str(tmp_path / "a")), "code it with sq or rdoq"),
         ((*ft, "--parts", "decoder,hyper-decoder", "--out", str(tmp_path / "b")), "no hyper-dec"),
         (("calibrate", "--ckpt", str(model), "--data", str(data)), "nothing to calibrate"),
-        (("tune-quantizer", "--ckpt", str(model), "--quantizer", "tcq8", *common[:2]), "or rdoq"),
     ]  # fmt: skip
     for args, message in cases:
         r = run_cli("qaft", *args)
@@ -270,3 +267,46 @@ def test_the_cli_offers_every_architecture():
 
     option = next(p for p in train.params if p.name == "architecture")
     assert tuple(option.type.choices) == ARCHITECTURES
+
+
+def test_factorized_trellis_tables_integrate_the_learned_density():
+    """At Δ = 0.5, Q0's reconstructions are the integers and its intervals the unit bins:
+    the trellis tables from the sampled CDF must match the rounding tables, which come from
+    the learned density itself; and the sampled CDF is the learned one at the samples."""
+    from qaft.runtime.quantizers.trellis import channel_tcq_tables
+
+    m = convert(read_compressai_state_dict(FP_CKPT))
+    tables = m.build_tables()
+    cdf = tables.channel_cdf
+    trellis = channel_tcq_tables(cdf, 0.5)
+    for c in range(cdf.channels):
+        unit = tables.y_tables.row(c)[:-1]  # without the escape
+        row = trellis.row(c)[:-1]  # Q0 of channel c
+        k0 = tables.y_tables.offsets[c] - trellis.offsets[c]
+        assert k0 >= 0
+        np.testing.assert_allclose(row[k0 : k0 + len(unit)], unit, atol=2e-3)
+    with torch.no_grad():
+        x = torch.tensor([cdf.lower + 5 * cdf.step])
+        med = m.entropy_bottleneck.medians()[:1].double()
+        v = (med + x.double()).float().reshape(1, 1, 1)
+        learned = torch.sigmoid(m.entropy_bottleneck._logits_cumulative(v.expand(12, 1, 1), True))
+    assert cdf.at(0, np.array([cdf.lower + 5 * cdf.step]))[0] == pytest.approx(
+        float(learned[0, 0, 0]), abs=1e-6
+    )
+
+
+def test_a_channel_cdf_that_is_not_a_cdf_is_refused():
+    from qaft.runtime.entropy.channel_cdf import ChannelCdf
+    from qaft.runtime.errors import FormatError
+
+    good = np.linspace(0.0, 1.0, 9).reshape(1, -1)
+    ChannelCdf(-1.0, 0.25, good)
+    for lower, step, cdf in (
+        (-1.0, 0.25, good[:, ::-1].copy()),  # decreasing
+        (-1.0, 0.25, good * 2),  # above 1
+        (-1.0, 0.0, good),  # no spacing
+        (float("nan"), 0.25, good),
+        (-1.0, 0.25, np.zeros((1, 1))),  # one sample
+    ):
+        with pytest.raises(FormatError):
+            ChannelCdf(lower, step, cdf)

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from qaft.runtime.errors import ConfigError
-from qaft.runtime.quantizers import QUANTIZERS, check_codable
+from qaft.runtime.quantizers import QUANTIZERS
 from qaft.runtime.quantizers.base import QuantizerParams
 from qaft.training import loop
 from qaft.training.backend import codec_from_loaded
@@ -297,7 +297,6 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, progress: bool = True) -
     model = parent.model.to(device)
     if "hyper-decoder" in cfg.parts and not hasattr(model, "h_s"):
         raise ConfigError(f"{cfg.ckpt}: a factorized prior has no hyper-decoder: --parts decoder")
-    check_codable(cfg.quantizer, parent.tables)
     codec = codec_from_loaded(parent, str(device))
     params = codec.model.params(cfg.quantizer, cfg.step, cfg.q_lmbda)
     sampler = CropSampler(cfg.data, cfg.crop, seed=cfg.seed)

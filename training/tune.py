@@ -17,7 +17,7 @@ from qaft.runtime import codec as C
 from qaft.runtime import container
 from qaft.runtime.codec import Codec
 from qaft.runtime.image import load_rgb
-from qaft.runtime.quantizers import QUANTIZERS, Prior, check_codable
+from qaft.runtime.quantizers import QUANTIZERS, Prior
 from qaft.runtime.quantizers.base import encode_latent
 from qaft.runtime.tiling import to_uint8
 
@@ -75,7 +75,6 @@ def tune(
     """Search of (step, λ) over ``quantizer``'s tuning grid; returns the best with its
     figures (under the keys ``step`` and ``lmbda``, as model files store them)."""
     quant = QUANTIZERS[quantizer]
-    check_codable(quantizer, codec.model.tables)
     prepared = [prepare(codec, center_crop(load_rgb(p), crop)) for p in images]
     results = []
     for params in quant.grid:

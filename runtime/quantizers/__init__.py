@@ -9,7 +9,7 @@ quantization with 4 and 8 states).
 
 from __future__ import annotations
 
-from qaft.runtime.errors import ConfigError, QaftError
+from qaft.runtime.errors import ConfigError
 from qaft.runtime.quantizers.base import LatentQuantizer, Prior, QuantizerParams
 from qaft.runtime.quantizers.scalar import RdoQuantizer, ScalarQuantizer
 from qaft.runtime.quantizers.tcq import TrellisQuantizer
@@ -51,16 +51,6 @@ def quantizer_for_file(quantizer_id: int, version: int) -> LatentQuantizer:
     return quant
 
 
-def check_codable(quantizer: str, tables) -> None:
-    """Refuses, in one line, a quantizer that cannot code a model of these tables (a
-    factorized prior's per-channel tables have no Gaussian scales for the trellis ones)."""
-    if tables.channel_tables and QUANTIZERS[quantizer].gaussian_tables:
-        raise QaftError(
-            f"{quantizer} codes with a hyperprior's Gaussian tables; this model has a "
-            "factorized prior: code it with sq or rdoq"
-        )
-
-
 #: Without a model's own preference (a stage-1 model), files are coded with this one.
 DEFAULT_QUANTIZER = "sq"
 
@@ -90,7 +80,6 @@ __all__ = [
     "LatentQuantizer",
     "Prior",
     "QuantizerParams",
-    "check_codable",
     "quantizer_for",
     "quantizer_for_file",
 ]

@@ -85,7 +85,6 @@ class LatentQuantizer(Protocol):
     name: str
     id: int  # the one byte the container names it by
     uses_delta: bool  # whether the file's step Δ means anything to this quantizer
-    gaussian_tables: bool  # whether it derives its own tables from Gaussian scale levels
     format_version: int  # the container version its files are written with
     fallback: QuantizerParams  # settings for models without measured ones
     grid: TuningGrid  # what tuning tries

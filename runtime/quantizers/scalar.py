@@ -36,8 +36,6 @@ class ScalarQuantizer:
     """Index ``round(y − μ)`` (half to even)."""
 
     name, id, uses_delta = "sq", 0, False
-    # codes with the model's own tables, whatever they are (Gaussians or one per channel)
-    gaussian_tables = False
     # Its tables are stored with the model: versions 2 and 3 decode alike, and 2 keeps its
     # files readable by decoders from before version 3.
     format_version = 2

@@ -36,8 +36,6 @@ class TrellisQuantizer:
     only for reading version-2 files, whose tables came from libm's ``erfc`` and ``exp``."""
 
     uses_delta = True
-    # its tables are the Gaussian of each scale level at its step Δ
-    gaussian_tables = True
     fallback = QuantizerParams(0.6, 0.1)
     grid = TuningGrid((0.5, 0.55, 0.6, 0.65, 0.7, 0.8), (0.1, 0.2, 0.35, 0.5, 0.7, 1.0))
 
@@ -51,11 +49,11 @@ class TrellisQuantizer:
     def tables_for(self, tables: ModelTables, delta: float):
         """(TableSet, bits lookup) for step Δ, built once per model and step."""
 
-        if tables.channel_tables:  # quantizers.check_codable says so before any work
-            raise QaftError(f"{self.name} cannot code a factorized prior")
-
         def build():
-            t = T.tcq_tables(tables.scale_table, delta, tables.calibration, exact=self.exact)
+            if tables.channel_cdf is not None:  # a factorized prior's (exact either way)
+                t = T.channel_tcq_tables(tables.channel_cdf, delta)
+            else:
+                t = T.tcq_tables(tables.scale_table, delta, tables.calibration, exact=self.exact)
             return t, T.bits_lookup(t)
 
         return tables.cached(("tcq", delta, self.exact), build)

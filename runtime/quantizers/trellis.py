@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from qaft.runtime.entropy.calibration import Calibration, level_cdf
+from qaft.runtime.entropy.channel_cdf import ChannelCdf
 from qaft.runtime.entropy.tables import TableSet, tail_reach
 from qaft.runtime.errors import ConfigError
 
@@ -100,6 +101,22 @@ def tcq_tables(
             rows.append(np.diff(level_cdf(edges, s, a, w, exact=exact)))
             offsets.append(-kmax)
     return TableSet.from_rows(rows, offsets, exact=exact)
+
+
+def channel_tcq_tables(cdf: ChannelCdf, delta: float) -> TableSet:
+    """:func:`tcq_tables` for a factorized prior: row ``q * M + c`` holds quantizer q under
+    channel c's density (its sampled CDF, :class:`ChannelCdf`, interpolated: the same bits
+    on every machine)."""
+    kmax = int(math.ceil(cdf.reach / (2 * delta))) + 1
+    k = np.arange(-kmax, kmax + 1)
+    rows, offsets = [], []
+    for q in (0, 1):
+        rec = reconstruction(k, q).astype(np.float64)
+        edges = np.concatenate([[-np.inf], (rec[1:] + rec[:-1]) / 2, [np.inf]]) * delta
+        for c in range(cdf.channels):
+            rows.append(np.diff(cdf.at(c, edges)))
+            offsets.append(-kmax)
+    return TableSet.from_rows(rows, offsets, exact=True)
 
 
 @dataclass(frozen=True)

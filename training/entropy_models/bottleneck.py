@@ -1,4 +1,5 @@
-"""Factorized prior for the hyper-latent ``z`` (Ballé et al. 2018, appendix 6.1).
+"""Factorized prior for the hyper-latent ``z``, or for ``y`` itself in a factorized-prior
+model (Ballé et al. 2018, appendix 6.1).
 
 Parameter names match CompressAI's ``EntropyBottleneck`` (``matrices.0``, ``biases.0``,
 ``factors.0``, ``quantiles``, ``target``, ``likelihood_lower_bound.bound``); the names of
@@ -15,6 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from qaft.runtime.entropy.channel_cdf import SAMPLES_PER_UNIT, ChannelCdf
 from qaft.runtime.entropy.tables import TableSet
 from qaft.training.layers import LowerBound
 
@@ -121,3 +123,20 @@ class EntropyBottleneck(nn.Module):
         pmf = pmf[:, 0, :].double().cpu().numpy()
         rows = [pmf[c, : int(lo[c] + hi[c]) + 1] for c in range(self.channels)]
         return TableSet.from_rows(rows, (-lo).tolist()), medians.float().cpu().numpy().copy()
+
+    @torch.no_grad()
+    def sampled_cdf(self) -> ChannelCdf:
+        """Each channel's CDF of ``z − median`` on a grid of :data:`SAMPLES_PER_UNIT` points
+        per unit, one unit beyond its quantiles on either side: what a factorized prior's
+        trellis tables integrate (:mod:`qaft.runtime.entropy.channel_cdf`)."""
+        medians = self.medians()
+        lo = float((medians - self.quantiles[:, 0, 0]).max())
+        hi = float((self.quantiles[:, 0, 2] - medians).max())
+        lower, upper = -(math.ceil(max(lo, 0.0)) + 1.0), math.ceil(max(hi, 0.0)) + 1.0
+        n = int((upper - lower) * SAMPLES_PER_UNIT) + 1
+        x = lower + torch.arange(n, dtype=torch.float64) / SAMPLES_PER_UNIT
+        v = (medians.double().reshape(-1, 1) + x.reshape(1, -1)).float().unsqueeze(1)
+        logits = self._logits_cumulative(v, stop_gradient=True)[:, 0, :]
+        cdf = torch.sigmoid(logits).double().cpu().numpy()
+        cdf = np.clip(np.maximum.accumulate(cdf, axis=1), 0.0, 1.0)  # float noise, not shape
+        return ChannelCdf(lower, 1.0 / SAMPLES_PER_UNIT, cdf)

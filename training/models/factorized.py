@@ -68,7 +68,7 @@ class FactorizedPrior(nn.Module):
             z_medians=np.zeros(0, np.float32),
             y_tables=y_tables,
             scale_table=np.arange(1, m + 1, dtype=np.float64),
-            channel_tables=True,
+            channel_cdf=self.entropy_bottleneck.sampled_cdf(),
         )
 
     def parameter_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
