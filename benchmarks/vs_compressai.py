@@ -1,4 +1,5 @@
-"""qaft-run against CompressAI on the same weights, side by side in one run.
+"""qaft-run against CompressAI on the same weights, side by side in one run: per image, per
+stage, and whole folders (PNG in and out).
 
     python benchmarks/vs_compressai.py --compressai-python /path/to/venv/bin/python \
         [--data DIR] [--model q3] [--images 6] [--threads 2] [--backends cpu,openvino:fp32]
@@ -64,17 +65,65 @@ for p in images:
     h, w = x.shape[2:]
     ph, pw = (-h) % 64, (-w) % 64
     padded.append(torch.nn.functional.pad(x, (0, pw, 0, ph), mode="replicate"))
+eb, gc = net.entropy_bottleneck, net.gaussian_conditional
+
+
+def hyper(z_hat):
+    scales, means = net.h_s(z_hat).chunk(2, 1)
+    return gc.build_indexes(scales), means
+
+
 print("ready", flush=True)
 for line in sys.stdin:
-    xp = padded[int(line)]
-    with torch.no_grad():
+    if line.startswith("folder "):  # the whole-folder loop, PNG reading and writing included
+        src, out = line.split()[1:]
         t0 = time.perf_counter()
-        enc = net.compress(xp)
-        t1 = time.perf_counter()
-        net.decompress(enc["strings"], enc["shape"])
-        t2 = time.perf_counter()
-    nbytes = sum(len(s[0]) for s in enc["strings"])
-    print(json.dumps({"encode": t1 - t0, "decode": t2 - t1, "bytes": nbytes}), flush=True)
+        for i, p in enumerate(images):
+            x = np.asarray(Image.open(p).convert("RGB"))
+            h, w = x.shape[:2]
+            x = torch.from_numpy(x).permute(2, 0, 1)[None].float() / 255
+            x = torch.nn.functional.pad(x, (0, (-w) % 64, 0, (-h) % 64), mode="replicate")
+            with torch.no_grad():
+                enc = net.compress(x)
+                x_hat = net.decompress(enc["strings"], enc["shape"])["x_hat"][..., :h, :w]
+            img = (x_hat[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+            Image.fromarray(img).save(f"{out}/{i}.png")
+        print(json.dumps({"seconds": time.perf_counter() - t0}), flush=True)
+        continue
+    xp = padded[int(line)]
+    t = {}
+    with torch.no_grad():  # MeanScaleHyperprior.compress and .decompress, stage by stage
+        t0 = time.perf_counter()
+        y = net.g_a(xp)
+        z = net.h_a(y)
+        t["analysis"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        z_strings = eb.compress(z)
+        z_hat = eb.decompress(z_strings, z.size()[-2:])
+        t["entropy_encode"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        indexes, means = hyper(z_hat)
+        t["hyper_synthesis"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        y_strings = gc.compress(y, indexes, means=means)
+        t["entropy_encode"] += time.perf_counter() - t0
+        encode = sum(t.values())
+        t0 = time.perf_counter()
+        z_hat = eb.decompress(z_strings, z.size()[-2:])
+        t["d_entropy_decode"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        indexes, means = hyper(z_hat)
+        t["d_hyper_synthesis"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        y_hat = gc.decompress(y_strings, indexes, means=means)
+        t["d_entropy_decode"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        net.g_s(y_hat).clamp_(0, 1)
+        t["d_synthesis"] = time.perf_counter() - t0
+    decode = sum(v for k, v in t.items() if k.startswith("d_"))
+    nbytes = len(y_strings[0]) + len(z_strings[0])
+    r = {"encode": encode, "decode": decode, "bytes": nbytes, "stages": t}
+    print(json.dumps(r), flush=True)
 """
 
 
@@ -86,6 +135,47 @@ def _backend_specs(arg: str | None) -> list[tuple[str, str]]:
             specs += [("openvino", "fp32"), ("openvino", "auto")]
         return specs
     return [(b, p or "fp32") for b, _, p in (x.partition(":") for x in arg.split(","))]
+
+
+def _whole_folder(cai, files: list[str], model: str, codecs: dict, threads: int, tmp: Path) -> dict:
+    """Images per second of a whole folder, compressed and decompressed back to PNG:
+    CompressAI's loop (one process, its PNG writer at Pillow's default level) against
+    ``qaft-run compress`` then ``decompress`` (whole processes, model loads included) with
+    one job of ``threads`` threads and with two jobs of one thread."""
+    import shutil
+    import sys
+
+    src = tmp / "folder"
+    src.mkdir()
+    for f in files:
+        (src / Path(f).name).symlink_to(Path(f).resolve())
+    out = tmp / "cai-out"
+    out.mkdir()
+    cai.stdin.write(f"folder {src} {out}\n")
+    cai.stdin.flush()
+    seconds = json.loads(cai.stdout.readline())["seconds"]
+    result = {"CompressAI loop": f"{len(files) / seconds:.2f} images/s ({seconds:.1f} s)"}
+    exe = str(Path(sys.executable).parent / "qaft-run")
+    for label, jobs, t in (("1 job", 1, threads), ("2 jobs", 2, 1)):
+        for k in codecs:
+            backend, _, precision = k.partition(":")
+            coded, back = tmp / "coded", tmp / "back"
+            common = ["--model", model, "--backend", backend, "--precision", precision,
+                      "--jobs", str(jobs), "--threads", str(t)]  # fmt: skip
+            t0 = time.perf_counter()
+            subprocess.run([exe, "compress", str(src), "-o", str(coded), *common], check=True,
+                           capture_output=True)  # fmt: skip
+            t1 = time.perf_counter()
+            subprocess.run([exe, "decompress", str(coded), "-o", str(back), *common],
+                           check=True, capture_output=True)  # fmt: skip
+            t2 = time.perf_counter()
+            result[f"qaft-run {k}, {label}"] = (
+                f"{len(files) / (t2 - t0):.2f} images/s ({t1 - t0:.1f} s compress, "
+                f"{t2 - t1:.1f} s decompress)"
+            )
+            shutil.rmtree(coded)
+            shutil.rmtree(back)
+    return result
 
 
 def main() -> None:
@@ -110,6 +200,7 @@ def main() -> None:
     images = [load_rgb(f) for f in files]
     loaded = load_model(checkpoint_path(args.model))
     cfg = loaded.model.config
+    stages: dict[str, dict[str, list]] = {k: {} for k in ("CAI", *codecs)}
     te: dict[str, list] = {k: [[] for _ in files] for k in ("CAI", *codecs)}
     td: dict[str, list] = {k: [[] for _ in files] for k in ("CAI", *codecs)}
     sizes: dict[str, list] = {k: [0] * len(files) for k in ("CAI", *codecs)}
@@ -136,14 +227,21 @@ def main() -> None:
                     te["CAI"][i].append(r["encode"])
                     td["CAI"][i].append(r["decode"])
                     sizes["CAI"][i] = r["bytes"]
+                    for name, s in r["stages"].items():
+                        stages["CAI"].setdefault(name, []).append(s)
                     for k, codec in codecs.items():
                         t0 = time.perf_counter()
-                        data = C.encode(codec, img).data
+                        enc = C.encode(codec, img)
                         te[k][i].append(time.perf_counter() - t0)
                         t0 = time.perf_counter()
-                        C.decode(codec, data)
+                        dec = C.decode(codec, enc.data)
                         td[k][i].append(time.perf_counter() - t0)
-                        sizes[k][i] = len(data)
+                        sizes[k][i] = len(enc.data)
+                        timed = [*enc.timings.items()]
+                        timed += [(f"d_{n}", s) for n, s in dec.timings.items()]
+                        for name, s in timed:
+                            stages[k].setdefault(name, []).append(s)
+            folder = _whole_folder(cai, files, args.model, codecs, args.threads, Path(tmp))
         finally:
             cai.stdin.close()
             cai.wait()
@@ -167,6 +265,19 @@ def main() -> None:
                 f"{rows[k][-1][0]:>6.2f}{cd * 1e3:>9.0f}{d * 1e3:>9.0f}"
                 f"{rows[k][-1][1]:>6.2f}{sizes['CAI'][i]:>8}{sizes[k][i]:>8}"
             )
+    names = sorted({n for k in stages for n in stages[k]}, key=lambda n: (n.startswith("d_"), n))
+    print("\nper stage, medians over images and repetitions (ms; d_: decoding):")
+    print(f"{'stage':<20}" + "".join(f"{k:>16}" for k in stages))
+    for n in names:
+        cells = [
+            f"{statistics.median(stages[k][n]) * 1e3:>16.1f}" if n in stages[k] else f"{'-':>16}"
+            for k in stages
+        ]
+        print(f"{n:<20}" + "".join(cells))
+    print(f"\nwhole folder ({len(files)} images, PNG in and out, model loaded once):")
+    for k, v in folder.items():
+        print(f"  {k}: {v}")
+    print()
     for k in codecs:
         med = np.median(np.array(rows[k]), axis=0)
         print(
