@@ -14,6 +14,15 @@ from qaft.cli.entry import stop_signals
 from qaft.runtime.errors import QaftError
 
 
+def named(ctx: click.Context, param: click.Parameter, value):
+    """Click callback of the options that name a model (``--model``, ``--ckpt``): an empty
+    name would mean the current folder; it is refused as a usage error."""
+    for v in value if isinstance(value, tuple) else (value,):
+        if v == "":
+            raise click.BadParameter("an empty name: give a bundled model's name or a path")
+    return value
+
+
 def _terminate(signum, frame):
     raise KeyboardInterrupt
 

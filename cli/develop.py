@@ -13,6 +13,7 @@ from qaft.cli import outputs
 from qaft.cli.common import (
     fail_cleanly,
     model_quantizer,
+    named,
     print_models,
     quantizer_choice,
     quantizer_options,
@@ -216,10 +217,13 @@ def _images_or_fail(data: str | None):
 
 
 @main.command("eval")
-@click.option("--model", "models", multiple=True, help="Bundled model name (repeatable).")
+@click.option(
+    "--model", "models", multiple=True, help="Bundled model name (repeatable).", callback=named
+)
 @click.option(
     "--ckpt",
     "ckpts",
+    callback=named,
     multiple=True,
     help="Model file, or a bundled model's name (repeatable).",
 )
@@ -420,8 +424,8 @@ def plot(files, out, title, force) -> None:
 
 
 @main.command("tune-quantizer")
-@click.option("--model", help="Bundled model name.")
-@click.option("--ckpt", help="Model file, or a bundled model's name.")
+@click.option("--model", help="Bundled model name.", callback=named)
+@click.option("--ckpt", help="Model file, or a bundled model's name.", callback=named)
 @click.option(
     "--quantizer",
     "quantizers",
@@ -486,8 +490,8 @@ def tune_quantizer(model, ckpt, quantizers, data, n_images, crop, write) -> None
 
 
 @main.command()
-@click.option("--model", help="Bundled model name.")
-@click.option("--ckpt", help="Model file, or a bundled model's name.")
+@click.option("--model", help="Bundled model name.", callback=named)
+@click.option("--ckpt", help="Model file, or a bundled model's name.", callback=named)
 @click.option(
     "--data",
     required=True,
@@ -532,7 +536,9 @@ def calibrate(model, ckpt, data, n_images, write, reset) -> None:
 
 
 @main.command()
-@click.option("--ckpt", required=True, help="Stage-1 model file, or a bundled model's name.")
+@click.option(
+    "--ckpt", required=True, help="Stage-1 model file, or a bundled model's name.", callback=named
+)
 @click.option("--data", required=True, type=click.Path(file_okay=False), help="Training images.")
 @click.option(
     "--quantizer",
@@ -572,7 +578,9 @@ def finetune(resume, parts, **kw) -> None:
 
 
 @main.command()
-@click.option("--ckpt", required=True, help="Model file, or a bundled model's name.")
+@click.option(
+    "--ckpt", required=True, help="Model file, or a bundled model's name.", callback=named
+)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Model folder.")
 @click.option(
     "--check-image",

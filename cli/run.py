@@ -18,6 +18,7 @@ from qaft.cli import outputs
 from qaft.cli.common import (
     fail_cleanly,
     model_quantizer,
+    named,
     print_models,
     quantizer_option,
     quantizer_options,
@@ -224,7 +225,9 @@ def info(paths, recursive, as_json) -> None:
 
 @main.command()
 @click.argument("paths", nargs=-1, required=True)
-@click.option("--model", default=None, help="Bundled model name or model folder (default q3).")
+@click.option(
+    "--model", default=None, help="Bundled model name or model folder (default q3).", callback=named
+)
 @click.option(
     "--quality",
     type=click.IntRange(0, 6),
@@ -735,6 +738,7 @@ MAX_OPEN_MODELS = 4
 )
 @click.option(
     "--model",
+    callback=named,
     default=None,
     help="Model name or folder (default: the bundled model that wrote each file).",
 )
@@ -874,7 +878,7 @@ def _demo_record(out_dir: Path) -> dict[str, str]:
     type=click.Path(file_okay=False),
     help="Folder to compress (default: $QAFT_DATA if set).",
 )
-@click.option("--model", default=None, help="Bundled model name or model folder.")
+@click.option("--model", default=None, help="Bundled model name or model folder.", callback=named)
 @quantizer_option
 @click.option(
     "--out",
@@ -949,8 +953,8 @@ def demo(images, model, quantizer, out, backend, threads, precision) -> None:
 
 
 @main.command()
-@click.option("--model", required=True, help="Model to time (name or folder).")
-@click.option("--baseline", help="Model to compare with (name or folder).")
+@click.option("--model", required=True, help="Model to time (name or folder).", callback=named)
+@click.option("--baseline", help="Model to compare with (name or folder).", callback=named)
 @click.option(
     "--data",
     "--images",
@@ -1042,6 +1046,7 @@ def bench(model, baseline, images, count, repeat, quantizer, json_out, backend, 
 @click.option(
     "--model",
     "models",
+    callback=named,
     multiple=True,
     required=True,
     help="Model name or folder (repeatable: one point each).",

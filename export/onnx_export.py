@@ -30,12 +30,13 @@ from qaft.runtime.entropy.integer_hyper import ACT_BITS, ACT_LIMIT, IntegerHyper
 from qaft.runtime.errors import QaftError
 from qaft.runtime.model import ChannelPrior
 from qaft.runtime.model_dir import (
+    ARCHITECTURE_VERSIONS,
+    CALIBRATED_VERSION,
     GRAPHS,
     GRAPHS_FP16,
     HYPER,
     MANIFEST,
     MODEL_DIR_OLDEST,
-    MODEL_DIR_VERSION,
     TABLES,
     Manifest,
 )
@@ -339,8 +340,12 @@ def export_model(
                 "tolerance_fp16": TOLERANCE_FP16,
                 "tolerance_integer": TOLERANCE_INTEGER,
             },
-            # uncalibrated folders stay readable by version-2 readers
-            version=MODEL_DIR_VERSION if loaded.tables.calibration else MODEL_DIR_OLDEST,
+            # the oldest version that holds the model (a calibration needs 3; the newer
+            # architectures 4): older readers keep reading the rest
+            version=max(
+                CALIBRATED_VERSION if loaded.tables.calibration else MODEL_DIR_OLDEST,
+                ARCHITECTURE_VERSIONS[model.config.architecture],
+            ),
         )
         (tmp / MANIFEST).write_text(manifest.to_json())
         _move_into_place(tmp, out, force)

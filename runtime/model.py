@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from qaft.runtime.entropy.tables import scale_to_id
-from qaft.runtime.errors import QaftError
+from qaft.runtime.errors import FormatError, QaftError
 from qaft.runtime.model_tables import ModelTables
 from qaft.runtime.quantizers import QUANTIZERS, Prior, QuantizerParams
 from qaft.runtime.quantizers.base import DELTA_RANGE
@@ -331,7 +331,7 @@ class ChannelPrior:
     def __post_init__(self) -> None:
         m = np.asarray(self.medians)
         if not (m.ndim == 1 and len(m) and np.all(np.isfinite(m)) and np.all(np.abs(m) < 1e4)):
-            raise MetadataError("channel medians must be a non-empty list of finite numbers")
+            raise FormatError("channel medians must be a non-empty list of finite numbers")
 
     @property
     def y_channels(self) -> int:

@@ -42,7 +42,12 @@ MODEL_DIR_FORMAT = "qaft-model-dir"
 #: 2: the hyper-synthesis is an integer network (``hyper_synthesis.npz``), no ONNX graph.
 #: 3: ``tables.npz`` may carry a calibrated residual density (``y_calibration``), from which
 #: the trellis quantizers' tables derive: a version-2 reader would derive other tables.
-MODEL_DIR_VERSION = 3
+#: 4: the architecture may be a scale-only hyperprior (``scale_only``, ReLU layers) or a
+#: factorized prior (``channel_medians``, ``y_channel_cdf``): a version-3 reader would
+#: misread them.
+MODEL_DIR_VERSION = 4
+#: The version a calibrated model's folder needs.
+CALIBRATED_VERSION = 3
 #: Oldest version still read (2 and 3 differ only in what version 3 may add).
 MODEL_DIR_OLDEST = 2
 MANIFEST = "manifest.json"
@@ -52,6 +57,8 @@ TABLES = "tables.npz"
 HYPER = "hyper_synthesis.npz"
 #: The architecture name of a model without a hyperprior (CompressAI's ``FactorizedPrior``).
 FACTORIZED = "factorized-prior"
+#: Every architecture a folder may name, and the oldest folder version that can hold it.
+ARCHITECTURE_VERSIONS = {"mean-scale-hyperprior": 2, "scale-hyperprior": 4, FACTORIZED: 4}
 #: The float graphs, per precision; fp32 is always there, fp16 where export wrote it.
 GRAPHS = {"analysis": "analysis.onnx", "synthesis": "synthesis.onnx"}
 GRAPHS_FP16 = {"analysis": "analysis_fp16.onnx", "synthesis": "synthesis_fp16.onnx"}
@@ -249,9 +256,12 @@ class Manifest:
         arch = need(m, "architecture", "architecture", "an object with name, N and M")
         if not isinstance(arch, dict):
             raise bad("architecture", "an object with name, N and M", arch)
-        name = need(arch, "name", "architecture.name", "a name")
-        if not (isinstance(name, str) and name):
-            raise bad("architecture.name", "a name", name)
+        known = ", ".join(ARCHITECTURE_VERSIONS)
+        name = need(arch, "name", "architecture.name", f"one of {known}")
+        if name not in ARCHITECTURE_VERSIONS:
+            raise bad("architecture.name", f"one of {known}", name)
+        if version < ARCHITECTURE_VERSIONS[name]:
+            raise bad("version", f"{ARCHITECTURE_VERSIONS[name]} or above for a {name}", version)
         for key in ("N", "M"):
             v = need(arch, key, f"architecture.{key}", f"an integer 1 .. {MAX_CHANNELS}")
             if not (is_int(v) and 1 <= v <= MAX_CHANNELS):
@@ -549,7 +559,12 @@ def _check_shapes(
     factorized = isinstance(hyper, ChannelPrior)
     n_z = 0 if factorized else n  # a factorized prior has no hyper-latent
     problems = []
-    if factorized != (manifest.architecture == FACTORIZED) or factorized != tables.channel_tables:
+    kind = (
+        FACTORIZED
+        if factorized
+        else ("mean-scale-hyperprior" if hyper.with_means else "scale-hyperprior")
+    )
+    if manifest.architecture != kind or factorized != tables.channel_tables:
         problems.append(f"a {manifest.architecture} with the tables or prior of another kind")
     if len(tables.z_medians) != n_z or tables.z_tables.num_tables != n_z:
         problems.append(f"z tables for {len(tables.z_medians)} channels, {n_z} expected")
@@ -630,14 +645,15 @@ def _open(
             _check_graph(data, where)
         blobs[name] = data
     _check_identity(manifest, hashes, mpath)
+    unreadable = (ValueError, KeyError, TypeError, zipfile.BadZipFile, EOFError, FormatError)
     try:
         tables = _load_tables(blobs[TABLES])
-    except (ValueError, KeyError, TypeError, zipfile.BadZipFile, EOFError) as exc:
+    except unreadable as exc:
         raise ModelDirError(f"{path / TABLES}: unreadable tables ({exc})") from None
     try:
         hyper = _load_hyper(blobs[HYPER])
-    except (ValueError, KeyError, TypeError, zipfile.BadZipFile, EOFError) as exc:
-        raise ModelDirError(f"{path / HYPER}: unusable integer hyper-synthesis ({exc})") from None
+    except unreadable as exc:
+        raise ModelDirError(f"{path / HYPER}: unusable prior ({exc})") from None
     _check_shapes(manifest, tables, hyper, path)
     model = Model(tables, hyper, bytes.fromhex(manifest.fingerprint), manifest.meta)
     return ModelDir(path, manifest, model, blobs)

@@ -310,3 +310,38 @@ def test_a_channel_cdf_that_is_not_a_cdf_is_refused():
     ):
         with pytest.raises(FormatError):
             ChannelCdf(lower, step, cdf)
+
+
+@pytest.mark.parametrize("name", ["sh", "fp"])
+def test_a_file_decodes_to_what_compressai_decompresses(name):
+    """CompressAI's own compress/decompress (run when the fixture was made) against the
+    runtime's file: rounding, the exact prior, entropy coding and decoding, then g_s."""
+    from qaft.runtime import codec as C
+    from qaft.training.backend import codec_from_model
+
+    ref = dict(np.load(FIX / f"compressai_{name}_n8_m12_ref.npz"))
+    m = convert(read_compressai_state_dict(FIX / f"compressai_{name}_n8_m12.pth.tar"))
+    codec = codec_from_model(m)
+    with torch.no_grad():
+        z = m.hyper_analysis(torch.from_numpy(ref["y"])).numpy()
+    lat = codec.model.latents(ref["y"], z)
+    enc = C.encode_latents(codec, lat, 64, 64, "sq")
+    dec = C.decode(codec, enc.data, synthesize=False)
+    y_hat = dec.y_indices.astype(np.float32) + lat.means
+    assert np.array_equal(y_hat, ref["y_hat"])  # CompressAI's ŷ, through a real file
+    with torch.no_grad():
+        x_hat = m.g_s(torch.from_numpy(y_hat)).clamp(0, 1).numpy()
+    np.testing.assert_allclose(x_hat, ref["x_hat_decompressed"], atol=1e-6)
+
+
+def test_channel_tables_are_bounded_for_any_grid_and_step():
+    """A crafted grid reaching far, or a tiny step, must not make gigabytes of tables."""
+    from qaft.runtime.entropy.channel_cdf import MAX_REACH, ChannelCdf
+    from qaft.runtime.errors import FormatError
+    from qaft.runtime.quantizers.trellis import channel_tcq_tables
+
+    with pytest.raises(FormatError, match="reaching at most"):
+        ChannelCdf(-3.3e5, 6.6e5, np.array([[0.0, 1.0]] * 12))
+    wide = ChannelCdf(-MAX_REACH, 2 * MAX_REACH, np.array([[0.0, 1.0]] * 1024))
+    with pytest.raises(FormatError, match="table entries"):
+        channel_tcq_tables(wide, 1 / 16)

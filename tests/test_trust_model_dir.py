@@ -253,7 +253,7 @@ def test_parts_of_different_architectures_are_refused(tmp_path):
         open_model_dir(bad)
 
 
-@pytest.mark.parametrize("forge", ["prior", "name"])
+@pytest.mark.parametrize("forge", ["prior", "name", "scale-only"])
 def test_a_hyperprior_folder_cannot_pass_for_a_factorized_one(tmp_path, forge):
     """A factorized prior's medians in a hyperprior's folder, or its architecture's name on
     a hyperprior: either way the parts disagree (the runtime would code y with z's tables)."""
@@ -263,8 +263,10 @@ def test_a_hyperprior_folder_cannot_pass_for_a_factorized_one(tmp_path, forge):
     if forge == "prior":
         np.savez(bad / HYPER, channel_medians=np.zeros(m["architecture"]["M"], np.float32))
         m["files"][HYPER] = hashlib.sha256((bad / HYPER).read_bytes()).hexdigest()
-    else:
-        m["architecture"]["name"] = "factorized-prior"
+    elif forge == "name":
+        m["architecture"]["name"], m["version"] = "factorized-prior", 4
+    else:  # a mean-scale prior under the scale-only name (a current version)
+        m["architecture"]["name"], m["version"] = "scale-hyperprior", 4
     _write_manifest(bad, m)
     with pytest.raises(ModelDirError, match="parts of different models"):
         open_model_dir(bad)
@@ -334,6 +336,11 @@ MALFORMED = {
     "gain-dict": (_set("synthesis_gain", {"a": 1}), "'synthesis_gain'"),
     "architecture-missing": (_drop("architecture"), "'architecture'"),
     "architecture-string": (_set("architecture", "msh"), "'architecture'"),
+    "architecture-name-unknown": (_set("architecture/name", "foo-bar"), "'architecture.name'"),
+    "architecture-newer-than-its-version": (
+        _set("architecture/name", "scale-hyperprior"),
+        "'version': expected 4 or above for a scale-hyperprior",
+    ),
     "architecture-N-string": (_set("architecture/N", "64"), "'architecture.N'"),
     "architecture-M-zero": (_set("architecture/M", 0), "'architecture.M'"),
     "stage-string": (_set("stage", "1"), "'stage'"),

@@ -21,6 +21,9 @@ from qaft.runtime.errors import FormatError
 SAMPLES_PER_UNIT = 16
 #: Most samples a model may store (channels x grid points).
 MAX_SAMPLES = 1 << 22
+#: Farthest a grid may reach from the median, in units of y: the trellis tables grow with it
+#: (over the step), and a learned density of y spans a few tens of units at most.
+MAX_REACH = 256.0
 
 
 @dataclass(frozen=True)
@@ -41,12 +44,16 @@ class ChannelCdf:
             and math.isfinite(self.lower)
             and math.isfinite(self.step)
             and self.step > 0
-            and abs(self.lower) + self.step * c.shape[1] < 1e6
+            and -MAX_REACH <= self.lower < 0
+            and self.lower + self.step * (c.shape[1] - 1) <= MAX_REACH
             and np.all(np.isfinite(c))
             and np.all((c >= 0) & (c <= 1))
             and np.all(np.diff(c, axis=1) >= 0)
         ):
-            raise FormatError("channel CDFs must be non-decreasing samples in [0, 1] on a grid")
+            raise FormatError(
+                "channel CDFs must be non-decreasing samples in [0, 1] on a grid around the "
+                f"median reaching at most {MAX_REACH:g}"
+            )
 
     @property
     def channels(self) -> int:

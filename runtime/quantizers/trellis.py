@@ -21,8 +21,11 @@ import numpy as np
 from qaft.runtime.entropy.calibration import Calibration, level_cdf
 from qaft.runtime.entropy.channel_cdf import ChannelCdf
 from qaft.runtime.entropy.tables import TableSet, tail_reach
-from qaft.runtime.errors import ConfigError
+from qaft.runtime.errors import ConfigError, FormatError
 
+#: Most entries of a factorized prior's trellis tables (both quantizers, every channel):
+#: 320 channels reaching 256 units at the smallest step stay within it.
+MAX_CHANNEL_TABLE_ENTRIES = 1 << 23
 #: Extra bits charged for an escaped index (its int32 in the escape section).
 ESCAPE_EXTRA_BITS = 32.0
 
@@ -108,6 +111,11 @@ def channel_tcq_tables(cdf: ChannelCdf, delta: float) -> TableSet:
     channel c's density (its sampled CDF, :class:`ChannelCdf`, interpolated: the same bits
     on every machine)."""
     kmax = int(math.ceil(cdf.reach / (2 * delta))) + 1
+    if 2 * cdf.channels * (2 * kmax + 1) > MAX_CHANNEL_TABLE_ENTRIES:
+        raise FormatError(
+            f"a step of {delta:g} would make {2 * cdf.channels * (2 * kmax + 1):,} table "
+            f"entries for this model (at most {MAX_CHANNEL_TABLE_ENTRIES:,})"
+        )
     k = np.arange(-kmax, kmax + 1)
     rows, offsets = [], []
     for q in (0, 1):
