@@ -537,9 +537,15 @@ def calibrate(model, ckpt, data, n_images, write, reset) -> None:
 
 @main.command()
 @click.option(
-    "--ckpt", required=True, help="Stage-1 model file, or a bundled model's name.", callback=named
+    "--ckpt",
+    help="Stage-1 model file, or a bundled model's name (required, except with --resume).",
+    callback=named,
 )
-@click.option("--data", required=True, type=click.Path(file_okay=False), help="Training images.")
+@click.option(
+    "--data",
+    type=click.Path(file_okay=False),
+    help="Training images (required, except with --resume).",
+)
 @click.option(
     "--quantizer",
     type=quantizer_choice(),
@@ -565,15 +571,35 @@ def calibrate(model, ckpt, data, n_images, write, reset) -> None:
 @click.option("--log-every", default=50, show_default=True)
 @click.option("--ckpt-every", default=250, show_default=True)
 @_resume_option("its parent model, quantizer, parts and seed cannot change")
+@click.pass_context
 @fail_cleanly
-def finetune(resume, parts, **kw) -> None:
+def finetune(ctx: click.Context, resume, parts, **kw) -> None:
     """Stage 2: retrain the decoder side on the real quantizer's latents (QAFT)."""
-    from qaft.training.finetune import FinetuneConfig
+    from click.core import ParameterSource
+
+    from qaft.training.finetune import FinetuneConfig, resume_config
     from qaft.training.finetune import finetune as run
 
     kw["out"], resume = _run_folder(kw["out"], resume)
-    kw["ckpt"] = str(_model_file(kw["ckpt"]))
-    cfg = FinetuneConfig(parts=tuple(p.strip() for p in parts.split(",") if p.strip()), **kw)
+    kw["parts"] = tuple(p.strip() for p in parts.split(",") if p.strip())
+    if kw["ckpt"] is not None:
+        kw["ckpt"] = str(_model_file(kw["ckpt"]))
+    if resume:
+        # only what the command line names: everything else is the run's own
+        given = {
+            k: v
+            for k, v in kw.items()
+            if ctx.get_parameter_source(k) is ParameterSource.COMMANDLINE
+        }
+        cfg = resume_config(kw["out"], given)
+    else:
+        missing = [f"--{k}" for k in ("ckpt", "data") if kw[k] is None]
+        if missing:
+            verb = "is" if len(missing) == 1 else "are"
+            raise click.UsageError(
+                f"{' and '.join(missing)} {verb} required (except with --resume)"
+            )
+        cfg = FinetuneConfig(**kw)
     click.echo(f"wrote {run(cfg, resume=resume, progress=sys.stderr.isatty())}")
 
 

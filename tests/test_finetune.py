@@ -1,5 +1,6 @@
 """Stage 2 (QAFT): the frozen parts stay frozen, distortion on real latents goes down."""
 
+import json
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -127,3 +128,23 @@ def test_decoder_steps_lower_distortion_on_real_quantized_latents(tiny_model_fil
 def test_bad_parts_are_refused(tiny_model_file):
     with pytest.raises(ValueError, match="--parts"):
         FinetuneConfig(ckpt=str(tiny_model_file), data=".", out=".", parts=("encoder",))
+
+
+def test_resume_takes_the_runs_own_settings(tiny_model_file, train_dir, tmp_path):
+    """``qaft finetune --resume RUN`` needs nothing else (as ``qaft train --resume``): the
+    parent, data, quantizer and parts are the run's; a fixed one given differently is refused."""
+    from conftest import run_cli
+
+    run = tmp_path / "run"
+    r = run_cli("qaft", "finetune", "--ckpt", str(tiny_model_file), "--data", str(train_dir),
+                "--quantizer", "tcq", "--out", str(run), "--steps", "2", "--batch", "2",
+                "--crop", "64", "--log-every", "1")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    r = run_cli("qaft", "finetune", "--resume", str(run), "--steps", "3")
+    assert r.returncode == 0, r.stderr
+    steps = [json.loads(s)["step"] for s in (run / "log.jsonl").read_text().splitlines()]
+    assert steps[-1] == 3 and json.loads((run / "config.json").read_text())["quantizer"] == "tcq"
+    r = run_cli("qaft", "finetune", "--resume", str(run), "--quantizer", "sq", "--steps", "4")
+    assert r.returncode == 1 and "quantizer 'tcq', not 'sq'" in r.stderr
+    r = run_cli("qaft", "finetune", "--out", str(tmp_path / "new"), "--data", str(train_dir))
+    assert r.returncode == 2 and "--ckpt is required (except with --resume)" in r.stderr

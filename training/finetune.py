@@ -21,7 +21,7 @@ import math
 import queue
 import threading
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +107,32 @@ class _LatentSource:
 
 #: What a stage-2 run is about: a resumed run must be given the same (its schedule may change).
 FINETUNE_FIXED = ("ckpt", "quantizer", "parts", "seed", "step", "q_lmbda")
+
+
+#: The machine's, not the run's: a resumed run takes them from the command line (or the
+#: defaults), never from the run.
+FINETUNE_MACHINE = ("device", "threads")
+
+
+def resume_config(out: str | Path, given: dict[str, Any]) -> FinetuneConfig:
+    """The configuration to resume the stage-2 run in ``out`` with: the run's own (its
+    ``config.json``), with ``given`` (the options named on the command line) laid over it,
+    as ``qaft train --resume`` does; :data:`FINETUNE_FIXED` ones are then checked."""
+    path = Path(out) / "config.json"
+    try:
+        stored = json.loads(path.read_text())
+        if not isinstance(stored, dict):
+            raise ValueError("not an object")
+    except (OSError, ValueError) as exc:
+        raise RunFolderError(f"{path}: no readable run configuration to resume ({exc})") from None
+    names = {f.name for f in fields(FinetuneConfig)}
+    merged = {k: v for k, v in stored.items() if k in names and k not in FINETUNE_MACHINE}
+    merged.update({k: v for k, v in given.items() if k in names})
+    merged["out"] = str(out)
+    try:
+        return FinetuneConfig(**merged)
+    except TypeError as exc:
+        raise RunFolderError(f"{path}: unusable run configuration ({exc})") from None
 
 
 def check_same_run(out: Path, cfg: FinetuneConfig) -> None:
