@@ -12,7 +12,8 @@
 #   bash benchmarks/ablation.sh - table             # the table from results/kodak/ablation/
 #
 # Four rates rather than three because a Bjøntegaard delta needs four points per curve.
-# Results: results/kodak/ablation/{noise,mixed}-stage{1,2}-{sq,tcq}[-{decoder,hd}][-crop256].json
+# Results: results/kodak/ablation/{noise,mixed}-stage{1,2}-{sq,tcq}[-{decoder,hd}].json, and
+# noise-stage2-sq-decoder-crop256.json (one run, at q3's λ, on 256² crops).
 set -euo pipefail
 SELF="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
 cd "$(dirname "$0")/.."
@@ -73,9 +74,10 @@ stage2() {  # stand-in rate quantizer parts [crop]
 evaluate() {  # curve-name: one results file of the four rates
   local name=$1 json=$OUT/$1.json
   [ -f "$json" ] && return
-  local si stage q tag ckpts=()
+  local si stage q tag ckpts=() rates=("${RATES[@]}")
   IFS=- read -r si stage q tag <<<"$name"
-  for r in "${RATES[@]}"; do
+  [[ $tag == *crop* ]] && rates=(q3)  # the one crop-size run
+  for r in "${rates[@]}"; do
     if [ "$stage" = stage1 ]; then
       ckpts+=(--ckpt "$RUNS/s1_${si}_$r/model.pt")
     else
@@ -112,8 +114,8 @@ if [ "$PHASE" = all ] || [ "$PHASE" = stage2 ]; then
     for q in sq tcq; do for p in decoder decoder,hyper-decoder; do
       for r in "${RATES[@]}"; do for s in noise mixed; do echo "stage2 $s $r $q $p"; done; done
     done; done
-    # what crop size alone does: the noise model's sq decoder run again on 256² crops
-    for r in "${RATES[@]}"; do echo "stage2 noise $r sq decoder 256"; done
+    # what crop size alone does: one run, the noise model's q3 sq decoder on 256² crops
+    echo "stage2 noise q3 sq decoder 256"
   } | xargs -P 2 -L 1 bash "$SELF" "$RUNS" --one
 fi
 if [ "$PHASE" = all ] || [ "$PHASE" = eval ]; then

@@ -65,9 +65,22 @@ def comparisons(curves: dict) -> dict[str, dict]:
             out[f"{s}-stage2-tcq-{p} vs {s}-stage1-sq"] = _bd(
                 curves, f"{s}-stage1-sq", f"{s}-stage2-tcq-{p}"
             )
-    crop = "noise-stage2-sq-decoder-crop256"
-    out[f"{crop} vs noise-stage1-sq"] = _bd(curves, "noise-stage1-sq", crop)
-    out[f"{crop} vs noise-stage2-sq-decoder"] = _bd(curves, "noise-stage2-sq-decoder", crop)
+    return out
+
+
+def crop_effect(curves: dict) -> dict | None:
+    """The one run on 256² crops (q3's λ) against the same run on 128² crops and against
+    its stage 1, at that rate: bpp and PSNR, and its rate against each curve at its PSNR."""
+    from qaft.training.bdrate import rate_differences
+
+    crop = curves.get("noise-stage2-sq-decoder-crop256")
+    if crop is None:
+        return None
+    out = {"bpp": crop["bpp"][0], "psnr-rgb": crop["psnr-rgb"][0]}
+    for name in ("noise-stage1-sq", "noise-stage2-sq-decoder"):
+        if name in curves:
+            diff = rate_differences(curves[name], crop)[0]["rate_difference"]
+            out[f"rate vs {name} (%)"] = diff
     return out
 
 
@@ -99,29 +112,37 @@ def markdown(curves: dict, bd: dict, costs: dict | None) -> str:
         cells = [_cell(bd[f"{s}-stage1-tcq vs {s}-stage1-sq"])]
         cells += [_cell(bd[f"{s}-stage2-tcq-{p} vs {s}-stage2-sq-{p}"]) for p in PARTS]
         lines.append(f"| {s} | {' | '.join(cells)} |")
-    crop = "noise-stage2-sq-decoder-crop256"
-    lines += [
-        "",
-        "**Crop size alone** (noise stage 1, sq, decoder, 256² crops instead of 128²)",
-        "",
-    ]
-    lines.append(f"- against noise stage 1: {_cell(bd[f'{crop} vs noise-stage1-sq'])}")
-    lines.append(
-        f"- against the same run on 128² crops: {_cell(bd[f'{crop} vs noise-stage2-sq-decoder'])}"
-    )
+    crop = crop_effect(curves)
+    lines += ["", "**Crop size alone** (noise stage 1 at q3's λ, sq, decoder, 256² crops)", ""]
+    if crop is None:
+        lines.append("not run")
+    else:
+        lines.append(f"- {crop['bpp']:.4f} bpp, {crop['psnr-rgb']:.3f} dB")
+        for k, v in crop.items():
+            if k.startswith("rate vs"):
+                cell = "outside its range" if v is None else f"{v:+.2f}%"
+                lines.append(f"- {k[:-4]} (its rate at the same PSNR): {cell}")
     lines += ["", "**Per rate** (Kodak means: bpp, PSNR dB, MS-SSIM)", ""]
     lines += [f"| curve | {' | '.join(RATES)} |", "| --- |" + " --- |" * len(RATES)]
     for n in sorted(curves):
         c = curves[n]
+        if len(c["bpp"]) != len(RATES):  # the one crop-size run: above
+            continue
         # by rate: the runs' λ rise with their rate
         points = sorted(zip(c["bpp"], c["psnr-rgb"], c["ms-ssim"], strict=True))
         cells = [f"{b:.3f} / {p:.2f} / {m:.4f}" for b, p, m in points]
         lines.append(f"| {n} | {' | '.join(cells)} |")
     if costs:
-        lines += ["", "**Cost of stage 2** (share of its stage-1 run: steps, logged step time)", ""]
-        lines += ["| run | steps | time |", "| --- | --- | --- |"]
+        lines += ["", "**Cost of stage 2** (share of its stage-1 run, mean over the runs)", ""]
+        lines += ["| runs | n | steps | logged step time |", "| --- | --- | --- | --- |"]
+        groups: dict[str, list[dict]] = {}
         for run, c in sorted(costs.items()):
-            lines.append(f"| {run} | {c['steps_share']:.1%} | {c['time_share']:.1%} |")
+            # s2_<stand-in>_<rate>_<quantizer>_<parts>[_crop256]: by quantizer, parts, crop
+            groups.setdefault(" ".join(run.split("_")[3:]), []).append(c)
+        for key, cs in groups.items():
+            steps = sum(c["steps_share"] for c in cs) / len(cs)
+            time = sum(c["time_share"] for c in cs) / len(cs)
+            lines.append(f"| {key} | {len(cs)} | {steps:.1%} | {time:.1%} |")
     return "\n".join(lines)
 
 
@@ -151,11 +172,15 @@ def main() -> None:
     curves = {
         p.stem: load_curve(p) for p in sorted(args.results.glob("*.json")) if p.stem != "summary"
     }
+    crop = curves.pop("noise-stage2-sq-decoder-crop256", None)
     bd = comparisons(curves)
+    if crop is not None:
+        curves["noise-stage2-sq-decoder-crop256"] = crop
     costs = run_costs(args.runs) if args.runs else None
     print(markdown(curves, bd, costs))
     summary = {
         "bd_rate_percent": bd,
+        "crop256": crop_effect(curves),
         "curves": {
             n: {k: c[k] for k in ("bpp", "psnr-rgb", "ms-ssim", "labels") if k in c}
             for n, c in curves.items()
