@@ -135,7 +135,6 @@ def main() -> None:
 @fail_cleanly
 def train(ctx: click.Context, resume: str | None, lr_decay_at: str, **kw) -> None:
     """Stage 1: train a hyperprior codec end to end."""
-    from click.core import ParameterSource
 
     from qaft.training.evaluate import default_images, make_validator
     from qaft.training.train import TrainConfig, resume_config
@@ -144,20 +143,9 @@ def train(ctx: click.Context, resume: str | None, lr_decay_at: str, **kw) -> Non
     kw["lr_decay_at"] = tuple(float(v) for v in lr_decay_at.split(",") if v)
     kw["out"], resume = _run_folder(kw["out"], resume)
     if resume:
-        # only what the command line names: everything else is the run's own
-        given = {
-            k: v
-            for k, v in kw.items()
-            if ctx.get_parameter_source(k) is ParameterSource.COMMANDLINE
-        }
-        cfg = resume_config(kw["out"], given)
+        cfg = resume_config(kw["out"], _named_on_command_line(ctx, kw))
     else:
-        missing = [f"--{k}" for k in ("data", "lmbda") if kw[k] is None]
-        if missing:
-            verb = "is" if len(missing) == 1 else "are"
-            raise click.UsageError(
-                f"{' and '.join(missing)} {verb} required (except with --resume)"
-            )
+        _require(kw, ("data", "lmbda"))
         if kw["val_data"] is None:
             kw["val_data"] = default_images()
         cfg = TrainConfig(**kw)
@@ -166,6 +154,23 @@ def train(ctx: click.Context, resume: str | None, lr_decay_at: str, **kw) -> Non
     )
     final = run_training(cfg, resume=resume, validate=validator, progress=sys.stderr.isatty())
     click.echo(f"wrote {final}")
+
+
+def _named_on_command_line(ctx: click.Context, kw: dict) -> dict:
+    """The options the command line names: a resumed run takes everything else from itself."""
+    from click.core import ParameterSource
+
+    return {
+        k: v for k, v in kw.items() if ctx.get_parameter_source(k) is ParameterSource.COMMANDLINE
+    }
+
+
+def _require(kw: dict, names: tuple[str, ...]) -> None:
+    """A new run needs these options (a resumed one has them)."""
+    missing = [f"--{k}" for k in names if kw[k] is None]
+    if missing:
+        verb = "is" if len(missing) == 1 else "are"
+        raise click.UsageError(f"{' and '.join(missing)} {verb} required (except with --resume)")
 
 
 def _run_folder(out: str | None, resume: str | None) -> tuple[str, bool]:
@@ -575,7 +580,6 @@ def calibrate(model, ckpt, data, n_images, write, reset) -> None:
 @fail_cleanly
 def finetune(ctx: click.Context, resume, parts, **kw) -> None:
     """Stage 2: retrain the decoder side on the real quantizer's latents (QAFT)."""
-    from click.core import ParameterSource
 
     from qaft.training.finetune import FinetuneConfig, resume_config
     from qaft.training.finetune import finetune as run
@@ -585,20 +589,9 @@ def finetune(ctx: click.Context, resume, parts, **kw) -> None:
     if kw["ckpt"] is not None:
         kw["ckpt"] = str(_model_file(kw["ckpt"]))
     if resume:
-        # only what the command line names: everything else is the run's own
-        given = {
-            k: v
-            for k, v in kw.items()
-            if ctx.get_parameter_source(k) is ParameterSource.COMMANDLINE
-        }
-        cfg = resume_config(kw["out"], given)
+        cfg = resume_config(kw["out"], _named_on_command_line(ctx, kw))
     else:
-        missing = [f"--{k}" for k in ("ckpt", "data") if kw[k] is None]
-        if missing:
-            verb = "is" if len(missing) == 1 else "are"
-            raise click.UsageError(
-                f"{' and '.join(missing)} {verb} required (except with --resume)"
-            )
+        _require(kw, ("ckpt", "data"))
         cfg = FinetuneConfig(**kw)
     click.echo(f"wrote {run(cfg, resume=resume, progress=sys.stderr.isatty())}")
 

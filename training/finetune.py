@@ -21,7 +21,7 @@ import math
 import queue
 import threading
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,14 @@ from qaft.training.backend import codec_from_loaded
 from qaft.training.checkpoint import CheckpointError, load_model, save_model
 from qaft.training.data import CropSampler
 from qaft.training.models import MeanScaleHyperprior
-from qaft.training.run import RunFolderError, check_schedule, open_run_folder, resolve_device
+from qaft.training.run import (
+    RunFolderError,
+    check_run_files,
+    check_schedule,
+    open_run_folder,
+    resolve_device,
+    resumed_config,
+)
 
 PARTS = ("decoder", "hyper-decoder")
 
@@ -118,21 +125,24 @@ def resume_config(out: str | Path, given: dict[str, Any]) -> FinetuneConfig:
     """The configuration to resume the stage-2 run in ``out`` with: the run's own (its
     ``config.json``), with ``given`` (the options named on the command line) laid over it,
     as ``qaft train --resume`` does; :data:`FINETUNE_FIXED` ones are then checked."""
+    check_run_files(out)  # before anything of it is read
     path = Path(out) / "config.json"
-    try:
-        stored = json.loads(path.read_text())
+    stored: Any = {}
+    if path.exists():  # a run from before config.json: the options given must say it all
+        try:
+            stored = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise RunFolderError(f"{path}: unreadable run configuration ({exc})") from None
         if not isinstance(stored, dict):
-            raise ValueError("not an object")
-    except (OSError, ValueError) as exc:
-        raise RunFolderError(f"{path}: no readable run configuration to resume ({exc})") from None
-    names = {f.name for f in fields(FinetuneConfig)}
-    merged = {k: v for k, v in stored.items() if k in names and k not in FINETUNE_MACHINE}
-    merged.update({k: v for k, v in given.items() if k in names})
-    merged["out"] = str(out)
-    try:
-        return FinetuneConfig(**merged)
-    except TypeError as exc:
-        raise RunFolderError(f"{path}: unusable run configuration ({exc})") from None
+            raise RunFolderError(f"{path}: not a run configuration")
+    return resumed_config(
+        FinetuneConfig,
+        stored,
+        given,
+        FINETUNE_MACHINE,
+        out,
+        lambda m: RunFolderError(f"{path}: {m}; give --ckpt and --data"),
+    )
 
 
 def check_same_run(out: Path, cfg: FinetuneConfig) -> None:

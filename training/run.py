@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -92,3 +94,25 @@ def resolve_device(device: str) -> torch.device:
     if device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda: no CUDA device is available")
     return torch.device(device)
+
+
+def resumed_config(
+    cls: type,
+    stored: dict[str, Any],
+    given: dict[str, Any],
+    machine: tuple[str, ...],
+    out: str | Path,
+    error: Callable[[str], Exception],
+):
+    """A run's configuration dataclass ``cls`` to resume it with: its ``stored`` settings
+    with ``given`` (the options named on the command line) laid over them; ``machine``
+    settings (device, threads, ...) come from ``given`` or the defaults, never from the run.
+    ``error`` makes the exception of a configuration that does not fit ``cls``."""
+    names = {f.name for f in fields(cls)}
+    merged = {k: v for k, v in stored.items() if k in names and k not in machine}
+    merged.update({k: v for k, v in given.items() if k in names})
+    merged["out"] = str(out)
+    try:
+        return cls(**merged)
+    except TypeError as exc:
+        raise error(f"unusable run configuration ({exc})") from None

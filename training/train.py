@@ -30,6 +30,7 @@ from qaft.training.run import (
     check_schedule,
     open_run_folder,
     resolve_device,
+    resumed_config,
 )
 from qaft.training.widen import widen
 
@@ -127,14 +128,9 @@ def resume_config(out: str | Path, given: dict[str, Any]) -> TrainConfig:
     if not isinstance(stored, dict):
         raise CheckpointError(f"{ckpt}: records no run configuration")
     _check_fixed(stored, given, ckpt)
-    names = {f.name for f in fields(TrainConfig)}
-    merged = {k: v for k, v in stored.items() if k in names and k not in MACHINE}
-    merged.update({k: v for k, v in given.items() if k in names})
-    merged["out"] = str(out)
-    try:
-        return TrainConfig(**merged)
-    except TypeError as exc:
-        raise CheckpointError(f"{ckpt}: unusable run configuration ({exc})") from None
+    return resumed_config(
+        TrainConfig, stored, given, MACHINE, out, lambda m: CheckpointError(f"{ckpt}: {m}")
+    )
 
 
 def _check_fixed(stored: dict[str, Any], given: dict[str, Any], ckpt: Path) -> None:
