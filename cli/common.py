@@ -33,7 +33,10 @@ def _interrupted(exc: BaseException, hard: bool = False) -> None:
     process ends under it (its temporary files are removed first)."""
     from qaft.cli.outputs import remove_live_temporaries
 
-    remove_live_temporaries()
+    # ``hard``: a command thread is (or may be) still running; an interpreter shutdown under
+    # it can abort in ONNX Runtime's destructors
+    others = any(t.is_alive() for t in threading.enumerate() if t is not threading.current_thread())
+    remove_live_temporaries(final=hard or others)
     # a training run says where its checkpoint is and how to resume (TrainingInterrupted)
     click.echo(
         str(exc)
@@ -41,9 +44,6 @@ def _interrupted(exc: BaseException, hard: bool = False) -> None:
         "rerun the same command to do the rest",
         err=True,
     )
-    # ``hard``: a command thread is (or may be) still running; an interpreter shutdown under
-    # it can abort in ONNX Runtime's destructors
-    others = any(t.is_alive() for t in threading.enumerate() if t is not threading.current_thread())
     if hard or others:
         sys.stdout.flush()
         sys.stderr.flush()

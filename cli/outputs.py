@@ -17,6 +17,7 @@ The rules (``docs/robustness.md``, "Outputs"):
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import errno
 import os
@@ -34,7 +35,8 @@ FATAL_WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
 # Temporary files being written, removed by an interrupt before the process ends under the
 # thread that writes them (cli/common.py); process-wide like the signal that needs them.
 _LIVE: set[str] = set()
-_LIVE_LOCK = threading.Lock()
+_LIVE_LOCK = threading.RLock()  # _creating holds it while _track takes it
+_STOPPED = threading.Event()
 
 
 class State(enum.Enum):
@@ -142,11 +144,21 @@ def _track(tmp: str, live: bool) -> None:
         (_LIVE.add if live else _LIVE.discard)(tmp)
 
 
+@contextlib.contextmanager
+def _creating():
+    """Held while a temporary file is made and tracked: after an interrupt's final cleanup
+    no writer still running may start one (the process is about to end under it)."""
+    with _LIVE_LOCK:
+        if _STOPPED.is_set():
+            raise InterruptedError("interrupted")
+        yield
+
+
 def write(dest: Path, data: bytes, replace: bool = False) -> None:
     """Writes ``data`` to ``dest`` by :func:`qaft.runtime.files.write_file` (never over a
     file that is there by then, unless ``replace``), its temporary file known to an
     interrupt."""
-    write_file(dest, data, replace, on_temporary=_track)
+    write_file(dest, data, replace, on_temporary=_track, guard=_creating())
 
 
 def is_input(path: Path, inputs: Iterable[Path]) -> bool:
@@ -211,9 +223,12 @@ def write_error(exc: OSError, dest: Path) -> str:
     return f"cannot write {dest} ({exc.strerror or exc})"
 
 
-def remove_live_temporaries() -> None:
-    """Removes the temporary files still being written (on an interrupt)."""
+def remove_live_temporaries(final: bool = False) -> None:
+    """Removes the temporary files still being written (on an interrupt); ``final`` (the
+    process ends under threads still running) refuses any new one from then on."""
     with _LIVE_LOCK:
+        if final:
+            _STOPPED.set()
         for tmp in list(_LIVE):
             try:
                 os.unlink(tmp)

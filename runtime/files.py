@@ -15,6 +15,7 @@ import errno
 import os
 import tempfile
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import BinaryIO
 
@@ -41,18 +42,21 @@ def write_file(
     data: bytes | Callable[[BinaryIO], None],
     replace: bool = False,
     on_temporary: Callable[[str, bool], None] | None = None,
+    guard: AbstractContextManager | None = None,
 ) -> None:
     """Writes ``data`` (bytes, or a function that writes into the open file) to ``dest``.
 
     Without ``replace`` anything at ``dest`` by then is left alone: :class:`FileExistsError`.
     A folder at ``dest`` is :class:`IsADirectoryError` either way.  ``on_temporary(name,
     live)`` hears of the temporary file when it is made and when it is gone (so an interrupt
-    can remove it)."""
+    can remove it); ``guard`` is held while the temporary file is made and announced, so that
+    an interrupt's cleanup, holding it too, never runs between the two."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".qaft-", suffix=".part", dir=dest.parent)
-    if on_temporary:
-        on_temporary(tmp, True)
+    with guard or nullcontext():
+        fd, tmp = tempfile.mkstemp(prefix=".qaft-", suffix=".part", dir=dest.parent)
+        if on_temporary:
+            on_temporary(tmp, True)
     try:
         os.fchmod(fd, 0o666 & ~umask())  # mkstemp's 0600 is for the temporary only
         with os.fdopen(fd, "wb") as f:
@@ -77,12 +81,14 @@ def write_file(
                 raise FileExistsError(errno.EEXIST, "appeared meanwhile", str(dest)) from None
             os.rename(tmp, dest)
     finally:
-        if on_temporary:
-            on_temporary(tmp, False)
+        # gone first, then forgotten: an interrupt in between removes it (again) rather than
+        # missing it, and the process may end under this thread at any point
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if on_temporary:
+            on_temporary(tmp, False)
 
 
 def open_append(path: str | Path) -> BinaryIO:
