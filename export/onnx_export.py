@@ -142,7 +142,7 @@ class _Analysis(torch.nn.Module):
         self.has_z = hasattr(m, "h_a")  # a factorized prior's graph gives y alone
         if self.has_z:
             self.h_a = m.h_a
-            self.hyper_analysis = type(m).hyper_analysis.__get__(self)
+            self.hyper_analysis = m.hyper_analysis  # runs the h_a registered just above
 
     def forward(self, x):
         y = self.g_a(x)

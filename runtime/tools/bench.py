@@ -37,7 +37,7 @@ def graph_stats(model: ModelDir) -> dict:
     for layer in layers:
         ops[f"integer {layer.kind}"] += 1
         if layer.activation != "none":
-            ops[f"{layer.activation} relu" if layer.activation == "leaky" else "relu"] += 1
+            ops[{"leaky": "leaky relu", "relu": "relu"}[layer.activation]] += 1
     params = sum(layer.weight.size + layer.bias.size for layer in layers)
     out["hyper_synthesis"] = {"operators": dict(sorted(ops.items())), "parameters": params}
     return {k: out[k] for k in ("analysis", "hyper_synthesis", "synthesis")}

@@ -21,7 +21,6 @@ class FactorizedPrior(nn.Module):
     prior is a :class:`~qaft.runtime.model.ChannelPrior`."""
 
     downsampling = 64  # as the hyperpriors: the runtime pads every model alike
-    with_means = True  # the medians
 
     def __init__(self, config: ModelConfig | None = None):
         super().__init__()

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from qaft.runtime.entropy.integer_hyper import FloatLayer, IntegerHyperSynthesis, integerize
+from qaft.runtime.model_dir import ARCHITECTURE_VERSIONS
 from qaft.runtime.model_tables import ModelTables
 from qaft.training.entropy_models import EntropyBottleneck, GaussianConditional
 from qaft.training.layers import GDN
@@ -21,8 +22,9 @@ from qaft.training.layers import GDN
 STAND_INS = ("noise", "ste", "mixed")
 
 
-#: The architectures a model file may name, by :attr:`ModelConfig.architecture`.
-ARCHITECTURES = ("mean-scale-hyperprior", "scale-hyperprior", "factorized-prior")
+#: The architectures a model file may name, by :attr:`ModelConfig.architecture`: those a
+#: model folder may hold.
+ARCHITECTURES = tuple(ARCHITECTURE_VERSIONS)
 
 #: Widest N or M accepted (CompressAI's largest published models use 320): 1024 already
 #: means over 300 M parameters.
