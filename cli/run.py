@@ -8,7 +8,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -147,30 +146,9 @@ def _inputs(paths: tuple[str, ...], suffixes: tuple[str, ...], recursive: bool, 
     return out
 
 
-@contextmanager
-def _blas_threads(jobs: int, threads: int):
-    """NumPy's BLAS (the integer hyper-synthesis's products) at ``--threads`` per job, or
-    the cores shared among the jobs, rather than its default of every core for each call:
-    on 2 cores with two jobs that oversubscription cost 20% of a Kodak folder's decode."""
-    n = threads if threads > 0 else (max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else 0)
-    if not n:
-        yield
-        return
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=n, user_api="blas"):
-        yield
-
-
-def _ordered_map(fn, items: list, jobs: int, threads: int = 0):
+def _ordered_map(fn, items: list, jobs: int):
     """``map(fn, items)`` in order, with up to ``jobs`` items in flight on threads (ONNX
-    Runtime, NumPy and constriction release the GIL in their kernels), NumPy's BLAS bounded
-    by ``threads`` (:func:`_blas_threads`)."""
-    with _blas_threads(jobs, threads):
-        yield from _in_flight(fn, items, jobs)
-
-
-def _in_flight(fn, items: list, jobs: int):
+    Runtime, NumPy and constriction release the GIL in their kernels)."""
     if jobs <= 1:
         yield from map(fn, items)
         return
@@ -387,7 +365,7 @@ def compress(
             )
         )
     else:
-        results = _ordered_map(work, todo, jobs, threads)
+        results = _ordered_map(work, todo, jobs)
     written, left = _write_results(
         results, len(todo), force, failed, "compress", stamp=True, infos=infos
     )
@@ -849,7 +827,7 @@ def decompress(
         except QaftError as exc:
             return job, exc
 
-    results = _ordered_map(work, todo, jobs, threads)
+    results = _ordered_map(work, todo, jobs)
     written, left = _write_results(results, len(todo), force, failed, "decompress")
     _summary("decompressed", written, fresh, failed, left, as_json, quiet)
 

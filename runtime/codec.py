@@ -15,11 +15,11 @@ import numpy as np
 
 from qaft.runtime import container, tiling
 from qaft.runtime.entropy import coder
-from qaft.runtime.entropy.integer_hyper import HALO
+from qaft.runtime.entropy.integer_hyper import HALO, Products
 from qaft.runtime.errors import QaftError
 from qaft.runtime.image import load_rgb
 from qaft.runtime.limits import PAD_MULTIPLE, check_memory, padded, size_error, size_ok
-from qaft.runtime.model import Latents, Model, z_table_ids
+from qaft.runtime.model import HyperSynthesis, Latents, Model, z_table_ids
 from qaft.runtime.quantizers import (
     QUANTIZER_NAMES,
     QUANTIZERS,
@@ -47,10 +47,20 @@ class ModelMismatchError(QaftError):
 @dataclass
 class Codec:
     """A model ready to code: the networks of a backend and the loaded :class:`Model`
-    (tables, exact hyper-synthesis, fingerprint, measured settings)."""
+    (tables, exact hyper-synthesis, fingerprint, measured settings); ``products`` runs the
+    exact hyper-synthesis' matrix products (None: NumPy's)."""
 
     networks: Networks
     model: Model
+    products: Products | None = None
+
+    @property
+    def hyper(self) -> HyperSynthesis:
+        """The model's hyper-synthesis, its products run by :attr:`products`."""
+        hyper = self.model.hyper
+        if self.products is None or not hasattr(hyper, "with_products"):
+            return hyper
+        return hyper.with_products(self.products)
 
 
 def header_delta(quant, params: QuantizerParams) -> float:
@@ -116,7 +126,7 @@ def band_prior(codec: Codec, z_hat: np.ndarray, start: int, stop: int) -> Prior:
     hyper-synthesis' context of :data:`HALO` rows on each side: the integer
     hyper-synthesis is exact, so these are the bits the whole frame would give."""
     s0, s1 = max(0, start - HALO), min(z_hat.shape[2], stop + HALO)
-    scale_ids, means = codec.model.entropy_parameters(z_hat[:, :, s0:s1])
+    scale_ids, means = codec.model.entropy_parameters(z_hat[:, :, s0:s1], codec.hyper)
     rows = slice(Y_PER_Z * (start - s0), Y_PER_Z * (stop - s0))
     return codec.model.prior(means[:, :, rows], scale_ids[:, :, rows])
 
@@ -131,7 +141,7 @@ def latents(
     y, z = tiling.analyze(codec.networks.analysis, pad_image(image))
     t1 = time.perf_counter()
     if prior:
-        lat = codec.model.latents(y, z)
+        lat = codec.model.latents(y, z, codec.hyper)
     else:
         z_indices = codec.model.z_indices(z)
         lat = Latents(y, z_indices, codec.model.z_hat(z_indices), None)

@@ -135,6 +135,36 @@ def test_blas_threads_do_not_change_a_bit(zoo_hyper, tmp_path):
     assert np.array_equal(np.load(tmp_path / "m.npy"), m)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_onnx_runtime_products_give_numpys_bits(zoo_hyper, threads):
+    """The codecs' GEMM (ONNX Runtime's MatMul on its own threads) against NumPy's."""
+    from qaft.runtime.backends.products import OrtProducts
+
+    z = np.rint(np.random.default_rng(3).normal(0, 6, (1, 64, 7, 10))).astype(np.float32)
+    ours = zoo_hyper.with_products(OrtProducts(threads))(z)
+    for a, b in zip(ours, zoo_hyper(z)):
+        assert np.array_equal(a, b)
+
+
+def test_matmul_graph_is_what_onnx_builds():
+    """The runtime's constant MatMul graph is the one the onnx package writes."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    from qaft.runtime.backends.products import MATMUL_GRAPH
+
+    def value(name, dims):
+        return helper.make_tensor_value_info(name, TensorProto.DOUBLE, dims)
+
+    node = helper.make_node("MatMul", ["a", "b"], ["c"])
+    graph = helper.make_graph(
+        [node], "mm", [value("a", ["m", "k"]), value("b", ["k", "n"])], [value("c", ["m", "n"])]
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.checker.check_model(model)
+    assert model.SerializeToString() == MATMUL_GRAPH
+
+
 def test_conversion_enforces_the_bound_on_wide_layers():
     from qaft.runtime.entropy.integer_hyper import FloatLayer, integerize
 

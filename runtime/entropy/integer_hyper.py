@@ -25,7 +25,8 @@ ONNX Runtime backend call it.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -54,6 +55,11 @@ TILE_BYTES = 768 << 20
 HALO = 2
 #: Largest exponent accepted in a stored model: ldexp by more would reach denormals.
 SHIFT_LIMIT = 64
+
+
+#: ``(a, b) -> a @ b`` on float64 matrices: any GEMM is exact on these operands (NumPy's by
+#: default; the codecs pass :class:`qaft.runtime.backends.products.OrtProducts`).
+Products = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 class IntegerHyperError(FormatError):
@@ -97,13 +103,13 @@ class IntegerLayer:
         per_out = w.sum(axis=(0, 2, 3)) if self.kind == "deconv" else w.sum(axis=(1, 2, 3))
         return float((per_out * ACT_LIMIT + np.abs(self.bias.astype(np.float64))).max())
 
-    def __call__(self, a: np.ndarray) -> np.ndarray:
+    def __call__(self, a: np.ndarray, matmul: Products = np.matmul) -> np.ndarray:
         """(1, C, H, W) integer-valued float64 -> the next layer's activations."""
         k = self.weight.shape[2]
         if self.kind == "deconv":
-            out = _deconv_with(a[0], self._mat, k, self.padding)
+            out = _deconv_with(a[0], self._mat, k, self.padding, matmul)
         else:
-            out = _conv_with(a[0], self._mat, k)
+            out = _conv_with(a[0], self._mat, k, matmul)
         out = out + self._b64  # a new array: the products' views are not contiguous
         out *= self._scale  # exact: a power of two, and no value comes near a denormal
         np.floor(out, out=out)
@@ -128,7 +134,7 @@ def _conv_matrix(w: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(w.transpose(0, 2, 3, 1).reshape(cout, k * k * cin))
 
 
-def _conv_with(a: np.ndarray, mat: np.ndarray, k: int) -> np.ndarray:
+def _conv_with(a: np.ndarray, mat: np.ndarray, k: int, matmul: Products = np.matmul) -> np.ndarray:
     """Stride-1 'same' convolution of (C, H, W) by :func:`_conv_matrix`'s ``mat``.
 
     The input is zero-padded and flattened with rows of ``wp`` values: the pixel (y + i,
@@ -147,7 +153,7 @@ def _conv_with(a: np.ndarray, mat: np.ndarray, k: int) -> np.ndarray:
     for i in range(k):
         for j in range(k):
             cols[i * k + j] = flat[:, i * wp + j : i * wp + j + n]
-    out = mat @ cols.reshape(k * k * cin, n)
+    out = matmul(mat, cols.reshape(k * k * cin, n))
     return out.reshape(-1, h, wp)[:, :, :wd]
 
 
@@ -157,14 +163,16 @@ def _deconv_matrix(w: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(w.transpose(2, 3, 1, 0).reshape(k * k * cout, cin))
 
 
-def _deconv_with(a: np.ndarray, mat: np.ndarray, k: int, pad: int) -> np.ndarray:
+def _deconv_with(
+    a: np.ndarray, mat: np.ndarray, k: int, pad: int, matmul: Products = np.matmul
+) -> np.ndarray:
     """Stride-2 transposed convolution with output padding 1 ((C, H, W) -> (cout, 2H, 2W))
     by :func:`_deconv_matrix`'s ``mat``: every input pixel's k x k contributions in one
     product, then added up per output phase (row and column parity), where the adds run
     over contiguous rows, and the four phases interleaved once."""
     cin, h, wd = a.shape
     cout = mat.shape[0] // (k * k)
-    contrib = (mat @ a.reshape(cin, h * wd)).reshape(k, k, cout, h, wd)
+    contrib = matmul(mat, a.reshape(cin, h * wd)).reshape(k, k, cout, h, wd)
     half = (k - 1) // 2
     phases = np.zeros((2, 2, cout, h + half, wd + half))
     for i in range(k):
@@ -199,6 +207,12 @@ class IntegerHyperSynthesis:
 
     layers: tuple[IntegerLayer, ...]
     with_means: bool = True
+    #: The GEMM the layers run on (not part of the network: any gives the same bits).
+    matmul: Products = field(default=np.matmul, compare=False, repr=False)
+
+    def with_products(self, matmul: Products) -> IntegerHyperSynthesis:
+        """The same network, its products run by ``matmul``."""
+        return replace(self, matmul=matmul)
 
     def tile_shape(self, h: int, w: int) -> tuple[int, int]:
         """ẑ rows and columns per tile (halo not counted) for a ẑ of h x w."""
@@ -243,7 +257,7 @@ class IntegerHyperSynthesis:
                     a = np.rint(z * float(1 << ACT_BITS))
                     np.clip(a, -ACT_LIMIT, ACT_LIMIT, out=a)
                     for layer in self.layers:
-                        a = layer(a)
+                        a = layer(a, self.matmul)
                     a = a[0, :, up * (r0 - s0) : up * (r1 - s0), up * (c0 - t0) : up * (c1 - t0)]
                     a *= 1.0 / (1 << ACT_BITS)
                     rows, cols = slice(up * r0, up * r1), slice(up * c0, up * c1)
