@@ -131,3 +131,59 @@ def test_cli_compresses_with_openvino_and_decodes_with_onnx_runtime(model_dir, t
                 str(model_dir), "--backend", "cpu", "--precision", "fp32")  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert np.asarray(Image.open(restored)).shape == (48, 80, 3)
+
+
+def _transposed_conv(x, w, pad):
+    """Reference: stride 2, output padding 1, by its definition (every input pixel's
+    k x k contributions added where they land)."""
+    cin, h, wd = x.shape
+    k = w.shape[2]
+    full = np.zeros((w.shape[1], 2 * h + k, 2 * wd + k))
+    for ky in range(k):
+        for kx in range(k):
+            full[:, ky : ky + 2 * h : 2, kx : kx + 2 * wd : 2] += np.einsum(
+                "io,ihw->ohw", w[:, :, ky, kx], x
+            )
+    return full[:, pad : pad + 2 * h, pad : pad + 2 * wd]
+
+
+@pytest.mark.parametrize("k", [3, 5, 7])
+def test_subpixel_weights_give_the_transposed_convolution(k):
+    from qaft.runtime.backends.subpixel import lowerable, subpixel_weights
+
+    rng = np.random.default_rng(k)
+    x, w = rng.normal(size=(4, 5, 6)), rng.normal(size=(4, 3, k, k))
+    pad = k // 2
+    assert lowerable(k, 2, pad, 1) and not lowerable(k, 2, pad, 0) and not lowerable(4, 2, 2, 1)
+    sub = subpixel_weights(w, pad)
+    kk = sub.shape[2]
+    h = kk // 2
+    xp = np.pad(x, ((0, 0), (h, h), (h, h)))
+    conv = np.zeros((sub.shape[0], 5, 6))
+    for i in range(kk):
+        for j in range(kk):
+            conv += np.einsum("oi,ihw->ohw", sub[:, :, i, j], xp[:, i : i + 5, j : j + 6])
+    # depth to space, depth first (PixelShuffle): channel 4 o + 2 r + c -> (o, 2 y + r, 2 x + c)
+    shuffled = conv.reshape(3, 2, 2, 5, 6).transpose(0, 3, 1, 4, 2).reshape(3, 10, 12)
+    np.testing.assert_allclose(shuffled, _transposed_conv(x, w, pad), atol=1e-12)
+
+
+@needs_openvino
+def test_lowered_synthesis_equals_openvinos_transposed_convolutions(model_dir):
+    import io
+
+    import openvino as ov
+    from openvino.frontend import FrontEndManager
+
+    fe = FrontEndManager().load_by_framework("onnx")
+    graph = open_model_dir(model_dir).graph_bytes("synthesis")
+    plain, lowered = (fe.convert(fe.load(io.BytesIO(graph))) for _ in range(2))
+    assert OV.lower_transposed_convolutions(lowered) == 4
+    types = {op.get_type_name() for op in lowered.get_ordered_ops()}
+    assert "ConvolutionBackpropData" not in types and "DepthToSpace" in types
+    core, config = ov.Core(), {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1}
+    m = plain.input(0).get_partial_shape()[1].get_length()
+    y = np.random.default_rng(0).normal(0, 2, (1, m, 5, 7)).astype(np.float32)
+    a, b = (core.compile_model(m, "CPU", config)({0: y})[0] for m in (plain, lowered))
+    assert a.shape == b.shape == (1, 3, 80, 112)
+    np.testing.assert_allclose(b, a, atol=1e-5)
