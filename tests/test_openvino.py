@@ -18,9 +18,7 @@ needs_openvino = pytest.mark.skipif(
 
 
 def _has_bf16() -> bool:
-    import openvino as ov
-
-    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    return "BF16" in OV.openvino_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
 def test_a_missing_openvino_is_one_clear_error(monkeypatch):
@@ -36,8 +34,23 @@ def test_bf16_is_refused_on_onnx_runtime(model_dir):
 
 
 @needs_openvino
-def test_auto_does_not_take_openvino_until_it_is_named():
-    assert resolve_backend("auto") != "openvino"
+def test_auto_takes_openvino_where_it_is_installed(monkeypatch):
+    import onnxruntime
+
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    assert resolve_backend("auto") == "openvino"
+
+
+@needs_openvino
+def test_many_codecs_in_one_process_share_one_openvino_core(model_dir):
+    """Each Core made anew crashed a long test run (openvino_core's reason)."""
+    md = open_model_dir(model_dir)
+    first = onnx_codec(md, "openvino", 1, "fp32")
+    y = np.zeros((1, md.manifest.meta.M, 2, 3), np.float32)
+    for _ in range(30):
+        assert onnx_codec(md, "openvino", 1, "fp32").networks.synthesis(y).shape == (1, 3, 32, 48)
+    assert OV.openvino_core() is OV.openvino_core()
+    del first
 
 
 @needs_openvino
@@ -172,7 +185,6 @@ def test_subpixel_weights_give_the_transposed_convolution(k):
 def test_lowered_synthesis_equals_openvinos_transposed_convolutions(model_dir):
     import io
 
-    import openvino as ov
     from openvino.frontend import FrontEndManager
 
     fe = FrontEndManager().load_by_framework("onnx")
@@ -181,7 +193,7 @@ def test_lowered_synthesis_equals_openvinos_transposed_convolutions(model_dir):
     assert OV.lower_transposed_convolutions(lowered) == 4
     types = {op.get_type_name() for op in lowered.get_ordered_ops()}
     assert "ConvolutionBackpropData" not in types and "DepthToSpace" in types
-    core, config = ov.Core(), {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1}
+    core, config = OV.openvino_core(), {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1}
     m = plain.input(0).get_partial_shape()[1].get_length()
     y = np.random.default_rng(0).normal(0, 2, (1, m, 5, 7)).astype(np.float32)
     a, b = (core.compile_model(m, "CPU", config)({0: y})[0] for m in (plain, lowered))

@@ -53,9 +53,7 @@ def resolve_backend(backend: str) -> str:
     :class:`BackendError` that says what to install."""
     avail = available_backends()
     if backend == "auto":
-        # OpenVINO is named, not taken by auto, until the whole suite passes with it
-        # installed: a run with it hung on an interrupted folder and once crashed.
-        return next(b for b in avail if b != "openvino")
+        return avail[0]
     if backend not in BACKENDS:
         raise BackendError(f"unknown backend {backend!r}; choose from auto, {', '.join(BACKENDS)}")
     if backend not in avail:

@@ -15,6 +15,7 @@ precision decodes with any other.
 
 from __future__ import annotations
 
+import functools
 import io
 import queue
 from types import SimpleNamespace
@@ -56,6 +57,16 @@ def _signature(compiled) -> SimpleNamespace:
 
     ins, outs = args(compiled.inputs), args(compiled.outputs)
     return SimpleNamespace(get_inputs=lambda: ins, get_outputs=lambda: outs)
+
+
+@functools.cache
+def openvino_core():
+    """The process's one ``openvino.Core``.  A second Core queried in the same process can
+    crash it (ultralytics/ultralytics#25864: a segfault after some 20 model loads, each with
+    its own Core; qaft's test suite crashed the same way once ``auto`` took OpenVINO)."""
+    import openvino as ov
+
+    return ov.Core()
 
 
 def lower_transposed_convolutions(model) -> int:
@@ -113,14 +124,13 @@ class OpenVinoNetworks:
                 f"precision {precision!r} is not one of auto, {', '.join(PRECISION_HINTS)}"
             )
         try:
-            import openvino as ov
             from openvino.frontend import FrontEndManager
         except ImportError:
             raise BackendError(
                 "backend 'openvino' needs the openvino package: "
                 'pip install ".[openvino]" from a qaft checkout'
             ) from None
-        core = ov.Core()
+        core = openvino_core()
         has_bf16 = "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
         if precision == "auto":
             precision = "bf16" if has_bf16 else "fp32"
