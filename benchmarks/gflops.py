@@ -14,6 +14,7 @@ what that runtime's matrix kernels reach on this machine.  Needs the onnx packag
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import statistics
 import time
@@ -133,8 +134,8 @@ def main() -> None:
         nets = onnx_codec(md, backend, args.threads, precision or "fp32").networks
         gemm = 2 * GEMM**3 / median_seconds(gemm_runner(backend, precision, args.threads), 5)
         row = f"{spec:<16}{gemm / 1e9:>14.0f}"
-        for name, fn in (("analysis", lambda: nets.analysis(x)), ("synthesis", lambda: nets.synthesis(y))):  # fmt: skip
-            s = median_seconds(fn, args.repeat)
+        for name, arg in (("analysis", x), ("synthesis", y)):
+            s = median_seconds(functools.partial(getattr(nets, name), arg), args.repeat)
             rate = flops[name] / s
             row += f"{s * 1e3:>13.1f}{rate / 1e9:>9.0f}{rate / gemm:>9.2f}"
         print(row)

@@ -193,7 +193,8 @@ def test_lowered_synthesis_equals_openvinos_transposed_convolutions(model_dir):
     assert OV.lower_transposed_convolutions(lowered) == 4
     types = {op.get_type_name() for op in lowered.get_ordered_ops()}
     assert "ConvolutionBackpropData" not in types and "DepthToSpace" in types
-    core, config = OV.openvino_core(), {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1}
+    core = OV.openvino_core()
+    config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1}
     m = plain.input(0).get_partial_shape()[1].get_length()
     y = np.random.default_rng(0).normal(0, 2, (1, m, 5, 7)).astype(np.float32)
     a, b = (core.compile_model(m, "CPU", config)({0: y})[0] for m in (plain, lowered))
