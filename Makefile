@@ -23,7 +23,7 @@ $(BIN)/python:
 # requirement would pull a multi-GB CUDA build instead.
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q --disable-pip-version-check torch==2.13.0
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[train,test,distributed]"
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[train,test,distributed,openvino]"
 	touch $@
 
 install: $(STAMP)

@@ -200,3 +200,22 @@ def test_lowered_synthesis_equals_openvinos_transposed_convolutions(model_dir):
     a, b = (core.compile_model(m, "CPU", config)({0: y})[0] for m in (plain, lowered))
     assert a.shape == b.shape == (1, 3, 80, 112)
     np.testing.assert_allclose(b, a, atol=1e-5)
+
+
+def test_auto_goes_on_to_onnx_runtime_where_openvino_cannot_run(model_dir, monkeypatch):
+    """An openvino package that is there but does not import (a broken install)."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_openvino(name, *args, **kwargs):
+        if name.startswith("openvino"):
+            raise ImportError("libopenvino.so: cannot open shared object file")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(OV, "openvino_installed", lambda: True)
+    monkeypatch.setattr(builtins, "__import__", no_openvino)
+    md = open_model_dir(model_dir)
+    assert onnx_codec(md, "auto", 1).networks.backend == "cpu"
+    with pytest.raises(BackendError, match="needs the openvino package"):
+        onnx_codec(md, "openvino", 1)

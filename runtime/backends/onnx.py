@@ -197,12 +197,19 @@ def open_networks(
     """The float networks of ``backend`` (``auto``: the best available): OpenVINO's for
     ``openvino`` (``optimize`` is ONNX Runtime's switch: OpenVINO always optimizes), ONNX
     Runtime's for the others.  bf16 runs on openvino only; ``auto`` is bf16 there where
-    the CPU has it (it costs no PSNR on Kodak: ``docs/performance.md``), fp32 elsewhere."""
-    backend = resolve_backend(backend)
+    the CPU has it (it costs no PSNR on Kodak: ``docs/performance.md``), fp32 elsewhere.
+    ``auto`` goes on to ONNX Runtime where the openvino package is there but cannot run
+    (the backend a codec runs names it)."""
+    asked, backend = backend, resolve_backend(backend)
     if backend == "openvino":
         from qaft.runtime.backends.openvino import OpenVinoNetworks
 
-        return OpenVinoNetworks(model, threads, precision)
+        try:
+            return OpenVinoNetworks(model, threads, precision)
+        except BackendError:
+            if asked != "auto" or precision == "bf16":
+                raise
+            backend = next(b for b in available_backends() if b != "openvino")
     if precision == "bf16":
         raise BackendError(
             f"precision bf16 needs the openvino backend, not {backend!r} "
