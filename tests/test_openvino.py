@@ -162,7 +162,7 @@ def _transposed_conv(x, w, pad):
 
 @pytest.mark.parametrize("k", [3, 5, 7])
 def test_subpixel_weights_give_the_transposed_convolution(k):
-    from qaft.runtime.backends.subpixel import lowerable, subpixel_weights
+    from qaft.runtime.subpixel import lowerable, subpixel_weights
 
     rng = np.random.default_rng(k)
     x, w = rng.normal(size=(4, 5, 6)), rng.normal(size=(4, 3, k, k))

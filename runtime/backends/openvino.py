@@ -72,10 +72,10 @@ def openvino_core():
 def lower_transposed_convolutions(model) -> int:
     """Rewrites, in place, each stride-2 transposed convolution of an ``openvino.Model``
     whose weights are a constant into a convolution and a depth-to-space
-    (:mod:`qaft.runtime.backends.subpixel`: the same sums); returns how many it rewrote."""
+    (:mod:`qaft.runtime.subpixel`: the same sums); returns how many it rewrote."""
     import openvino.opset13 as ops
 
-    from qaft.runtime.backends.subpixel import lowerable, subpixel_weights
+    from qaft.runtime.subpixel import lowerable, subpixel_weights
 
     done = 0
     for node in model.get_ordered_ops():

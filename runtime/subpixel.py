@@ -9,9 +9,10 @@ taps that phase uses, and stacking the phases as ``4 * cout`` output channels
 order.  The sums are the same products as the transposed convolution's (a few taps are
 zero: 36 where it has 25 for k = 5), in another order.
 
-Why: OpenVINO's bf16 kernels run this form of the synthesis 1.8x faster than its
-transposed convolutions (q3, a Kodak image, 2 cores: 36 against 64 ms); ONNX Runtime
-gains under 10%, so its graphs are left as exported.
+Where it serves: OpenVINO's bf16 kernels run this form of the synthesis 1.8x faster than
+its transposed convolutions (q3, a Kodak image, 2 cores: 36 against 64 ms; ONNX Runtime
+gains under 10%, so its graphs are left as exported), and the exact integer
+hyper-synthesis computes its transposed convolutions this way (one product each).
 """
 
 from __future__ import annotations
@@ -42,3 +43,10 @@ def subpixel_weights(w: np.ndarray, padding: int) -> np.ndarray:
                     if 0 <= kx < k:
                         out[:, r, c, :, t + h, u + h] = w[:, :, ky, kx].T
     return out.reshape(4 * cout, cin, 2 * h + 1, 2 * h + 1)
+
+
+def depth_to_space(x: np.ndarray) -> np.ndarray:
+    """(4 C, H, W) -> (C, 2H, 2W), channel ``4 c + 2 r + s`` to pixel ``(2y + r, 2x + s)``
+    of channel c (ONNX's DepthToSpace in CRD mode, PyTorch's PixelShuffle(2))."""
+    c4, h, w = x.shape
+    return x.reshape(c4 // 4, 2, 2, h, w).transpose(0, 3, 1, 4, 2).reshape(c4 // 4, 2 * h, 2 * w)
