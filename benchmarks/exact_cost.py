@@ -72,6 +72,8 @@ class OnnxFloatHyper:
                           opset_version=17, dynamo=False)  # fmt: skip
         opts = ort.SessionOptions()
         opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+        # as the codecs' sessions: spinning threads would take the next session's cores
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
     def __call__(self, z_hat: np.ndarray):
