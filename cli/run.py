@@ -49,8 +49,8 @@ def _backend_options(fn):
         default="auto",
         show_default=True,
         type=click.Choice(["auto", "cpu", "cuda", "tensorrt", "openvino"]),
-        help="ONNX Runtime's execution provider, or OpenVINO on the CPU (auto: the best "
-        "available of tensorrt, cuda, cpu; openvino only when named).",
+        help="ONNX Runtime's execution provider, or OpenVINO on the CPU (auto: the first "
+        "available of tensorrt, cuda, openvino, cpu).",
     )(fn)
     return fn
 
@@ -402,7 +402,9 @@ def _encoder(
     if spec is None:
         from qaft.runtime.rate_control import encode_to_target, zoo_candidates
 
-        candidates = zoo_candidates(quantizer or TARGET_QUANTIZER, backend=backend, threads=threads)
+        candidates = zoo_candidates(
+            quantizer or TARGET_QUANTIZER, backend=backend, threads=threads, precision=precision
+        )
 
         def encode(image):
             r = encode_to_target(image, candidates, target_bpp=target_bpp, target_psnr=target_psnr)
@@ -921,9 +923,9 @@ def demo(images, model, quantizer, out, backend, threads, precision) -> None:
                 f"{job.dest} exists and was not written by qaft-run demo: use another --out"
             )
     model_dir = _open_model(model or DEFAULT_MODEL)
-    _check_encoder(model_dir)
+    _check_encoder(model_dir, precision)
     quantizer = _quantizer(model_dir, quantizer)
-    codec = _codec(model_dir, backend, threads)
+    codec = _codec(model_dir, backend, threads, precision)
     click.echo(f"{len(files)} images -> {out_dir}/ ({quantizer})")
     click.echo(
         f"{'image':<22}{'size':>11}{'bytes':>9}{'bpp':>8}{'PSNR dB':>9}{'enc ms':>8}{'dec ms':>8}"

@@ -301,7 +301,9 @@ def compress(
     if spec is not None:
         coder = load(spec, backend=backend, threads=threads, precision=precision)
         return coder.compress(image, quantizer=quantizer, step=step, q_lmbda=q_lmbda)
-    candidates = zoo_candidates(quantizer or TARGET_QUANTIZER, backend=backend, threads=threads)
+    candidates = zoo_candidates(
+        quantizer or TARGET_QUANTIZER, backend=backend, threads=threads, precision=precision
+    )
     return encode_to_target(image, candidates, target_bpp=target_bpp, target_psnr=target_psnr).data
 
 

@@ -159,6 +159,7 @@ def zoo_candidates(
     models: Sequence[str] | None = None,
     backend: str = "cpu",
     threads: int = 0,
+    precision: str = "fp32",
 ) -> list[Candidate]:
     """Candidates for the bundled models, in increasing rate order: the stage-1 models
     q0..q6 unless ``models`` names others (in the order given, which must be increasing
@@ -181,7 +182,7 @@ def zoo_candidates(
             raise RateControlError(
                 f"a target is searched for over the models {', '.join(models)}: {exc}"
             ) from None
-        codec = onnx_codec(open_model_dir(path), backend, threads)
+        codec = onnx_codec(open_model_dir(path), backend, threads, precision)
         kodak = entries.get(name, {}).get("kodak") or {}
         typical = (kodak["bpp"], kodak["psnr"]) if {"bpp", "psnr"} <= kodak.keys() else None
         out.append(Candidate(name, codec, quantizer, codec.model.params(quantizer), typical))

@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from conftest import TRAIN, run_cli
+from conftest import TRAIN, run_cli, synthetic_image
 
 
 def test_eval_writes_compressai_json(tiny_model_file, image_dir, tmp_path):
@@ -261,3 +261,19 @@ def test_a_command_without_its_extra_says_what_to_install(tmp_path):
         'error: this command needs torch, which is not installed: pip install ".[train]" '
         "from a qaft checkout (README, Install)"
     ), r.stderr
+
+
+def test_target_search_and_demo_honour_precision(tmp_path):
+    """--precision reaches every codec a command opens: bf16 on ONNX Runtime is refused by a
+    target search and by demo too, in one line."""
+    from PIL import Image
+
+    src = tmp_path / "a.png"
+    Image.fromarray(synthetic_image(64, 64, 2)).save(src)
+    r = run_cli("qaft-run", "compress", str(src), "-o", str(tmp_path / "a.qaft"),
+                "--target-bpp", "0.3", "--backend", "cpu", "--precision", "bf16")  # fmt: skip
+    assert r.returncode != 0 and "bf16 needs the openvino backend" in r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "a.qaft").exists()
+    r = run_cli("qaft-run", "demo", "--data", str(tmp_path), "--out", str(tmp_path / "d"),
+                "--backend", "cpu", "--precision", "bf16")  # fmt: skip
+    assert r.returncode != 0 and "bf16 needs the openvino backend" in r.stderr

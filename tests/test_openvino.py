@@ -217,5 +217,20 @@ def test_auto_goes_on_to_onnx_runtime_where_openvino_cannot_run(model_dir, monke
     monkeypatch.setattr(builtins, "__import__", no_openvino)
     md = open_model_dir(model_dir)
     assert onnx_codec(md, "auto", 1).networks.backend == "cpu"
-    with pytest.raises(BackendError, match="needs the openvino package"):
+    with pytest.raises(BackendError, match=r"installed but cannot run \(libopenvino.so"):
+        onnx_codec(md, "openvino", 1)
+
+
+@needs_openvino
+def test_auto_goes_on_where_openvinos_cpu_plugin_fails(model_dir, monkeypatch):
+    """A Core that cannot start its CPU plugin: auto runs ONNX Runtime, a named openvino
+    says why in one line."""
+
+    def broken():
+        raise RuntimeError("Failed to create plugin libopenvino_intel_cpu_plugin.so")
+
+    monkeypatch.setattr(OV, "openvino_core", broken)
+    md = open_model_dir(model_dir)
+    assert onnx_codec(md, "auto", 1).networks.backend == "cpu"
+    with pytest.raises(BackendError, match="cannot run \\(Failed to create plugin"):
         onnx_codec(md, "openvino", 1)

@@ -206,7 +206,7 @@ def open_networks(
 
         try:
             return OpenVinoNetworks(model, threads, precision)
-        except BackendError:
+        except Exception:  # auto: whatever stops OpenVINO, ONNX Runtime may still run
             if asked != "auto" or precision == "bf16":
                 raise
             backend = next(b for b in available_backends() if b != "openvino")

@@ -86,6 +86,8 @@ def lower_transposed_convolutions(model) -> int:
         if weights.get_type_name() != "Constant":
             continue
         w = weights.get_data()
+        if w.ndim != 4:  # 1-D or 3-D transposed convolutions: not what the lowering knows
+            continue
         k = w.shape[2]
         pad = a["pads_begin"][0]
         square = w.shape[2] == w.shape[3] and len(set(a["strides"])) == 1
@@ -125,17 +127,20 @@ class OpenVinoNetworks:
             )
         try:
             from openvino.frontend import FrontEndManager
-        except ImportError:
-            raise BackendError(
-                "backend 'openvino' needs the openvino package: "
-                'pip install ".[openvino]" from a qaft checkout'
-            ) from None
-        core = openvino_core()
-        has_bf16 = "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+            core = openvino_core()
+            has_bf16 = "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        except Exception as exc:  # no package, or one that cannot start (libraries, plugin)
+            if isinstance(exc, ImportError) and not openvino_installed():
+                raise BackendError(
+                    "backend 'openvino' needs the openvino package: "
+                    'pip install ".[openvino]" from a qaft checkout'
+                ) from None
+            raise BackendError(f"openvino is installed but cannot run ({_first_line(exc)})") from None
         if precision == "auto":
             precision = "bf16" if has_bf16 else "fp32"
         if precision == "bf16" and not has_bf16:
-            raise BackendError("this CPU has no bf16 arithmetic: use --precision fp32")
+            raise BackendError("this CPU has no bf16 arithmetic: precision fp32 runs here")
         self.precision = precision
         config = {
             "PERFORMANCE_HINT": "LATENCY",
