@@ -136,7 +136,8 @@ class OpenVinoNetworks:
                     "backend 'openvino' needs the openvino package: "
                     'pip install ".[openvino]" from a qaft checkout'
                 ) from None
-            raise BackendError(f"openvino is installed but cannot run ({_first_line(exc)})") from None
+            why = _first_line(exc)
+            raise BackendError(f"openvino is installed but cannot run ({why})") from None
         if precision == "auto":
             precision = "bf16" if has_bf16 else "fp32"
         if precision == "bf16" and not has_bf16:
