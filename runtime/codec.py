@@ -57,7 +57,11 @@ class Codec:
     @property
     def hyper(self) -> HyperSynthesis:
         """The model's hyper-synthesis, its products run by :attr:`products`."""
-        hyper = self.model.hyper
+        return self.bind(self.model.hyper)
+
+    def bind(self, hyper: HyperSynthesis) -> HyperSynthesis:
+        """``hyper`` with its products run by :attr:`products` (a prior without products,
+        or a codec without its own, as it is)."""
         if self.products is None or not hasattr(hyper, "with_products"):
             return hyper
         return hyper.with_products(self.products)

@@ -100,7 +100,10 @@ class _LatentSource:
         m = self.model
         y = m.g_a(x)
         z = m.hyper_analysis(y)
-        hyper = m.integer_hyper_synthesis() if self.live_hyper else None
+        # the codec's products: ONNX Runtime's threads, none left spinning into PyTorch's
+        hyper = (
+            self.codec.bind(m.integer_hyper_synthesis()) if self.live_hyper else self.codec.hyper
+        )
         lat = self.codec.model.latents(y.float().cpu().numpy(), z.float().cpu().numpy(), hyper)
         idx, y_hat = self.quant.quantize(lat.y, lat.prior, self.params)
         return {
