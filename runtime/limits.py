@@ -115,12 +115,15 @@ MAX_THREADS_PER_CORE = 4
 
 def check_threads(threads: int) -> int:
     """``threads`` if it is 0 (the runtime's default) or 1 .. 4 per core, else a QaftError."""
+    import numbers
     import os
 
     from qaft.runtime.errors import QaftError
 
-    if not isinstance(threads, int) or isinstance(threads, bool):
+    # any integer type (NumPy's too), never a bool or a float
+    if not isinstance(threads, numbers.Integral) or isinstance(threads, bool):
         raise QaftError(f"threads must be an integer, not {threads!r}")
+    threads = int(threads)
     top = MAX_THREADS_PER_CORE * (os.cpu_count() or 1)
     if not 0 <= threads <= top:
         raise QaftError(

@@ -118,6 +118,8 @@ RGB = synthetic_image(32, 40, 1)
         (lambda: qr.load(""), "a model is a bundled model's name or a folder's path, not ''"),
         (lambda: qr.load("q0", backend="gpu"), "unknown backend 'gpu'"),
         (lambda: qr.load("q0", precision="fp8"), "unknown precision 'fp8'"),
+        (lambda: qr.load("q0", threads=2.0), "threads must be an integer, not 2.0"),
+        (lambda: qr.load("q0", threads=True), "threads must be an integer, not True"),
         (lambda: qr.decompress(5), "expected the bytes of a .qaft file, not int"),
         (lambda: qr.decompress("photo.qaft"), "not a path: read it first"),
         (lambda: qr.decompress(b"\x89PNG\r\n" + bytes(40)), "a PNG image, not a .qaft file"),
@@ -158,6 +160,10 @@ def test_a_quantizer_the_model_was_not_finetuned_for_warns():
         qr.load("q1-tcq").compress(RGB, quantizer="sq")
     with pytest.warns(UserWarning, match="step is for"):
         qr.load("q0").compress(RGB, quantizer="sq", step=0.5)
+
+
+def test_threads_may_be_any_integer_type():
+    assert qr.load("q0", threads=np.int64(1)).decompress(qr.compress(RGB, model="q0")).shape
 
 
 def test_threads_share_one_codec():
