@@ -165,6 +165,20 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path, image_dir, args, needle):
     assert r.returncode != 0
     assert needle in r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()  # a run that could not start leaves no folder
+
+
+def test_a_failed_start_keeps_a_folder_that_was_there(tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    (tmp_path / "empty").mkdir()
+    r = run_cli("qaft", "train", "--data", str(tmp_path / "empty"), "--lmbda", "0.01",
+                "--out", str(out))  # fmt: skip
+    assert r.returncode != 0 and (out / "notes.txt").read_text() == "mine"
+    r = run_cli("qaft", "train", "--data", str(tmp_path / "empty"), "--lmbda", "0.01",
+                "--out", str(tmp_path / "empty"))  # fmt: skip
+    assert r.returncode != 0 and (tmp_path / "empty").is_dir()  # empty, but there before
 
 
 def test_unreadable_image_is_one_line_error(tiny_model_file, tmp_path):

@@ -41,6 +41,7 @@ from qaft.training.run import (
     check_run_files,
     check_schedule,
     open_run_folder,
+    removed_unless_used,
     resolve_device,
     resumed_config,
 )
@@ -322,6 +323,12 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, progress: bool = True) -
     A fresh run refuses a folder that holds a run already
     (:func:`~qaft.training.run.check_fresh_run`).
     """
+    with removed_unless_used(Path(cfg.out)):
+        return _finetune(cfg, resume, progress)
+
+
+def _finetune(cfg: FinetuneConfig, resume: bool = False, progress: bool = True) -> Path:
+    """The run itself (:func:`finetune`)."""
     out = Path(cfg.out)
     state = open_run_folder(out, resume)
     if resume:

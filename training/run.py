@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,21 @@ def check_run_files(out: str | Path) -> None:
         p = Path(out) / f
         if os.path.lexists(p) and (p.is_symlink() or not p.is_file()):
             raise RunFolderError(f"{p} is a symlink or not a regular file; the run will not use it")
+
+
+@contextmanager
+def removed_unless_used(out: Path) -> Iterator[None]:
+    """Removes the run folder ``out`` again when the run fails before it wrote anything
+    there and the folder did not exist before (bad data, a model file that does not load,
+    Ctrl-C while it starts): a failed start leaves no empty folder behind."""
+    existed = os.path.lexists(out)
+    try:
+        yield
+    except BaseException:
+        if not existed:
+            with suppress(OSError):  # not empty (the run wrote into it), or gone
+                out.rmdir()
+        raise
 
 
 def open_run_folder(out: Path, resume: bool) -> dict[str, Any] | None:

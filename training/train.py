@@ -29,6 +29,7 @@ from qaft.training.run import (
     check_run_files,
     check_schedule,
     open_run_folder,
+    removed_unless_used,
     resolve_device,
     resumed_config,
 )
@@ -326,6 +327,14 @@ def train(
     (:func:`~qaft.training.run.check_fresh_run`); a resumed one refuses a ``cfg`` whose
     :data:`RUN_FIXED` settings differ from the run's.
     """
+    with removed_unless_used(Path(cfg.out)):
+        return _train(cfg, resume, validate, progress)
+
+
+def _train(
+    cfg: TrainConfig, resume: bool = False, validate: Validator | None = None, progress: bool = True
+) -> Path:
+    """The run itself (:func:`train`)."""
     out = Path(cfg.out)
     # read before anything is written or built: a mismatch fails with nothing changed
     state = open_run_folder(out, resume)

@@ -2,7 +2,8 @@
 
 The same exported ONNX graphs as ONNX Runtime's backend, run by OpenVINO's CPU plugin: on
 the AVX-512 CPUs the project measures on it runs the synthesis 1.5x (fp32) to 2.8x (bf16)
-as fast (``docs/performance.md``), and ``auto`` takes it where it is installed.  Optional: ``pip install qaft[openvino]``.
+as fast (``docs/performance.md``), and ``auto`` takes it where it is installed.
+Optional: ``pip install qaft[openvino]``.
 
 Precisions: ``fp32`` (the fp32 graphs at f32), ``bf16`` (the fp32 graphs with OpenVINO's
 bf16 inference-precision hint, only where the CPU has bf16), ``fp16`` (the fp16 graphs),
