@@ -17,7 +17,7 @@ import argparse
 import functools
 import io
 import statistics
-import time
+import timeit
 
 import numpy as np
 import onnx
@@ -97,13 +97,9 @@ def gemm_runner(backend: str, precision: str, threads: int):
 
 
 def median_seconds(fn, repeat: int) -> float:
+    """Median of ``repeat`` single calls, after one to warm up."""
     fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return statistics.median(timeit.repeat(fn, number=1, repeat=repeat))
 
 
 def main() -> None:
